@@ -1,0 +1,5 @@
+"""Allows ``python -m acmenfs``."""
+
+from acmenfs.cli.main import main
+
+raise SystemExit(main())

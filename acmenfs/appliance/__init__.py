@@ -1,0 +1,1 @@
+"""The appliance: shares, snapshots, clones, store, storage backends, REST API."""

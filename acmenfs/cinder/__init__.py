@@ -1,0 +1,1 @@
+"""OpenStack Cinder volume driver for the acmenfs appliance."""

@@ -1,0 +1,1 @@
+"""The acmenfs command line."""
