@@ -1,0 +1,524 @@
+"""The local-directory backend: serves one exported directory tree from the local file system.
+
+Owns every file operation the NFS procedures need, done relative to directory
+descriptors (``*at`` system calls, O_NOFOLLOW, never a path built from a client
+string), under the caller's identity (``credentials.acting_as``) for namespace
+changes, and with mode-bit checks (owner may always read/write what it owns, as
+knfsd's owner override) for data access on cached descriptors.  Handles are
+kernel handles (root) or ids from a ``PathTable`` (not root); both survive
+restarts.  Keeps the export's ``UsageCounter`` current and hands unstable
+writes to the ``GroupCommitter``.  It must not know about XDR or RPC, and it
+never lets ".." climb above the export root.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import stat
+import threading
+from collections import OrderedDict
+
+from acmenfs.fs import kernel_handles
+from acmenfs.fs.backend import BadHandle, DirEntry, ExportBackend, SetAttributes, StaleHandle
+from acmenfs.fs.commit import GroupCommitter
+from acmenfs.fs.credentials import Identity, acting_as
+from acmenfs.fs.nodes import Node, NodeCache
+from acmenfs.fs.pathtable import PathTable
+from acmenfs.fs.quota import UsageCounter, allocated_bytes
+
+NAME_MAX = 255
+KERNEL_KIND = b"K"
+PATH_KIND = b"P"
+LISTING_CACHE_SIZE = 64
+COOKIE_FLAG = 1 << 63
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_AT_FDCWD = -100
+_UTIME_NOW = (1 << 30) - 1
+_UTIME_OMIT = (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _timespec(setting) -> _Timespec:
+    if setting is None:
+        return _Timespec(0, _UTIME_OMIT)
+    if setting == "server":
+        return _Timespec(0, _UTIME_NOW)
+    return _Timespec(setting // 1_000_000_000, setting % 1_000_000_000)
+
+
+def set_times(path: str, atime, mtime) -> None:
+    """utimensat with per-field OMIT/NOW/explicit (os.utime cannot leave one time alone)."""
+    times = (_Timespec * 2)(_timespec(atime), _timespec(mtime))
+    if _libc.utimensat(_AT_FDCWD, os.fsencode(path), times, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"utimensat: {os.strerror(err)}")
+
+
+def check_name(name: str) -> None:
+    """Refuse names a client must not use as one path component."""
+    if not name:
+        raise OSError(errno.EACCES, "empty file name")
+    if "/" in name or "\0" in name:
+        raise OSError(errno.EACCES, f"file name contains '/' or NUL: {name!r}")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise OSError(errno.ENAMETOOLONG, f"file name longer than {NAME_MAX} bytes")
+
+
+def check_new_name(name: str) -> None:
+    check_name(name)
+    if name in (".", ".."):
+        raise OSError(errno.EEXIST, f"cannot create {name!r}")
+
+
+def name_cookie(name: str) -> int:
+    """A READDIR cookie from the name alone: stable across directory changes and restarts."""
+    digest = hashlib.blake2b(os.fsencode(name), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) | COOKIE_FLAG
+
+
+def permitted(st: os.stat_result, who: Identity, want: int, owner_override: bool = False) -> bool:
+    """Mode-bit check of ``want`` (r=4, w=2, x=1) for ``who``."""
+    if who.is_root:
+        return not (want & 1) or stat.S_ISDIR(st.st_mode) or bool(st.st_mode & 0o111)
+    if owner_override and st.st_uid == who.uid and not (want & 1):
+        return True
+    if st.st_uid == who.uid:
+        bits = st.st_mode >> 6
+    elif who.in_group(st.st_gid):
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return (bits & want & 7) == want
+
+
+def _require(st: os.stat_result, who: Identity, want: int, owner_override: bool = False) -> None:
+    if not permitted(st, who, want, owner_override):
+        raise OSError(errno.EACCES, "permission denied")
+
+
+class LocalExportBackend(ExportBackend):
+    def __init__(
+        self,
+        export_id: bytes,
+        directory: str,
+        committer: GroupCommitter,
+        usage: UsageCounter,
+        path_table: PathTable | None = None,
+        cache_capacity: int = 4096,
+    ) -> None:
+        self.export_id = export_id
+        self.directory = directory
+        self.committer = committer
+        self.usage = usage
+        self.path_table = path_table
+        self.mount_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_st = os.fstat(self.mount_fd)
+        self.root_dev, self.root_ino = root_st.st_dev, root_st.st_ino
+        self._cache = NodeCache(cache_capacity)
+        self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
+        self._listings_lock = threading.Lock()
+        root_fd = os.open(".", _O_PATH, dir_fd=self.mount_fd)
+        self.root_handle = self._handle_for(root_fd, None, "")
+        self.root = self._cache.put(Node(self.root_handle, root_fd, root_st))
+
+    # ----- handles and nodes -------------------------------------------------
+    def _handle_for(self, fd: int, directory: Node | None, name: str) -> bytes:
+        if self.path_table is None:
+            return KERNEL_KIND + kernel_handles.handle_of(fd)
+        if directory is None:
+            path = ""
+        elif name == "..":
+            path = self._path_of(directory).rpartition("/")[0]
+        else:
+            parent = self._path_of(directory)
+            path = f"{parent}/{name}" if parent else name
+        return PATH_KIND + self.path_table.handle_for(self.export_id, path, os.fstat(fd).st_ino)
+
+    def _path_of(self, node: Node) -> str:
+        assert self.path_table is not None
+        found = self.path_table.resolve(self.export_id, node.handle[1:])
+        if found is None:
+            raise StaleHandle("object no longer in the handle table")
+        return found[0]
+
+    def _open_handle(self, handle: bytes) -> int:
+        kind, body = handle[:1], handle[1:]
+        if kind == KERNEL_KIND and self.path_table is None:
+            try:
+                return kernel_handles.open_handle(self.mount_fd, body, _O_PATH)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, OSError) and exc.errno in (errno.ESTALE, errno.ENOENT):
+                    raise StaleHandle(str(exc)) from exc
+                raise BadHandle(f"kernel refused the handle: {exc}") from exc
+        if kind == PATH_KIND and self.path_table is not None:
+            found = self.path_table.resolve(self.export_id, body)
+            if found is None:
+                raise StaleHandle("unknown object id")
+            return self._open_relative_path(*found)
+        raise BadHandle("handle of another kind than this server issues")
+
+    def _open_relative_path(self, path: str, ino: int) -> int:
+        fd = os.open(".", _O_PATH, dir_fd=self.mount_fd)
+        try:
+            for part in filter(None, path.split("/")):
+                next_fd = os.open(part, _O_PATH, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except OSError as exc:
+            os.close(fd)
+            raise StaleHandle(f"path of handle gone: {exc}") from exc
+        if os.fstat(fd).st_ino != ino:
+            os.close(fd)
+            raise StaleHandle("object replaced")
+        return fd
+
+    def node(self, handle: bytes) -> Node:
+        node = self._cache.get(handle)
+        if node is not None:
+            return node
+        fd = self._open_handle(handle)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if st.st_nlink == 0:
+            os.close(fd)
+            raise StaleHandle("object deleted")
+        return self._cache.put(Node(handle, fd, st))
+
+    def _adopt(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> Node:
+        """Turn a freshly opened descriptor of ``name`` into a (cached) node."""
+        try:
+            handle = self._handle_for(fd, directory, name)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            if data_fd >= 0:
+                os.close(data_fd)
+            raise
+        cached = self._cache.get(handle)
+        if cached is not None:
+            os.close(fd)
+            if data_fd >= 0:
+                os.close(data_fd)
+            return cached
+        return self._cache.put(Node(handle, fd, st, data_fd))
+
+    def stat(self, node: Node) -> os.stat_result:
+        st = os.fstat(node.fd)
+        if st.st_nlink == 0 and node is not self.root:
+            self._cache.drop(node)
+            raise StaleHandle("object deleted")
+        return st
+
+    def is_root(self, node: Node) -> bool:
+        return node.dev == self.root_dev and node.ino == self.root_ino
+
+    # ----- lookups and reads ---------------------------------------------------
+    def lookup(self, directory: Node, name: str, who: Identity) -> Node:
+        if not directory.is_dir:
+            raise OSError(errno.ENOTDIR, "not a directory")
+        check_name(name)
+        with acting_as(who):
+            if name == "." or (name == ".." and self.is_root(directory)):
+                os.stat(".", dir_fd=directory.fd)  # the caller still needs search permission
+                return directory if name == "." else self.root
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        return self._adopt(directory, name, fd)
+
+    def readlink(self, node: Node, who: Identity) -> bytes:
+        if not stat.S_ISLNK(node.mode):
+            raise OSError(errno.EINVAL, "not a symbolic link")
+        return os.readlink(b"", dir_fd=node.fd)
+
+    def read(self, node: Node, who: Identity, offset: int, count: int):
+        if node.is_dir:
+            raise OSError(errno.EISDIR, "is a directory")
+        if not node.is_reg:
+            raise OSError(errno.EINVAL, "not a regular file")
+        st = self.stat(node)
+        _require(st, who, 4, owner_override=True)
+        node.data_fd()
+        available = max(0, min(count, st.st_size - offset))
+        return node, available, offset + available >= st.st_size, st
+
+    def access(self, node: Node, who: Identity) -> tuple[int, os.stat_result]:
+        """(allowed rwx bits for ``who``, attributes)."""
+        st = self.stat(node)
+        return sum(bit for bit in (4, 2, 1) if permitted(st, who, bit)), st
+
+    # ----- writes ----------------------------------------------------------------
+    def write(self, node: Node, who: Identity, offset: int, data, stable: int):
+        if node.is_dir:
+            raise OSError(errno.EISDIR, "is a directory")
+        if not node.is_reg:
+            raise OSError(errno.EINVAL, "not a regular file")
+        fd = node.data_fd(writable=True)
+        pre = os.fstat(fd)
+        if pre.st_nlink == 0:
+            self._cache.drop(node)
+            raise StaleHandle("object deleted")
+        _require(pre, who, 2, owner_override=True)
+        self.usage.check_growth(offset + len(data) - pre.st_size)
+        written = os.pwrite(fd, data, offset)
+        while written < len(data):
+            more = os.pwrite(fd, data[written:], offset + written)
+            if more == 0:
+                raise OSError(errno.ENOSPC, "short write")
+            written += more
+        if stable == 2:
+            os.fsync(fd)
+        elif stable == 1:
+            os.fdatasync(fd)
+        else:
+            self.committer.mark_dirty(node)
+        post = os.fstat(fd)
+        self.usage.add(allocated_bytes(post) - allocated_bytes(pre))
+        return pre, post
+
+    def commit_ticket(self) -> int | None:
+        return self.committer.ticket()
+
+    def setattr(self, node: Node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None):
+        pre = self.stat(node)
+        if guard_ctime_ns is not None and pre.st_ctime_ns != guard_ctime_ns:
+            raise OSError(errno.EPERM, "guard ctime mismatch")  # mapped to NOT_SYNC by the caller
+        self._apply(node, who, changes, pre)
+        return pre, self.stat(node)
+
+    def _apply(self, node: Node, who: Identity, changes: SetAttributes, st: os.stat_result) -> None:
+        if changes.size is not None:
+            if node.is_dir:
+                raise OSError(errno.EISDIR, "is a directory")
+            if not node.is_reg:
+                raise OSError(errno.EINVAL, "not a regular file")
+            if changes.size != st.st_size:
+                _require(st, who, 2, owner_override=True)
+                self.usage.check_growth(changes.size - st.st_size)
+                fd = node.data_fd(writable=True)
+                os.ftruncate(fd, changes.size)
+                self.usage.add(allocated_bytes(os.fstat(fd)) - allocated_bytes(st))
+        with acting_as(who):
+            if changes.mode is not None and not stat.S_ISLNK(node.mode):
+                os.chmod(node.proc_path, changes.mode & 0o7777)
+            if changes.uid is not None or changes.gid is not None:
+                uid = -1 if changes.uid is None else changes.uid
+                gid = -1 if changes.gid is None else changes.gid
+                os.chown(node.proc_path, uid, gid, follow_symlinks=not stat.S_ISLNK(node.mode))
+            if (changes.atime is not None or changes.mtime is not None) and not stat.S_ISLNK(node.mode):
+                set_times(node.proc_path, changes.atime, changes.mtime)
+
+    # ----- namespace changes ---------------------------------------------------------
+    def _forget_listing(self, directory: Node) -> None:
+        with self._listings_lock:
+            self._listings.pop(directory.handle, None)
+
+    def create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes):
+        """how: 0 UNCHECKED, 1 GUARDED, 2 EXCLUSIVE (verifier kept in atime/mtime seconds)."""
+        check_new_name(name)
+        self.usage.check_growth(1)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if how else 0)
+        mode = 0o644 if changes.mode is None or how == 2 else changes.mode & 0o7777
+        with acting_as(who):
+            try:
+                fd = os.open(name, flags, mode, dir_fd=directory.fd)
+            except FileExistsError:
+                if how != 2:
+                    raise
+                return self._retried_exclusive_create(directory, name, who, verifier)
+            except PermissionError:
+                if how or not os.path.lexists(f"{directory.proc_path}/{name}"):
+                    raise
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory.fd)
+            self._forget_listing(directory)
+            path_fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+            st = os.fstat(fd)
+            if how == 2:
+                seconds = int.from_bytes(verifier[:4], "big"), int.from_bytes(verifier[4:], "big")
+                os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
+            elif st.st_mode & 0o7777 != mode and st.st_nlink and changes.mode is not None and st.st_uid == who.uid:
+                os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
+        self.usage.add(allocated_bytes(st))
+        node = self._adopt(directory, name, path_fd, fd)
+        if how != 2:
+            self._apply(node, who, SetAttributes(None, changes.uid, changes.gid, changes.size, changes.atime, changes.mtime), self.stat(node))
+        return node
+
+    def _retried_exclusive_create(self, directory: Node, name: str, who: Identity, verifier: bytes) -> Node:
+        fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        st = os.fstat(fd)
+        stored = (int(st.st_atime) & 0xFFFFFFFF).to_bytes(4, "big") + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "big")
+        if not stat.S_ISREG(st.st_mode) or stored != verifier:
+            os.close(fd)
+            raise OSError(errno.EEXIST, "file exists (exclusive create with another verifier)")
+        return self._adopt(directory, name, fd)
+
+    def mkdir(self, directory: Node, name: str, who: Identity, changes: SetAttributes) -> Node:
+        check_new_name(name)
+        self.usage.check_growth(4096)
+        mode = 0o755 if changes.mode is None else changes.mode & 0o7777
+        with acting_as(who):
+            os.mkdir(name, mode, dir_fd=directory.fd)
+            self._forget_listing(directory)
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+            if os.fstat(fd).st_mode & 0o7777 != mode:
+                os.chmod(f"/proc/self/fd/{fd}", mode)
+        node = self._adopt(directory, name, fd)
+        self.usage.add(allocated_bytes(os.fstat(node.fd)))
+        self._apply(node, who, SetAttributes(None, changes.uid, changes.gid, None, changes.atime, changes.mtime), self.stat(node))
+        return node
+
+    def symlink(self, directory: Node, name: str, who: Identity, target: bytes, changes: SetAttributes) -> Node:
+        check_new_name(name)
+        if b"\0" in target or not target:
+            raise OSError(errno.EINVAL, "symbolic link target empty or containing NUL")
+        self.usage.check_growth(1)
+        with acting_as(who):
+            os.symlink(target, os.fsencode(name), dir_fd=directory.fd)
+            self._forget_listing(directory)
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        return self._adopt(directory, name, fd)
+
+    def mknod(self, directory: Node, name: str, who: Identity, kind: str, changes: SetAttributes, rdev: int) -> Node:
+        check_new_name(name)
+        type_bits = {"fifo": stat.S_IFIFO, "sock": stat.S_IFSOCK, "chr": stat.S_IFCHR, "blk": stat.S_IFBLK}[kind]
+        if kind in ("chr", "blk") and not who.is_root:
+            raise OSError(errno.EPERM, "only root may create device nodes")
+        mode = 0o644 if changes.mode is None else changes.mode & 0o7777
+        with acting_as(who):
+            os.mknod(name, type_bits | mode, rdev, dir_fd=directory.fd)
+            self._forget_listing(directory)
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        return self._adopt(directory, name, fd)
+
+    def _forget_name(self, directory: Node, name: str) -> None:
+        """Before ``name`` disappears: drop its cached node and account freed space."""
+        try:
+            st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+        except OSError:
+            return
+        self._cache.drop_inode(st.st_dev, st.st_ino)
+        if st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
+            self.usage.add(-allocated_bytes(st))
+
+    def remove(self, directory: Node, name: str, who: Identity, is_dir: bool) -> None:
+        check_name(name)
+        if name == ".":
+            raise OSError(errno.EINVAL, "cannot remove '.'")
+        if name == "..":
+            raise OSError(errno.ENOTEMPTY if is_dir else errno.EINVAL, "cannot remove '..'")
+        with acting_as(who):
+            st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+            if is_dir and not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, "not a directory")
+            self._forget_name(directory, name)
+            if is_dir:
+                os.rmdir(name, dir_fd=directory.fd)
+            else:
+                os.unlink(name, dir_fd=directory.fd)
+        self._forget_listing(directory)
+        if self.path_table is not None:
+            self.path_table.removed(self.export_id, self._child_path(directory, name))
+
+    def _child_path(self, directory: Node, name: str) -> str:
+        parent = self._path_of(directory)
+        return f"{parent}/{name}" if parent else name
+
+    def rename(self, from_dir: Node, from_name: str, to_dir: Node, to_name: str, who: Identity) -> None:
+        check_name(from_name)
+        check_name(to_name)
+        if from_name in (".", "..") or to_name in (".", ".."):
+            raise OSError(errno.EINVAL, "cannot rename '.' or '..'")
+        with acting_as(who):
+            source = os.stat(from_name, dir_fd=from_dir.fd, follow_symlinks=False)
+            try:
+                target = os.stat(to_name, dir_fd=to_dir.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                target = None
+            same_object = target is not None and (target.st_dev, target.st_ino) == (source.st_dev, source.st_ino)
+            if target is not None and not same_object:
+                self._forget_name(to_dir, to_name)
+            os.rename(from_name, to_name, src_dir_fd=from_dir.fd, dst_dir_fd=to_dir.fd)
+        self._forget_listing(from_dir)
+        self._forget_listing(to_dir)
+        if self.path_table is not None and not same_object:
+            self.path_table.renamed(self.export_id, self._child_path(from_dir, from_name), self._child_path(to_dir, to_name))
+
+    def link(self, node: Node, directory: Node, name: str, who: Identity) -> None:
+        check_new_name(name)
+        if node.is_dir:
+            raise OSError(errno.EISDIR, "cannot hard-link a directory")
+        with acting_as(who):
+            os.link(node.proc_path, name, dst_dir_fd=directory.fd, follow_symlinks=True)
+        self._forget_listing(directory)
+
+    # ----- directory listing -------------------------------------------------------
+    def list_directory(self, directory: Node, who: Identity, cookie: int) -> list[DirEntry]:
+        """Entries after ``cookie`` (0 = from the start), ordered by cookie."""
+        if not directory.is_dir:
+            raise OSError(errno.ENOTDIR, "not a directory")
+        st = self.stat(directory)
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_nlink)
+        with self._listings_lock:
+            cached = self._listings.get(directory.handle)
+        if cookie == 0 or cached is None or cached[0] != key:
+            with acting_as(who):
+                cookies, entries = self._read_listing(directory)
+            with self._listings_lock:
+                self._listings[directory.handle] = (key, cookies, entries)
+                while len(self._listings) > LISTING_CACHE_SIZE:
+                    self._listings.popitem(last=False)
+        else:
+            _, cookies, entries = cached
+        return entries[bisect.bisect_right(cookies, cookie) :] if cookie else entries
+
+    def _read_listing(self, directory: Node) -> tuple[list[int], list[DirEntry]]:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory.fd)
+        try:
+            with os.scandir(fd) as scan:
+                raw = sorted((name_cookie(entry.name), entry.name, entry.inode()) for entry in scan)
+        finally:
+            os.close(fd)
+        entries: list[DirEntry] = []
+        previous = 0
+        for cookie, name, ino in raw:
+            cookie = max(cookie, previous + 1)  # astronomically rare hash collision
+            entries.append(DirEntry(cookie, name, ino))
+            previous = cookie
+        return [entry.cookie for entry in entries], entries
+
+    def entry_node(self, directory: Node, name: str, who: Identity) -> tuple[bytes, os.stat_result]:
+        """Handle and attributes of a listed name (READDIRPLUS), without caching a node."""
+        with acting_as(who):
+            st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+            if self.path_table is None:
+                return KERNEL_KIND + kernel_handles.handle_of(directory.fd, name), st
+        return PATH_KIND + self.path_table.handle_for(self.export_id, self._child_path(directory, name), st.st_ino), st
+
+    # ----- file system ------------------------------------------------------------------
+    def statvfs(self) -> tuple[int, int, int, int, int, int]:
+        vfs = os.fstatvfs(self.mount_fd)
+        total = vfs.f_blocks * vfs.f_frsize
+        free = vfs.f_bfree * vfs.f_frsize
+        avail = vfs.f_bavail * vfs.f_frsize
+        quota = self.usage.quota_bytes
+        if quota is not None:
+            left = max(0, quota - self.usage.used)
+            total, free, avail = quota, min(free, left), min(avail, left)
+        return total, free, avail, vfs.f_files, vfs.f_ffree, vfs.f_favail
+
+    def close(self) -> None:
+        self._cache.clear()
+        self.root = None  # type: ignore[assignment]
+        os.close(self.mount_fd)

@@ -1,0 +1,284 @@
+"""Sans-IO dispatch of RPC calls to registered programs, with the duplicate request cache.
+
+Owns the decision of what happens to one call record: which accept or reject
+status it earns (RPC_MISMATCH, AUTH_ERROR, PROG_UNAVAIL, PROG_MISMATCH,
+PROC_UNAVAIL, GARBAGE_ARGS, SYSTEM_ERR), whether the DRC answers it or drops
+it, and how the procedure's result becomes reply bytes. It never touches a
+socket or an event loop: a transport calls ``begin`` with a record, runs the
+returned ``PendingCall`` where it likes (inline, thread pool, or awaited) with
+``run_sync`` / ``run_async``, and sends the buffers it gets back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable, Sequence, Union
+
+from acmenfs.oncrpc import rpc
+from acmenfs.oncrpc.drc import DrcStatus, DuplicateRequestCache, make_request_key
+from acmenfs.oncrpc.rpc import AcceptStat, AuthError, Credential
+from acmenfs.oncrpc.xdr import Unpacker, XdrError
+
+log = logging.getLogger("acmenfs.oncrpc")
+
+
+class GarbageArgs(Exception):
+    """A procedure could not decode its arguments; answered with GARBAGE_ARGS."""
+
+
+class FileRegion:
+    """Part of a reply that is a byte range of an open file.
+
+    The TCP transport sends it with ``os.sendfile`` (no copy through Python);
+    other paths read it with ``os.pread``. ``fileobj`` (anything with
+    ``fileno()``) is kept referenced until the reply is sent, so the descriptor
+    stays open even if a cache drops it meanwhile.
+    """
+
+    __slots__ = ("fileobj", "offset", "count")
+
+    def __init__(self, fileobj, offset: int, count: int) -> None:
+        self.fileobj = fileobj
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self) -> bytes:
+        data = os.pread(self.fileobj.fileno(), self.count, self.offset)
+        if len(data) < self.count:  # file shrank since the reply was built: pad to promised size
+            data += b"\0" * (self.count - len(data))
+        return data
+
+
+Buffer = Union[bytes, bytearray, memoryview]
+ReplyPart = Union[Buffer, FileRegion]
+ReplyBody = Union[Buffer, Sequence[ReplyPart]]
+Handler = Callable[["CallContext", Unpacker], Union[ReplyBody, Awaitable[ReplyBody]]]
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What a procedure knows of its call besides the arguments."""
+
+    xid: int
+    prog: int
+    vers: int
+    proc: int
+    cred: Credential
+    client: tuple
+    transport: str
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """One procedure of a program.
+
+    ``cached``: replies go through the duplicate request cache (non-idempotent
+    procedures). ``blocking``: a synchronous handler that may wait on disk and
+    must run in the transport's thread pool. An ``async def`` handler is awaited.
+    """
+
+    name: str
+    handler: Handler
+    cached: bool = False
+    blocking: bool = False
+    is_async: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
+
+
+class Program:
+    """One version of an RPC program: its number, version, name and procedures."""
+
+    def __init__(self, number: int, version: int, name: str,
+                 procedures: dict[int, Procedure]) -> None:
+        self.number = number
+        self.version = version
+        self.name = name
+        self.procedures = dict(procedures)
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A decoded call whose procedure still has to run."""
+
+    context: CallContext
+    procedure: Procedure
+    program: Program
+    record: memoryview
+    args_offset: int
+    drc_token: object = None
+
+
+def _flatten(body: ReplyBody) -> list[ReplyPart]:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return [body]
+    return list(body)
+
+
+def materialize(parts: Iterable[ReplyPart]) -> bytes:
+    """Join reply parts into bytes, reading file regions (for UDP and the DRC)."""
+    return b"".join(p.read() if isinstance(p, FileRegion) else bytes(p) for p in parts)
+
+
+class RpcDispatcher:
+    """Routes call records to programs; thread-safe (procedures may run anywhere)."""
+
+    def __init__(self, programs: Iterable[Program] = (),
+                 drc: DuplicateRequestCache | None = None) -> None:
+        self.drc = drc
+        self._programs: dict[tuple[int, int], Program] = {}
+        self._versions: dict[int, list[int]] = {}
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        for program in programs:
+            self.register(program)
+
+    # registry ---------------------------------------------------------------
+
+    def register(self, program: Program) -> None:
+        key = (program.number, program.version)
+        if key in self._programs:
+            raise ValueError(f"program {program.number} version {program.version} already registered")
+        self._programs[key] = program
+        self._versions.setdefault(program.number, []).append(program.version)
+        self._versions[program.number].sort()
+
+    def programs(self) -> list[Program]:
+        return list(self._programs.values())
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[what] += n
+
+    def counters(self) -> dict[str, int]:
+        with self._counts_lock:
+            return dict(self._counts)
+
+    # the call path ----------------------------------------------------------
+
+    def begin(self, record: bytes | bytearray | memoryview, client: tuple,
+              transport: str) -> PendingCall | list[ReplyPart] | None:
+        """Decide what to do with one record.
+
+        Returns reply buffers to send now (errors, cache hits), ``None`` to send
+        nothing (undecodable record without an xid, non-call message, or a
+        duplicate of a call in progress), or a ``PendingCall`` to run.
+        """
+        view = record if isinstance(record, memoryview) else memoryview(record)
+        try:
+            header = rpc.decode_call_header(view)
+        except XdrError as exc:
+            return self._undecodable(view, exc)
+        if header.rpcvers != rpc.RPC_VERSION:
+            self.count("rpc_mismatch")
+            return [rpc.encode_rpc_mismatch(header.xid)]
+        try:
+            cred = rpc.credential_of(header)
+        except AuthError as exc:
+            self.count("auth_errors")
+            log.debug("xid %#x from %s: %s", header.xid, client, exc)
+            return [rpc.encode_auth_error(header.xid, exc.stat)]
+        program = self._programs.get((header.prog, header.vers))
+        if program is None:
+            return self._unavailable(header)
+        procedure = program.procedures.get(header.proc)
+        if procedure is None:
+            self.count("proc_unavail")
+            return [rpc.encode_accept_error(header.xid, AcceptStat.PROC_UNAVAIL)]
+        context = CallContext(header.xid, header.prog, header.vers, header.proc, cred, client,
+                              transport)
+        pending = PendingCall(context, procedure, program, view, header.args_offset)
+        if procedure.cached and self.drc is not None:
+            return self._check_cache(pending)
+        return pending
+
+    def _undecodable(self, view: memoryview, exc: Exception):
+        self.count("garbage_calls")
+        xid = rpc.peek_xid(view)
+        if xid is None or len(view) < 8 or int.from_bytes(view[4:8], "big") != rpc.MsgType.CALL:
+            return None
+        log.debug("xid %#x: undecodable call header: %s", xid, exc)
+        return [rpc.encode_accept_error(xid, AcceptStat.GARBAGE_ARGS)]
+
+    def _unavailable(self, header: rpc.CallHeader) -> list[ReplyPart]:
+        versions = self._versions.get(header.prog)
+        if not versions:
+            self.count("prog_unavail")
+            return [rpc.encode_accept_error(header.xid, AcceptStat.PROG_UNAVAIL)]
+        self.count("prog_mismatch")
+        return [rpc.encode_accept_error(header.xid, AcceptStat.PROG_MISMATCH,
+                                        versions[0], versions[-1])]
+
+    def _check_cache(self, pending: PendingCall):
+        ctx = pending.context
+        key = make_request_key(ctx.xid, ctx.client, ctx.prog, ctx.vers, ctx.proc,
+                               pending.record[pending.args_offset:])
+        status, value = self.drc.check(key)
+        if status is DrcStatus.NEW:
+            pending.drc_token = value
+            return pending
+        if status is DrcStatus.DONE:
+            self.count("drc_replays")
+            return [value]
+        self.count("drc_in_progress_drops")
+        return None
+
+    def run_sync(self, pending: PendingCall) -> list[ReplyPart]:
+        """Run a synchronous procedure and build its reply."""
+        try:
+            body = pending.procedure.handler(pending.context, self._args(pending))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an RPC status
+            return self._failed(pending, exc)
+        return self._succeeded(pending, body)
+
+    async def run_async(self, pending: PendingCall) -> list[ReplyPart]:
+        """Run an ``async def`` procedure and build its reply."""
+        try:
+            body = await pending.procedure.handler(pending.context, self._args(pending))
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(pending, exc)
+        return self._succeeded(pending, body)
+
+    @staticmethod
+    def _args(pending: PendingCall) -> Unpacker:
+        return Unpacker(pending.record, pending.args_offset)
+
+    def _succeeded(self, pending: PendingCall, body: ReplyBody) -> list[ReplyPart]:
+        parts = _flatten(body)
+        parts.insert(0, rpc.encode_success_header(pending.context.xid))
+        if pending.drc_token is not None:
+            reply = materialize(parts)
+            self.drc.done(pending.drc_token, reply)
+            return [reply]
+        return parts
+
+    def _failed(self, pending: PendingCall, exc: Exception) -> list[ReplyPart]:
+        ctx = pending.context
+        if isinstance(exc, (XdrError, GarbageArgs)):
+            self.count("garbage_args")
+            log.debug("%s.%s xid %#x: garbage arguments: %s", pending.program.name,
+                      pending.procedure.name, ctx.xid, exc)
+            stat = AcceptStat.GARBAGE_ARGS
+        else:
+            self.count("system_errors")
+            log.error("%s.%s xid %#x from %s failed", pending.program.name,
+                      pending.procedure.name, ctx.xid, ctx.client, exc_info=exc)
+            stat = AcceptStat.SYSTEM_ERR
+        if pending.drc_token is not None:
+            self.drc.drop(pending.drc_token)
+        return [rpc.encode_accept_error(ctx.xid, stat)]
+
+    def abandon(self, pending: PendingCall) -> None:
+        """Forget a call that will never be answered (connection gone, shutdown)."""
+        if pending.drc_token is not None:
+            self.drc.drop(pending.drc_token)
+            pending.drc_token = None
