@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from acmenfs.oncrpc import rpc
@@ -155,11 +156,7 @@ class RpcClient:
     def send_and_receive(self, message: bytes, xid: int) -> bytes | memoryview:
         """Send a raw call message and wait for the reply record with that xid."""
         if self.transport == "udp":
-            self.sock.send(message)
-            while True:
-                record = self._recv_datagram()
-                if rpc.peek_xid(record) == xid:
-                    return record
+            return self._udp_exchange(message, xid)
         self.sock.sendall(frame(message))
         while True:
             for record in self._recv_records():
@@ -174,11 +171,24 @@ class RpcClient:
         records = self._recv_records()
         return records[0]
 
-    def _recv_datagram(self) -> bytes:
-        try:
-            return self.sock.recv(65536)
-        except socket.timeout as exc:
-            raise RpcTimeout(f"no reply from {self.host}:{self.port} in {self.timeout} s") from exc
+    def _udp_exchange(self, message: bytes, xid: int) -> bytes:
+        """Send over UDP, retransmitting with backoff until a reply or the timeout."""
+        deadline = time.monotonic() + self.timeout
+        wait = 0.5
+        while True:
+            self.sock.send(message)
+            resend_at = min(time.monotonic() + wait, deadline)
+            while (left := resend_at - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                try:
+                    record = self.sock.recv(65536)
+                except (socket.timeout, BlockingIOError):
+                    break
+                if rpc.peek_xid(record) == xid:
+                    return record
+            if time.monotonic() >= deadline:
+                raise RpcTimeout(f"no reply from {self.host}:{self.port} in {self.timeout} s")
+            wait = min(wait * 2, 8.0)
 
     def _recv_records(self) -> list:
         while True:

@@ -46,11 +46,15 @@ def _call(proc: int, mapping: Mapping, host: str, timeout: float) -> int:
 
 
 def register(mappings: list[Mapping], host: str = "127.0.0.1", timeout: float = 5.0) -> list[Mapping]:
-    """SET each mapping (after UNSET of any stale one); returns those that took."""
+    """SET each mapping after clearing stale ones; returns those that took.
+
+    PMAP UNSET removes a (program, version) for every protocol, so all stale
+    entries are cleared first and the new ones set afterwards.
+    """
+    unregister(mappings, host, timeout)
     done = []
     for mapping in mappings:
         try:
-            _call(PMAPPROC_UNSET, mapping, host, timeout)
             if _call(PMAPPROC_SET, mapping, host, timeout):
                 done.append(mapping)
             else:
@@ -61,7 +65,7 @@ def register(mappings: list[Mapping], host: str = "127.0.0.1", timeout: float = 
 
 
 def unregister(mappings: list[Mapping], host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-    for mapping in mappings:
+    for mapping in {(m.prog, m.vers): m for m in mappings}.values():
         try:
             _call(PMAPPROC_UNSET, mapping, host, timeout)
         except (OSError, RpcError) as exc:

@@ -158,6 +158,7 @@ class RecordProtocol(asyncio.BufferedProtocol):
         self.stalled_since = 0.0
         self._fd = -1
         self._closed = False
+        self._batch: list | None = None  # replies produced while handling one receive
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -195,8 +196,18 @@ class RecordProtocol(asyncio.BufferedProtocol):
             self.close()
             return
         self.stalled_since = time.monotonic() if self.reader.has_partial else 0.0
-        for record in records:
-            self.server.handle_record(record, self.peer, "tcp", self.send_reply)
+        if len(records) == 1:
+            self.server.handle_record(records[0], self.peer, "tcp", self.send_reply)
+            return
+        # Several calls arrived together: replies produced inline leave in one write.
+        self._batch = []
+        try:
+            for record in records:
+                self.server.handle_record(record, self.peer, "tcp", self.send_reply)
+        finally:
+            batch, self._batch = self._batch, None
+        if batch and not self._closed:
+            self.transport.writelines(batch)
 
     def eof_received(self) -> bool:
         if self.reader.has_partial:
@@ -209,9 +220,17 @@ class RecordProtocol(asyncio.BufferedProtocol):
             return
         framed = frame_record(parts, self.server.max_reply_fragment or 0x7FFFFFFF)
         if any(isinstance(p, FileRegion) for p in framed):
+            self._flush_batch()
             self._send_with_file(framed)
+        elif self._batch is not None:
+            self._batch.extend(framed)
         else:
             self.transport.writelines(framed)
+
+    def _flush_batch(self) -> None:
+        if self._batch:
+            self.transport.writelines(self._batch)
+            self._batch.clear()
 
     def _send_with_file(self, parts: list) -> None:
         """Send parts containing file regions, with sendfile while the socket keeps up."""
