@@ -94,10 +94,10 @@ def _resolve_futures(futures: list[asyncio.Future[None]]) -> None:
 
 
 def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    # asyncio._get_running_loop is the exception-free form of get_running_loop()
+    # (exported by asyncio.events for loop implementations since Python 3.7); it
+    # is on the wake path of every update that wakes an asyncio waiter.
+    return asyncio._get_running_loop()
 
 
 def _as_counter_value(value: object, what: str) -> int:
