@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 
+from acmenfs.oncrpc import rpcbind
 from acmenfs.oncrpc.dispatch import FileRegion, PendingCall, RpcDispatcher, materialize
 from acmenfs.oncrpc.record import RecordReader, RecordTooLarge, frame_record
 
@@ -36,7 +37,8 @@ class RpcServer:
                  partial_record_timeout: float = 30.0,
                  max_reply_fragment: int | None = None,
                  drc_gc_interval: float = 30.0,
-                 worker_threads: int = 16) -> None:
+                 worker_threads: int = 16,
+                 register_portmapper: bool = False) -> None:
         self.dispatcher = dispatcher
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(worker_threads, thread_name_prefix="rpc")
@@ -44,6 +46,8 @@ class RpcServer:
         self.partial_record_timeout = partial_record_timeout
         self.max_reply_fragment = max_reply_fragment
         self.drc_gc_interval = drc_gc_interval
+        self.register_portmapper = register_portmapper
+        self._registered: list[rpcbind.Mapping] = []
         self.counters: Counter[str] = Counter()
         self._servers: list[asyncio.base_events.Server] = []
         self._udp_transports: list[asyncio.DatagramTransport] = []
@@ -64,16 +68,33 @@ class RpcServer:
         server = await self.loop.create_server(
             lambda: RecordProtocol(self), host, port, reuse_address=True, backlog=256)
         self._servers.append(server)
-        return server.sockets[0].getsockname()[1]
+        bound = server.sockets[0].getsockname()[1]
+        await self._register("tcp", bound)
+        return bound
 
     async def start_udp(self, host: str, port: int) -> int:
         self._ensure_started()
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: DatagramRpcProtocol(self), local_addr=(host, port))
         self._udp_transports.append(transport)
-        return transport.get_extra_info("sockname")[1]
+        bound = transport.get_extra_info("sockname")[1]
+        await self._register("udp", bound)
+        return bound
+
+    async def _register(self, protocol: str, port: int) -> None:
+        """PMAP v2 SET of every program on this endpoint, when enabled."""
+        if not self.register_portmapper:
+            return
+        # UNSET drops a (program, version) for every protocol: set them all again.
+        mappings = self._registered + [rpcbind.Mapping(p.number, p.version, protocol, port)
+                                       for p in self.dispatcher.programs()]
+        self._registered = await self.loop.run_in_executor(self.executor, rpcbind.register,
+                                                           mappings)
 
     async def close(self) -> None:
+        if self._registered:
+            await self.loop.run_in_executor(self.executor, rpcbind.unregister, self._registered)
+            self._registered = []
         for server in self._servers:
             server.close()
         for connection in list(self._connections):

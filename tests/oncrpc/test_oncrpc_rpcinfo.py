@@ -55,3 +55,16 @@ def test_registration_is_visible_to_the_portmapper_and_removed(registered):
     assert any(line.split()[:4] == [str(TEST_PROG), "1", "tcp", str(registered.port)]
                for line in listing.splitlines()[1:]), listing
     assert pmap.get_port(TEST_PROG, 1, "tcp") == registered.port
+
+
+def test_server_registers_with_the_portmapper_on_start_and_unregisters_on_close(rpcbind, service):
+    from acmenfs.oncrpc.dispatch import RpcDispatcher
+    from rpc_test_service import ThreadedServer
+    server = ThreadedServer(RpcDispatcher([service.program()]), register_portmapper=True).start()
+    try:
+        assert pmap.get_port(TEST_PROG, 1, "tcp") == server.port
+        assert pmap.get_port(TEST_PROG, 1, "udp") == server.udp_port
+        assert rpcinfo("-t", "127.0.0.1", str(TEST_PROG), "1").returncode == 0
+    finally:
+        server.stop()
+    assert pmap.get_port(TEST_PROG, 1, "tcp") == 0
