@@ -145,14 +145,27 @@ def decode_auth_sys(body: bytes | memoryview) -> Credential:
     return Credential(AuthFlavor.SYS, uid, gid, gids, machine)
 
 
+# Clients send the same few credentials over and over: decode each body once.
+_AUTH_SYS_CACHE_SIZE = 4096
+_auth_sys_cache: dict[bytes, Credential] = {}
+
+
 def credential_of(header: CallHeader) -> Credential:
     """The caller identity of a call, or ``AuthError`` for unsupported flavors."""
     flavor = header.cred_flavor
     if flavor == AuthFlavor.SYS:
+        body = bytes(header.cred_body)
+        cached = _auth_sys_cache.get(body)
+        if cached is not None:
+            return cached
         try:
-            return decode_auth_sys(header.cred_body)
+            credential = decode_auth_sys(body)
         except XdrError as exc:
             raise AuthError(AuthStat.BADCRED, f"malformed AUTH_SYS credential: {exc}") from exc
+        if len(_auth_sys_cache) >= _AUTH_SYS_CACHE_SIZE:
+            _auth_sys_cache.clear()
+        _auth_sys_cache[body] = credential
+        return credential
     if flavor == AuthFlavor.NONE:
         return ANONYMOUS
     raise AuthError(AuthStat.BADCRED if flavor > 0xFFFF else AuthStat.TOOWEAK,

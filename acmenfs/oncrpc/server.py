@@ -54,6 +54,7 @@ class RpcServer:
         self._connections: set[RecordProtocol] = set()
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
 
     # lifecycle ------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class RpcServer:
                                                            mappings)
 
     async def close(self) -> None:
+        self.closing = True
         if self._registered:
             await self.loop.run_in_executor(self.executor, rpcbind.unregister, self._registered)
             self._registered = []
@@ -193,6 +195,9 @@ class RecordProtocol(asyncio.BufferedProtocol):
             except OSError:
                 pass
             self._fd = sock.fileno()
+        if self.server.closing:  # accepted while the server was shutting down
+            transport.abort()
+            return
         self.server._connections.add(self)
         self.server.counters["connections_accepted"] += 1
 

@@ -224,7 +224,8 @@ def test_fuzzed_udp_datagrams_never_hurt_the_server(rpc_server):
 
 
 def test_connection_closed_by_server_is_an_rpc_error(rpc_server):
-    client = RpcClient("127.0.0.1", rpc_server.port)
+    client = RpcClient("127.0.0.1", rpc_server.port, timeout=10)
+    assert client.call(TEST_PROG, TEST_VERS, 0) == b""  # the server has accepted it
     rpc_server.run(rpc_server.server.close())
     with pytest.raises((RpcError, OSError)):
         client.call(TEST_PROG, TEST_VERS, 0)
