@@ -27,14 +27,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from acmenfs import __version__
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.appliance.metrics import HttpRequestStats, build_registry, render_metrics
-from acmenfs.appliance.models import MAX_SIZE, AccessRule
+from acmenfs.appliance.models import ACCESS_LEVELS, MAX_SIZE, SQUASH_KINDS, VOLUME_MODES, AccessRule
 
 logger = logging.getLogger(__name__)
 
 API_VERSION = 1
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PUBLIC_V1_PATHS = frozenset({"/v1/version"})
+MAX_BODY_BYTES = 1 << 20  # the largest real request (a share with many access rules) is a few KiB
 
+# The same rule as models.validate_name (the service checks again); a test keeps them equal.
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
 NAME_RULE = "1-128 characters of [A-Za-z0-9._-], not starting with '.'"
 
@@ -87,9 +89,9 @@ Name = Annotated[
     str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN, description=NAME_RULE)
 ]
 Size = Annotated[int, Field(gt=0, le=MAX_SIZE, description="bytes, 1 .. 1 PiB")]
-Mode = Annotated[
-    str, Field(pattern=r"^0?[0-7]{3}$", description="octal permission bits, e.g. '0660'")
-]
+Mode = Literal[tuple(VOLUME_MODES)]  # "0660" or "0666", leading zero optional
+AccessLevel = Literal[ACCESS_LEVELS]
+SquashKind = Literal[SQUASH_KINDS]
 # The client's syntax is checked by AccessRule itself (to_rule), answering invalid_access.
 Client = Annotated[str, Field(min_length=1, description="a host IP, a CIDR, or '*'")]
 
@@ -100,8 +102,8 @@ class StrictModel(BaseModel):
 
 class AccessRuleIn(StrictModel):
     client: Client
-    access: Literal["rw", "ro"] = "rw"
-    squash: Literal["root", "all", "none"] = "root"
+    access: AccessLevel = "rw"
+    squash: SquashKind = "root"
 
     def to_rule(self) -> AccessRule:
         return AccessRule(client=self.client, access=self.access, squash=self.squash)
@@ -162,8 +164,8 @@ def _rules(access: list[AccessRuleIn] | None) -> list[AccessRule] | None:
 
 class AccessRuleOut(BaseModel):
     client: str
-    access: Literal["rw", "ro"]
-    squash: Literal["root", "all", "none"]
+    access: AccessLevel
+    squash: SquashKind
 
 
 class VolumeOut(BaseModel):
@@ -251,12 +253,18 @@ class VersionOut(BaseModel):
     version: str
 
 
+class FieldErrorOut(BaseModel):
+    field: str
+    message: str
+
+
 class ProblemOut(BaseModel):
     type: str = "about:blank"
     title: str
     status: int
     detail: str
     code: str
+    errors: list[FieldErrorOut] | None = Field(None, description="validation errors (422 only)")
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -373,6 +381,40 @@ class BearerAuthMiddleware:
         return None
 
 
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over ``limit`` bytes with 413 (no request here needs more)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large()(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _detail(self) -> str:
+        return f"the request body is larger than {self.limit} bytes"
+
+    def _too_large(self) -> JSONResponse:
+        return problem_response(413, "request_too_large", self._detail(), headers={"Connection": "close"})
+
+
 def _bearer_secret(scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -388,13 +430,15 @@ def _bearer_secret(scope) -> str | None:
 
 
 def _field_name(loc: tuple) -> str:
-    parts = [str(part) for part in loc[1:]] if loc and loc[0] in ("body", "query", "path") else [
-        str(part) for part in loc
-    ]
+    """A pydantic error location as a field path: ("body", "access", 0, "client") -> access[0].client."""
+    parts = loc[1:] if loc and loc[0] in ("body", "query", "path") else loc
     name = ""
     for part in parts:
-        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
-    return name or str(loc[0] if loc else "body")
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
 
 
 def _code_for_error_location(loc: tuple) -> str:
@@ -599,6 +643,7 @@ def create_app(service, *, nfs_stats: Callable[[], dict] | None = None) -> FastA
     app.add_exception_handler(ApplianceError, _on_appliance_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_middleware(BodySizeLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(BearerAuthMiddleware, verify_token=service.verify_token)
     app.add_middleware(CrashToProblemMiddleware)
     app.add_middleware(HttpMetricsMiddleware, stats=http_stats)

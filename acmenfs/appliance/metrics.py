@@ -96,7 +96,10 @@ def _as_mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _call_labels(key: Any) -> list[str]:
-    """(program, procedure) label values for a stats key such as (100003, "READ")."""
+    """(program, procedure) label values for a stats key such as ("NFS3", "READ").
+
+    A numeric program is named (100003 -> "nfs"); a name is kept as the server gives it.
+    """
     if isinstance(key, tuple) and len(key) >= 2:
         program, procedure = key[0], key[1]
     else:
@@ -129,11 +132,8 @@ class ApplianceCollector:
             "acmenfs_metrics_source_up", "1 if the source could be read at this scrape.",
             labels=["source"],
         )
-        info = GaugeMetricFamily("acmenfs_info", "acmenfs version and storage backend.",
-                                 labels=["version", "backend"])
-        info.add_metric([__version__, str(getattr(self.service, "backend_name", ""))], 1)
-        yield info
         sources: list[tuple[str, Callable[[], list[Metric]]]] = [
+            ("info", self._info_families),
             ("nfs", self._nfs_families),
             ("operations", self._operation_families),
             ("pool", self._pool_families),
@@ -150,6 +150,12 @@ class ApplianceCollector:
             yield from families
         yield source_up
 
+    def _info_families(self) -> list[Metric]:
+        info = GaugeMetricFamily("acmenfs_info", "acmenfs version and storage backend.",
+                                 labels=["version", "backend"])
+        info.add_metric([__version__, self.service.backend_name], 1)
+        return [info]
+
     # -- NFS server and DRC
 
     def _nfs_families(self) -> list[Metric]:
@@ -164,8 +170,9 @@ class ApplianceCollector:
             labels=["program", "procedure"],
         )
         errors = CounterMetricFamily(
-            "acmenfs_nfs_call_errors", "RPC calls answered with an error status, by procedure.",
-            labels=["program", "procedure"],
+            "acmenfs_nfs_call_errors",
+            "RPC calls answered with an error status, by program, procedure and status.",
+            labels=["program", "procedure", "status"],
         )
         call_counts = stats.get("calls", {})
         latency_sums = stats.get("latency_seconds_sum", {})
@@ -174,7 +181,8 @@ class ApplianceCollector:
             calls.add_metric(labels, count)
             duration.add_metric(labels, count_value=count, sum_value=latency_sums.get(key, 0.0))
         for key, count in sorted(stats.get("errors", {}).items(), key=lambda item: str(item[0])):
-            errors.add_metric(_call_labels(key), count)
+            status = str(key[2]) if isinstance(key, tuple) and len(key) > 2 else ""
+            errors.add_metric([*_call_labels(key), status], count)
         read_bytes = CounterMetricFamily("acmenfs_nfs_read_bytes", "Bytes returned by NFS READ.")
         read_bytes.add_metric([], stats.get("bytes_read", 0))
         written_bytes = CounterMetricFamily("acmenfs_nfs_written_bytes", "Bytes accepted by NFS WRITE.")

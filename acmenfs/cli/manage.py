@@ -85,8 +85,8 @@ def format_size(size: int | None) -> str:
         return "-"
     for unit, factor in (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
                          ("KiB", 1 << 10)):
-        if abs(size) >= factor:
-            value = size / factor
+        value = size / factor
+        if round(abs(value), 1) >= 1:  # 1023.96 KiB reads better as 1.0 MiB than 1024.0 KiB
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} B"
 

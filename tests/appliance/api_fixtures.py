@@ -94,6 +94,22 @@ def live_api(tmp_path):
         api.stop()
 
 
+@pytest.fixture(scope="module")
+def module_live_api(tmp_path_factory):
+    """One live API for a whole module, for tests that only add uniquely named things."""
+    api = LiveApi(tmp_path_factory.mktemp("module-api") / "data").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def module_api(module_live_api):
+    with module_live_api.client() as client:
+        yield client
+
+
 @pytest.fixture
 def api(live_api):
     """An authenticated httpx client of ``live_api``."""
@@ -150,12 +166,12 @@ class ServeProcess:
     def stderr_text(self) -> str:
         return "".join(self.stderr_lines)
 
-    def stop(self) -> int | None:
-        """SIGTERM by pid; returns the exit code (kills after a timeout)."""
+    def stop(self, signum: int = signal.SIGTERM) -> int | None:
+        """Signal by pid (SIGTERM unless told); returns the exit code (kills after a timeout)."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signum)
             try:
                 self.process.wait(timeout=STARTUP_TIMEOUT)
             except subprocess.TimeoutExpired:
