@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 
-APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc"
+APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc qemu-utils"
 missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" -ne 0 ]; then

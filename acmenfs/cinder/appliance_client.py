@@ -71,8 +71,10 @@ class ApplianceClient:
             raise ApplianceError(f"appliance URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # Passed on every request: a session-level ``verify`` loses against
+        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in the environment.
+        self._verify = verify
         self._session = requests.Session()
-        self._session.verify = verify
         self._session.headers["Authorization"] = f"Bearer {token}"
         self._session.headers["Accept"] = "application/json"
 
@@ -85,7 +87,7 @@ class ApplianceClient:
         url = f"{self.base_url}{path}"
         headers = None if authenticated else {"Authorization": None}
         try:
-            response = self._session.request(method, url, json=json, params=params,
+            response = self._session.request(method, url, json=json, params=params, verify=self._verify,
                                              timeout=self.timeout, headers=headers)
         except requests.exceptions.SSLError as exc:
             raise ApplianceUnreachable(f"TLS error talking to appliance at {url}: {exc}") from exc

@@ -77,8 +77,9 @@ class MountDataPath:
     """
 
     def __init__(self, mount_point_base: str, mount_options: str, mount_attempts: int,
-                 execute: Callable, root_helper: str) -> None:
+                 execute: Callable, root_helper: str, *, retry_delay: float = 1.0) -> None:
         self._execute = execute
+        self._retry_delay = retry_delay
         self._root_helper = root_helper
         self._attempts = max(1, mount_attempts)
         self._client = remotefs_brick.RemoteFsClient(
@@ -136,7 +137,7 @@ class MountDataPath:
                     raise
                 LOG.warning("acmenfs: mount of %(share)s failed (attempt %(n)d of %(max)d): %(error)s",
                             {"share": share, "n": attempt, "max": self._attempts, "error": error})
-                time.sleep(1)
+                time.sleep(self._retry_delay)
 
     def _unmount(self, share: str) -> None:
         mount_point = self.mount_point(share)
@@ -182,18 +183,28 @@ class UserspaceDataPath:
         with self._open(location, file_name) as (_, _, attributes):
             return attributes.size
 
-    def upload(self, location: NfsLocation, file_name: str, source: BinaryIO, length: int, *,
-               volume_size: int, sparse: bool) -> int:
-        """Replace the volume file's contents with ``length`` bytes of ``source``.
+    def allocated_bytes(self, location: NfsLocation, file_name: str) -> int:
+        """Space the volume file really uses (0: it reads as zeros throughout)."""
+        with self._open(location, file_name) as (_, _, attributes):
+            return attributes.used
 
-        The file is first cut to 0 and set back to ``volume_size`` so that it
-        reads as zeros; with ``sparse`` all-zero chunks are then not sent.
-        """
-        if length > volume_size:
-            raise ValueError(f"{length} bytes do not fit in a volume of {volume_size} bytes")
+    def truncate(self, location: NfsLocation, file_name: str) -> None:
+        """Cut the volume file to 0 bytes (the caller grows it back through the appliance)."""
         with self._open(location, file_name) as (client, fh, _):
             client.set_size(fh, 0)
-            client.set_size(fh, volume_size)
+
+    def upload(self, location: NfsLocation, file_name: str, source: BinaryIO, length: int, *,
+               sparse: bool) -> int:
+        """Write ``length`` bytes of ``source`` at offset 0 of the volume file.
+
+        With ``sparse`` all-zero chunks are not sent: the caller guarantees the
+        file reads as zeros beforehand (``allocated_bytes`` is 0, or it was
+        truncated and grown again). Returns the bytes sent.
+        """
+        with self._open(location, file_name) as (client, fh, attributes):
+            if length > attributes.size:
+                raise ValueError(f"{length} bytes do not fit in volume file {file_name} "
+                                 f"of {attributes.size} bytes")
             return client.upload(fh, source, length, skip_zeros=sparse)
 
     def download(self, location: NfsLocation, file_name: str, destination: BinaryIO, *,
