@@ -299,11 +299,15 @@ class ApplianceService:
                 volume_mode=share.volume_mode,
             )
             self._store.insert_snapshot(record)
-            staging = self.layout.staging_dir(record.id)
+            final = self.layout.snapshot_dir(record.id)
             try:
-                self.backend.snapshot(self.layout.share_dir(share_id), staging)
-                rename_durably(staging, self.layout.snapshot_dir(record.id))
-                self.backend.seal_snapshot(self.layout.snapshot_dir(record.id))
+                if self.backend.snapshot_in_place:
+                    self.backend.snapshot(self.layout.share_dir(share_id), final)
+                    fsync_path(final.parent)
+                else:
+                    staging = self.layout.staging_dir(record.id)
+                    self.backend.snapshot(self.layout.share_dir(share_id), staging)
+                    rename_durably(staging, final)
                 self._store.set_snapshot_state(record.id, STATE_AVAILABLE)
             except BaseException as exc:
                 self._roll_back_snapshot(record)
@@ -374,7 +378,14 @@ class ApplianceService:
                 return self._create_share_from(record, build, "clone snapshot")
 
     def revert_share(self, share_id: str, snapshot_id: str) -> Share:
-        """Replace the share's content with the snapshot's (one atomic directory swap)."""
+        """Replace the share's content with the snapshot's (one atomic directory swap).
+
+        The volume file keeps the share's size (grown if the snapshot's is
+        smaller) and takes the snapshot's name. The volume name in the row is
+        updated just after the swap: a crash exactly between the two leaves the
+        old name in the row, which only matters if the name changed since the
+        snapshot (then ``volume`` reads null until ``put_volume`` renames it).
+        """
         with self._operation("revert_share"), self._share_locked(share_id):
             share = self._require_available_share(share_id)
             with self._pinned(snapshot_id) as snapshot:

@@ -182,6 +182,11 @@ class Store:
                 raise
             connection.execute("COMMIT")
 
+    def _write(self, sql: str, parameters: tuple = ()) -> int:
+        """One statement in its own transaction; returns the number of rows changed."""
+        with self.transaction() as connection:
+            return connection.execute(sql, parameters).rowcount
+
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._conn().execute(sql, parameters).fetchall()
@@ -238,8 +243,7 @@ class Store:
             _write_access(connection, record.id, record.access)
 
     def set_share_state(self, share_id: str, state: str) -> None:
-        with self.transaction() as connection:
-            connection.execute("UPDATE shares SET state = ? WHERE id = ?", (state, share_id))
+        self._write("UPDATE shares SET state = ? WHERE id = ?", (state, share_id))
 
     def mark_share_tree_deleting(self, share_id: str) -> None:
         """Mark a share and all its snapshots 'deleting' in one transaction."""
@@ -248,8 +252,7 @@ class Store:
             connection.execute("UPDATE shares SET state = 'deleting' WHERE id = ?", (share_id,))
 
     def delete_share(self, share_id: str) -> None:
-        with self.transaction() as connection:
-            connection.execute("DELETE FROM shares WHERE id = ?", (share_id,))
+        self._write("DELETE FROM shares WHERE id = ?", (share_id,))
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -280,12 +283,10 @@ class Store:
         return [_snapshot_from_row(row) for row in rows]
 
     def set_snapshot_state(self, snapshot_id: str, state: str) -> None:
-        with self.transaction() as connection:
-            connection.execute("UPDATE snapshots SET state = ? WHERE id = ?", (state, snapshot_id))
+        self._write("UPDATE snapshots SET state = ? WHERE id = ?", (state, snapshot_id))
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        with self.transaction() as connection:
-            connection.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+        self._write("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
 
     # -- pool sums ---------------------------------------------------------------
 
@@ -314,16 +315,14 @@ class Store:
         return TokenRecord(*rows[0]) if rows else None
 
     def delete_token(self, token_id: str) -> bool:
-        with self.transaction() as connection:
-            return connection.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+        return self._write("DELETE FROM tokens WHERE id = ?", (token_id,)) > 0
 
     def get_setting(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
     def set_setting(self, key: str, value: str) -> None:
-        with self.transaction() as connection:
-            connection.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+        self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
 
 def _write_access(connection: sqlite3.Connection, share_id: str, rules: tuple[AccessRule, ...]) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-IMAGE_SIZE = 1 << 30  # 1 GiB sparse image files
+IMAGE_SIZE = 4 << 30  # 4 GiB sparse image files (btrfs frees deleted subvolumes lazily)
 MKFS = {
     "btrfs": ["mkfs.btrfs", "-q", "-f"],
     "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
@@ -72,12 +73,17 @@ class LoopFilesystems:
 
 
 @pytest.fixture(scope="session")
-def loop_filesystems(tmp_path_factory):
-    filesystems = LoopFilesystems(tmp_path_factory.mktemp("appliance-loops"))
+def loop_filesystems():
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemp
+    # dirs with rmtree, which would descend into these mounts.
+    base = Path(tempfile.mkdtemp(prefix="acmenfs-appliance-loops-", dir="/tmp"))
+    filesystems = LoopFilesystems(base)
     try:
         yield filesystems
     finally:
         filesystems.close()
+        if not any(os.path.ismount(mount) for mount in filesystems.mounted):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

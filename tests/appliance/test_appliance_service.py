@@ -123,7 +123,7 @@ def test_duplicate_share_name_conflicts(service):
 
 
 def test_failed_create_leaves_nothing_behind(service, exports):
-    too_big = 64 * GIB  # the pool is a 1 GiB loop device: preallocation must fail
+    too_big = 64 * GIB  # the pool is a 4 GiB loop device: preallocation must fail
     with pytest.raises(NoSpace):
         service.create_share("huge", too_big, volume={"name": "v", "sparse": False})
     assert service.list_shares() == []
