@@ -58,15 +58,20 @@ class RecordReader:
         return self._view[self._end:]
 
     def _make_room(self, want: int) -> None:
-        pending = self._end - self._start
         if want <= len(self._buf) and self._start > 0:
+            pending = self._end - self._start
             self._buf[:pending] = self._buf[self._start:self._end]
+            self._start, self._end = 0, pending
         else:
-            size = max(self._default_size, want)
-            fresh = bytearray(size)
-            fresh[:pending] = self._view[self._start:self._end]
-            self._buf = fresh
-            self._view = memoryview(fresh)
+            self._move_to_new_buffer(max(self._default_size, want))
+
+    def _move_to_new_buffer(self, size: int) -> None:
+        """Continue in a fresh buffer holding the bytes not yet consumed."""
+        pending = self._end - self._start
+        fresh = bytearray(size)
+        fresh[:pending] = self._view[self._start:self._end]
+        self._buf = fresh
+        self._view = memoryview(fresh)
         self._start = 0
         self._end = pending
 
@@ -119,13 +124,7 @@ class RecordReader:
     def _retire_buffer(self) -> None:
         """Leave the current buffer to the records viewing it; continue in a new one."""
         pending = self._end - self._start
-        size = max(self._default_size, self._need, pending + _MIN_FREE)
-        fresh = bytearray(size)
-        fresh[:pending] = self._view[self._start:self._end]
-        self._buf = fresh
-        self._view = memoryview(fresh)
-        self._start = 0
-        self._end = pending
+        self._move_to_new_buffer(max(self._default_size, self._need, pending + _MIN_FREE))
 
 
 def frame_record(parts: list, max_fragment: int = MAX_FRAGMENT) -> list:
