@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from acmenfs import __version__
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.appliance.metrics import HttpRequestStats, build_registry, render_metrics
-from acmenfs.appliance.models import ACCESS_LEVELS, MAX_SIZE, SQUASH_KINDS, VOLUME_MODES, AccessRule
+from acmenfs.appliance.models import ACCESS_LEVELS, MAX_OWNER_ID, MAX_SIZE, SQUASH_KINDS, VOLUME_MODES, AccessRule
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ Name = Annotated[
 ]
 Size = Annotated[int, Field(gt=0, le=MAX_SIZE, description="bytes, 1 .. 1 PiB")]
 Mode = Literal[tuple(VOLUME_MODES)]  # "0660" or "0666", leading zero optional
+OwnerId = Annotated[int, Field(ge=0, le=MAX_OWNER_ID, description=f"a uid or gid, 0 .. {MAX_OWNER_ID}")]
 AccessLevel = Literal[ACCESS_LEVELS]
 SquashKind = Literal[SQUASH_KINDS]
 # The client's syntax is checked by AccessRule itself (to_rule), answering invalid_access.
@@ -113,6 +114,8 @@ class VolumeIn(StrictModel):
     name: Name
     sparse: bool = True
     mode: Mode = "0660"
+    uid: OwnerId | None = None
+    gid: OwnerId | None = None
 
 
 class ShareCreate(StrictModel):
@@ -131,6 +134,8 @@ class VolumePut(StrictModel):
     size: Size | None = None
     sparse: bool = True
     mode: Mode = "0660"
+    uid: OwnerId | None = None
+    gid: OwnerId | None = None
 
 
 class SnapshotCreate(StrictModel):
@@ -141,6 +146,8 @@ class SnapshotClone(StrictModel):
     name: Name
     size: Size | None = None
     volume_name: Name | None = None
+    volume_uid: OwnerId | None = None
+    volume_gid: OwnerId | None = None
     access: list[AccessRuleIn] | None = None
 
 
@@ -174,6 +181,8 @@ class VolumeOut(BaseModel):
     sparse: bool
     mode: str
     allocated_bytes: int
+    uid: int
+    gid: int
 
 
 class ShareNfsOut(BaseModel):
@@ -542,7 +551,7 @@ def _share_routes(router: APIRouter, service) -> None:
                 summary="Create, rename or grow the share's volume file")
     def put_volume(share_id: str, body: VolumePut):
         share = service.put_volume(
-            share_id, body.name, size=body.size, sparse=body.sparse, mode=body.mode
+            share_id, body.name, size=body.size, sparse=body.sparse, mode=body.mode, uid=body.uid, gid=body.gid
         )
         return share_json(share)
 
@@ -590,7 +599,7 @@ def _snapshot_routes(router: APIRouter, service) -> None:
     def clone_snapshot(snapshot_id: str, body: SnapshotClone):
         share = service.clone_snapshot(
             snapshot_id, body.name, size=body.size, volume_name=body.volume_name,
-            access=_rules(body.access),
+            access=_rules(body.access), volume_uid=body.volume_uid, volume_gid=body.volume_gid,
         )
         return _json(share.to_dict(service.nfs), 201)
 

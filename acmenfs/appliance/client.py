@@ -147,10 +147,15 @@ class ApplianceClient:
                             timeout=None)
 
     def put_volume(self, share_id: str, name: str, size: int | None = None,
-                   sparse: bool = True, mode: str = "0660") -> dict:
+                   sparse: bool = True, mode: str = "0660", uid: int | None = None,
+                   gid: int | None = None) -> dict:
         body: dict[str, Any] = {"name": name, "sparse": sparse, "mode": mode}
         if size is not None:
             body["size"] = size
+        if uid is not None:
+            body["uid"] = uid
+        if gid is not None:
+            body["gid"] = gid
         return self.request("PUT", f"/v1/shares/{_segment(share_id)}/volume", body, timeout=None)
 
     def add_access(self, share_id: str, client: str, access: str = "rw",
@@ -180,12 +185,17 @@ class ApplianceClient:
         self.request("DELETE", f"/v1/snapshots/{_segment(snapshot_id)}", timeout=None)
 
     def clone_snapshot(self, snapshot_id: str, name: str, size: int | None = None,
-                       volume_name: str | None = None, access: list[dict] | None = None) -> dict:
+                       volume_name: str | None = None, access: list[dict] | None = None,
+                       volume_uid: int | None = None, volume_gid: int | None = None) -> dict:
         body: dict[str, Any] = {"name": name}
         if size is not None:
             body["size"] = size
         if volume_name is not None:
             body["volume_name"] = volume_name
+        if volume_uid is not None:
+            body["volume_uid"] = volume_uid
+        if volume_gid is not None:
+            body["volume_gid"] = volume_gid
         if access is not None:
             body["access"] = access
         return self.request("POST", f"/v1/snapshots/{_segment(snapshot_id)}/clone", body,

@@ -3,7 +3,8 @@
 Owns the frozen dataclasses the service hands out (``Share``, ``Snapshot``,
 ``VolumeFile``, ``AccessRule``, ``PoolStats``, ``NfsEndpoint``, ``Token``), their
 ``to_dict()`` JSON shapes (exactly those of docs/rest-api.md), and the validators
-for names, sizes, volume modes and access rules. It must not do I/O or hold state.
+for names, sizes, volume modes, volume owners (uid/gid) and access rules. It must
+not do I/O or hold state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from acmenfs.appliance.errors import InvalidRequest
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_SIZE = 1 << 50  # 1 PiB: far above any pool here, low enough to catch unit mistakes
 VOLUME_MODES = {"0660": 0o660, "660": 0o660, "0666": 0o666, "666": 0o666}
+MAX_OWNER_ID = (1 << 32) - 2  # uid/gid 2^32-1 is (uid_t)-1, "leave unchanged" to chown(2)
 ACCESS_LEVELS = ("rw", "ro")
 SQUASH_KINDS = ("root", "all", "none")
 
@@ -57,6 +59,15 @@ def parse_volume_mode(mode: object) -> int:
     if isinstance(mode, str) and mode in VOLUME_MODES:
         return VOLUME_MODES[mode]
     raise InvalidRequest(f"volume mode must be '0660' or '0666': {mode!r}", "invalid_request")
+
+
+def validate_owner_id(value: object, field: str) -> int | None:
+    """A volume file's uid or gid: None (not given) or an integer in 0 .. 2^32-2."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OWNER_ID:
+        raise InvalidRequest(f"{field} must be an integer between 0 and {MAX_OWNER_ID}: {value!r}", "invalid_request")
+    return value
 
 
 def format_volume_mode(mode: int) -> str:
@@ -113,13 +124,19 @@ class NfsEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class VolumeFile:
-    """The one volume file a share may hold (made by the appliance)."""
+    """The one volume file a share may hold (made by the appliance).
+
+    ``mode``, ``allocated_bytes``, ``uid`` and ``gid`` come from a stat of the
+    file itself, so they always tell the truth about what NFS clients see.
+    """
 
     name: str
     size: int
     sparse: bool
     mode: int
     allocated_bytes: int
+    uid: int = 0
+    gid: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +145,8 @@ class VolumeFile:
             "sparse": self.sparse,
             "mode": format_volume_mode(self.mode),
             "allocated_bytes": self.allocated_bytes,
+            "uid": self.uid,
+            "gid": self.gid,
         }
 
 

@@ -8,7 +8,10 @@ or parse JSON, and it leaves file copying to the storage backend.
 
 Crash safety: a row is written in state ``creating`` before any data exists, the
 data is made under ``staging/`` and renamed into place only when complete, and
-only then is the row marked ``available``. Deletion marks rows ``deleting``,
+only then is the row marked ``available``. A volume file gets its owner
+(``uid``/``gid``) and mode before it is renamed into place: in the share's
+staging dir, or under a hidden ``.acmenfs-partial-*`` name inside the share
+for ``put_volume``. Deletion marks rows ``deleting``,
 renames data into ``trash/``, deletes the rows, then removes the trash. Revert
 builds the snapshot's copy in staging and swaps it with the share directory in
 one ``renameat2(RENAME_EXCHANGE)``. ``open()`` runs ``reconcile`` to finish or
@@ -36,7 +39,7 @@ import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from acmenfs.appliance.errors import ApplianceError, Conflict, InvalidRequest, NotFound, error_for_os_error
 from acmenfs.appliance.models import (
@@ -53,6 +56,7 @@ from acmenfs.appliance.models import (
     parse_volume_mode,
     utc_now_text,
     validate_name,
+    validate_owner_id,
     validate_size,
 )
 from acmenfs.appliance.reconcile import reconcile
@@ -65,8 +69,11 @@ from acmenfs.appliance.storage import (
     create_volume_file,
     fsync_path,
     grow_volume_file,
+    remove_tree,
     rename_durably,
     rename_exchange,
+    rename_no_replace,
+    set_volume_owner,
 )
 from acmenfs.appliance.store import ShareRecord, SnapshotRecord, Store, TokenRecord
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
@@ -74,6 +81,17 @@ from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 log = logging.getLogger("acmenfs.appliance.service")
 
 ADMIN_TOKEN_SETTING = "admin_token_id"
+PARTIAL_VOLUME_PREFIX = ".acmenfs-partial-"  # volume names never start with '.', so these never clash
+
+
+class VolumeSpec(NamedTuple):
+    """A validated request for a new volume file (uid/gid None: root, 0)."""
+
+    name: str | None
+    sparse: bool
+    mode: int
+    uid: int | None
+    gid: int | None
 
 
 def share_export_path(share_id: str) -> str:
@@ -157,17 +175,18 @@ class ApplianceService:
         with self._operation("create_share"):
             validate_name(name)
             validate_size(size)
-            volume_name, sparse, mode = self._parse_volume_spec(volume)
+            spec = self._parse_volume_spec(volume)
             record = ShareRecord(
                 id=str(uuid.uuid4()), name=name, size=size, state=STATE_CREATING, created_at=utc_now_text(),
-                volume_name=volume_name, volume_sparse=sparse, volume_mode=mode,
+                volume_name=spec.name, volume_sparse=spec.sparse, volume_mode=spec.mode,
                 access=self._rules_or_default(access),
             )
 
             def build(staging: Path) -> None:
                 self.backend.create_share_dir(staging)
-                if volume_name is not None:
-                    create_volume_file(staging / volume_name, size, sparse, mode)
+                if spec.name is not None:
+                    create_volume_file(staging / spec.name, size, spec.sparse, spec.mode,
+                                       spec.uid or 0, spec.gid or 0)
                 fsync_path(staging)
 
             return self._create_share_from(record, build, "create share")
@@ -223,30 +242,38 @@ class ApplianceService:
             return self._share_model(record)
 
     def put_volume(
-        self, share_id: str, name: str, size: int | None = None, sparse: bool = True, mode: str = "0660"
+        self, share_id: str, name: str, size: int | None = None, sparse: bool = True, mode: str = "0660",
+        uid: int | None = None, gid: int | None = None,
     ) -> Share:
         """Create the share's volume file, or rename it (and grow it) if one exists.
 
-        A new file gets ``size`` (default: the share's size). A ``size`` larger
-        than the share grows the share too.
+        A new file gets ``size`` (default: the share's size) and the owner
+        ``uid``:``gid`` (default root). An existing file keeps its owner unless
+        ``uid``/``gid`` are given. A ``size`` larger than the share grows the
+        share too.
         """
         with self._operation("put_volume"), self._share_locked(share_id):
             validate_name(name, "volume name")
             if size is not None:
                 validate_size(size)
             file_mode = parse_volume_mode(mode)
+            uid, gid = validate_owner_id(uid, "volume uid"), validate_owner_id(gid, "volume gid")
             record = self._require_available_share(share_id)
             share_size = max(record.size, size or 0)
             directory = self.layout.share_dir(share_id)
             try:
                 if record.volume_name is not None and (directory / record.volume_name).exists():
+                    if name != record.volume_name:
+                        self._require_free_name(directory, name)  # refuse before changing anything
+                    set_volume_owner(directory / record.volume_name, uid, gid)
                     self._rename_volume(directory, record.volume_name, name)
                     self._grow_volume(record, name, size or 0, "grow volume file")
                     record = record.with_changes(volume_name=name, size=share_size)
                 else:
                     self._require_free_name(directory, name)
-                    create_volume_file(directory / name, size or record.size, sparse, file_mode)
-                    fsync_path(directory)
+                    self._create_volume_in_share(
+                        directory, name, size or record.size, VolumeSpec(name, sparse, file_mode, uid, gid)
+                    )
                     record = record.with_changes(
                         volume_name=name, volume_sparse=sparse, volume_mode=file_mode, size=share_size
                     )
@@ -347,14 +374,22 @@ class ApplianceService:
         volume_name: str | None = None,
         access: list[AccessRule] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        volume_uid: int | None = None,
+        volume_gid: int | None = None,
     ) -> Share:
-        """A new share with the snapshot's content; its volume file renamed/grown on request."""
+        """A new share with the snapshot's content; its volume file renamed/grown/chowned on request.
+
+        The volume file keeps the snapshot's owner unless ``volume_uid`` /
+        ``volume_gid`` are given (chowned in staging, before the rename into place).
+        """
         with self._operation("clone_snapshot"):
             validate_name(name)
             if size is not None:
                 validate_size(size)
             if volume_name is not None:
                 validate_name(volume_name, "volume_name")
+            volume_uid = validate_owner_id(volume_uid, "volume_uid")
+            volume_gid = validate_owner_id(volume_gid, "volume_gid")
             with self._pinned(snapshot_id) as snapshot:
                 if size is not None and size < snapshot.size:
                     raise InvalidRequest(
@@ -362,6 +397,10 @@ class ApplianceService:
                     )
                 if volume_name is not None and snapshot.volume_name is None:
                     raise InvalidRequest("volume_name given but the snapshot holds no volume file", "invalid_request")
+                if (volume_uid is not None or volume_gid is not None) and snapshot.volume_name is None:
+                    raise InvalidRequest(
+                        "volume_uid/volume_gid given but the snapshot holds no volume file", "invalid_request"
+                    )
                 new_size = size or snapshot.size
                 record = ShareRecord(
                     id=str(uuid.uuid4()), name=name, size=new_size, state=STATE_CREATING, created_at=utc_now_text(),
@@ -374,6 +413,9 @@ class ApplianceService:
                     self.backend.clone(self.layout.snapshot_dir(snapshot_id), staging, progress)
                     self._adopt_volume(staging, snapshot.volume_name, record.volume_name, new_size,
                                        snapshot.volume_sparse)
+                    volume_path = staging / record.volume_name if record.volume_name else None
+                    if volume_path is not None and volume_path.exists():
+                        set_volume_owner(volume_path, volume_uid, volume_gid)
 
                 return self._create_share_from(record, build, "clone snapshot")
 
@@ -506,6 +548,19 @@ class ApplianceService:
             self._rename_volume(directory, old_name, new_name)
         grow_volume_file(directory / new_name, size, sparse)
 
+    def _create_volume_in_share(self, directory: Path, name: str, size: int, spec: VolumeSpec) -> None:
+        """Make a complete volume file under a hidden partial name, then rename it to ``name`` (never replacing)."""
+        partial = directory / f"{PARTIAL_VOLUME_PREFIX}{uuid.uuid4().hex}"
+        try:
+            create_volume_file(partial, size, spec.sparse, spec.mode, spec.uid or 0, spec.gid or 0)
+            rename_no_replace(partial, directory / name)
+        except FileExistsError as exc:
+            remove_tree(partial)
+            raise Conflict(f"the share already holds a file named {name!r}", "name_conflict") from exc
+        except BaseException:
+            remove_tree(partial)
+            raise
+
     def _rename_volume(self, directory: Path, old_name: str, new_name: str) -> None:
         if new_name == old_name:
             return
@@ -622,19 +677,23 @@ class ApplianceService:
         return tuple(rules.values())
 
     @staticmethod
-    def _parse_volume_spec(volume: dict | None) -> tuple[str | None, bool, int]:
+    def _parse_volume_spec(volume: dict | None) -> VolumeSpec:
+        """``{"name", "sparse"?, "mode"?, "uid"?, "gid"?}`` (None values count as absent)."""
         if volume is None:
-            return None, True, 0o660
+            return VolumeSpec(None, True, 0o660, None, None)
         if not isinstance(volume, dict):
             raise InvalidRequest(f"volume must be an object, not {volume!r}", "invalid_request")
-        unknown = set(volume) - {"name", "sparse", "mode"}
+        unknown = set(volume) - {"name", "sparse", "mode", "uid", "gid"}
         if unknown:
             raise InvalidRequest(f"unknown volume fields: {', '.join(sorted(unknown))}", "invalid_request")
         name = validate_name(volume.get("name"), "volume name")
         sparse = volume.get("sparse", True)
         if not isinstance(sparse, bool):
             raise InvalidRequest(f"volume sparse must be true or false, not {sparse!r}", "invalid_request")
-        return name, sparse, parse_volume_mode(volume.get("mode", "0660"))
+        return VolumeSpec(
+            name, sparse, parse_volume_mode(volume.get("mode", "0660")),
+            validate_owner_id(volume.get("uid"), "volume uid"), validate_owner_id(volume.get("gid"), "volume gid"),
+        )
 
     # -- internals: models and exports -----------------------------------------------------------
 
@@ -658,7 +717,7 @@ class ApplianceService:
             return None
         return VolumeFile(
             name=record.volume_name, size=info.st_size, sparse=record.volume_sparse,
-            mode=info.st_mode & 0o7777, allocated_bytes=info.st_blocks * 512,
+            mode=info.st_mode & 0o7777, allocated_bytes=info.st_blocks * 512, uid=info.st_uid, gid=info.st_gid,
         )
 
     def _snapshot_model(self, record: SnapshotRecord) -> Snapshot:

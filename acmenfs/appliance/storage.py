@@ -37,6 +37,7 @@ log = logging.getLogger("acmenfs.appliance.storage")
 
 Progress = Callable[[int, int], None]
 FICLONE = 0x40049409
+RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 COPY_CHUNK = 64 * 1024 * 1024
 BTRFS_SUBVOLUME_ROOT_INODE = 256
@@ -135,13 +136,23 @@ def rename_durably(source: Path, target: Path) -> None:
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def rename_exchange(first: Path, second: Path) -> None:
-    """Atomically swap two paths (renameat2 RENAME_EXCHANGE) and fsync their parents."""
+def _renameat2(first: Path, second: Path, flags: int, flag_name: str) -> None:
     AT_FDCWD = -100
-    result = _libc.renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
+    result = _libc.renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), flags)
     if result != 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"renameat2(RENAME_EXCHANGE) {first} <-> {second}: {os.strerror(code)}")
+        raise OSError(code, f"renameat2({flag_name}) {first} -> {second}: {os.strerror(code)}")
+
+
+def rename_no_replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` only if ``target`` does not exist (EEXIST otherwise); fsync the parent."""
+    _renameat2(source, target, RENAME_NOREPLACE, "RENAME_NOREPLACE")
+    fsync_path(target.parent)
+
+
+def rename_exchange(first: Path, second: Path) -> None:
+    """Atomically swap two paths (renameat2 RENAME_EXCHANGE) and fsync their parents."""
+    _renameat2(first, second, RENAME_EXCHANGE, "RENAME_EXCHANGE")
     fsync_path(first.parent)
     if first.parent != second.parent:
         fsync_path(second.parent)
@@ -166,10 +177,15 @@ def allocated_bytes(path: str | Path) -> int:
     return total
 
 
-def create_volume_file(path: Path, size: int, sparse: bool, mode: int) -> None:
-    """Create a new volume file of ``size`` bytes: sparse (ftruncate) or preallocated (fallocate)."""
+def create_volume_file(path: Path, size: int, sparse: bool, mode: int, uid: int = 0, gid: int = 0) -> None:
+    """Create a new volume file of ``size`` bytes owned by ``uid``:``gid``.
+
+    Sparse (ftruncate) or preallocated (fallocate). The owner is set before the
+    mode (chown clears set-id bits) and before any data, then all is fsynced.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
         _set_length(fd, 0, size, sparse)
         os.fsync(fd)
@@ -178,6 +194,20 @@ def create_volume_file(path: Path, size: int, sparse: bool, mode: int) -> None:
         os.unlink(path)
         raise
     os.close(fd)
+
+
+def set_volume_owner(path: Path, uid: int | None, gid: int | None) -> None:
+    """chown an existing volume file (None keeps that id) and fsync it; the mode bits are kept."""
+    if uid is None and gid is None:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def grow_volume_file(path: Path, size: int, sparse: bool) -> None:

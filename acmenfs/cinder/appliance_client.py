@@ -138,7 +138,7 @@ class ApplianceClient:
         return self._request("POST", f"/v1/shares/{quote(share_id, safe='')}/extend", json={"size": size})
 
     def put_volume(self, share_id: str, name: str, **fields: Any) -> dict:
-        """Create or rename (and grow) the share's volume file: fields size/sparse/mode."""
+        """Create or rename (and grow) the share's volume file: fields size/sparse/mode/uid/gid."""
         body = {"name": name, **{key: value for key, value in fields.items() if value is not None}}
         return self._request("PUT", f"/v1/shares/{quote(share_id, safe='')}/volume", json=body)
 
@@ -168,12 +168,17 @@ class ApplianceClient:
         self._request("DELETE", f"/v1/snapshots/{quote(snapshot_id, safe='')}")
 
     def clone_snapshot(self, snapshot_id: str, name: str, *, size: int | None = None,
-                       volume_name: str | None = None, access: list[dict] | None = None) -> dict:
+                       volume_name: str | None = None, access: list[dict] | None = None,
+                       volume_uid: int | None = None, volume_gid: int | None = None) -> dict:
         body: dict[str, Any] = {"name": name}
         if size is not None:
             body["size"] = size
         if volume_name is not None:
             body["volume_name"] = volume_name
+        if volume_uid is not None:
+            body["volume_uid"] = volume_uid
+        if volume_gid is not None:
+            body["volume_gid"] = volume_gid
         if access:
             body["access"] = access
         return self._request("POST", f"/v1/snapshots/{quote(snapshot_id, safe='')}/clone", json=body)

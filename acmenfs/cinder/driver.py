@@ -21,6 +21,10 @@ Decisions worth knowing:
 - ``nas_secure_file_permissions``: true/auto -> volume files 0660, false -> 0666.
   ``nas_secure_file_operations``: true/auto -> access rules squash root,
   false -> no squash. ("auto" means true: every appliance is a new install.)
+- ``acmenfs_volume_owner`` (UID:GID) is the owner of every volume file the
+  appliance makes or adopts for Cinder (create, clones, manage_existing). With
+  root-squashed Nova hosts a root-owned 0660 file is unreadable to qemu, so
+  do_setup warns when secure file operations are on and no owner is set.
 - Image copies run as the volume file's owner over NFS from user space when the
   host cannot mount (``acmenfs_data_path``), else through os-brick mounts.
 """
@@ -66,6 +70,8 @@ VENDOR_NAME = "ACME"
 FILE_MODE_SECURE = "0660"
 FILE_MODE_OPEN = "0666"
 TEMPORARY_CLONE_SNAPSHOT_PREFIX = "clone-source-"
+MAX_OWNER_ID = (1 << 32) - 2  # the appliance's limit (2^32-1 is chown's "unchanged")
+VOLUME_OWNER_SYNTAX = f"UID:GID, numbers 0..{MAX_OWNER_ID}, e.g. 64055:64055"
 
 
 def _gib_to_bytes(size_gib: int) -> int:
@@ -79,6 +85,21 @@ def _bytes_to_gib_rounded_up(size: int) -> int:
 def _setting_is_true(value: str | None) -> bool:
     """nas_secure_* values: 'true' and 'auto' (a new installation) mean secure."""
     return (value or "auto").strip().lower() in ("true", "auto")
+
+
+def parse_volume_owner(text: str | None) -> tuple[int, int] | None:
+    """``acmenfs_volume_owner``: '' -> None (appliance default), 'UID:GID' -> (uid, gid).
+
+    Raises InvalidConfigurationValue naming the option, the value and the syntax.
+    """
+    if text is None or not text.strip():
+        return None
+    uid_text, separator, gid_text = text.strip().partition(":")
+    if (separator and uid_text.isascii() and uid_text.isdigit() and gid_text.isascii() and gid_text.isdigit()
+            and int(uid_text) <= MAX_OWNER_ID and int(gid_text) <= MAX_OWNER_ID):
+        return int(uid_text), int(gid_text)
+    raise exception.InvalidConfigurationValue(
+        option="acmenfs_volume_owner", value=f"{text} (expected {VOLUME_OWNER_SYNTAX})")
 
 
 def _backend_error(action: str, error: Exception) -> exception.VolumeBackendAPIException:
@@ -120,6 +141,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         self._host_access_lock = threading.Lock()
         self._host_access_users: dict[str, tuple[int, bool, str]] = {}
         self._export_mounts: dict[str, str] = {}
+        self._volume_owner: tuple[int, int] | None = None
 
     @staticmethod
     def get_driver_options() -> list:
@@ -197,8 +219,33 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceError as error:
             raise _backend_error("reading the pool", error) from error
 
+    def _check_volume_owner(self) -> None:
+        """Parse acmenfs_volume_owner; warn when root-squashed Nova hosts could not open root's files."""
+        self._volume_owner = parse_volume_owner(self.configuration.safe_get("acmenfs_volume_owner"))
+        if self._volume_owner is not None or self._squash != "root":
+            return
+        if self._file_mode == FILE_MODE_SECURE:
+            consequence = ("qemu on root-squashed Nova hosts will not be able to open them and "
+                           "attaching volumes will fail")
+        else:
+            consequence = ("they open only because nas_secure_file_permissions makes them "
+                           "world-writable (0666)")
+        LOG.warning("acmenfs: nas_secure_file_operations is on (Nova hosts get root-squashed "
+                    "access) but acmenfs_volume_owner is not set, so volume files are owned by "
+                    "root (0:0) with mode %(mode)s: %(consequence)s. Set acmenfs_volume_owner "
+                    "to the uid:gid qemu runs as (e.g. 64055:64055 for libvirt-qemu on "
+                    "Debian/Ubuntu).", {"mode": self._file_mode, "consequence": consequence})
+
+    def _owner_fields(self, prefix: str = "") -> dict[str, int]:
+        """The configured owner as request fields (``uid``/``gid`` or ``volume_uid``/...); {} if none."""
+        if self._volume_owner is None:
+            return {}
+        uid, gid = self._volume_owner
+        return {f"{prefix}uid": uid, f"{prefix}gid": gid}
+
     def do_setup(self, context: Any) -> None:
-        """Connect to the appliance, check API version and token, pick the data path."""
+        """Check acmenfs_volume_owner, connect to the appliance, check API version and token, pick the data path."""
+        self._check_volume_owner()
         self._client = self._build_client()
         pool = self._check_appliance()
         self._pool_nfs = dict(pool.get("nfs") or {})
@@ -264,7 +311,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return volume.provider_id or self._share(volume)["id"]
 
     def _volume_file_spec(self, volume: Any) -> dict:
-        return {"name": volume.name, "sparse": self._sparse, "mode": self._file_mode}
+        return {"name": volume.name, "sparse": self._sparse, "mode": self._file_mode, **self._owner_fields()}
 
     # ------------------------------------------------------------------
     # volumes
@@ -367,10 +414,11 @@ class AcmeNfsDriver(driver.VolumeDriver):
             raise _backend_error(f"deleting snapshot {snapshot.id}", error) from error
 
     def _clone(self, snapshot_id: str, volume: Any) -> dict:
-        """Appliance clone of a snapshot into the new volume's share (renamed, grown)."""
+        """Appliance clone of a snapshot into the new volume's share (renamed, grown, chowned when configured)."""
         try:
             share = self._require_client().clone_snapshot(
-                snapshot_id, volume.name, size=_gib_to_bytes(volume.size), volume_name=volume.name)
+                snapshot_id, volume.name, size=_gib_to_bytes(volume.size), volume_name=volume.name,
+                **self._owner_fields("volume_"))
         except ApplianceError as error:
             raise _backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
         return self._model_update(share)
@@ -689,12 +737,13 @@ class AcmeNfsDriver(driver.VolumeDriver):
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def manage_existing(self, volume: Any, existing_ref: dict) -> dict:
-        """Adopt a share: its volume file is renamed to the volume's name and
-        grown to whole GiB (the size manage_existing_get_size reported)."""
+        """Adopt a share: its volume file is renamed to the volume's name,
+        grown to whole GiB (the size manage_existing_get_size reported) and
+        given the configured acmenfs_volume_owner (when set)."""
         share, volume_file = self._managed_volume_file(existing_ref)
         size = _gib_to_bytes(_bytes_to_gib_rounded_up(volume_file["size"]))
         try:
-            share = self._require_client().put_volume(share["id"], volume.name, size=size)
+            share = self._require_client().put_volume(share["id"], volume.name, size=size, **self._owner_fields())
             if share.get("size", size) < size:
                 share = self._require_client().extend_share(share["id"], size)
         except ApplianceError as error:
@@ -794,7 +843,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         if original_volume_status == "available":
             try:
                 share = self._share(new_volume)
-                self._require_client().put_volume(share["id"], volume.name)
+                self._require_client().put_volume(share["id"], volume.name, **self._owner_fields())
                 return {"_name_id": None, **update}
             except (ApplianceError, exception.VolumeBackendAPIException) as error:
                 LOG.warning("acmenfs: could not rename migrated volume file %(new)s to %(old)s: %(error)s",

@@ -70,6 +70,16 @@ acmenfs_opts = [
                help="How the Cinder host reads and writes volume data for "
                     "image copies. Control operations (create, delete, "
                     "snapshot, clone, extend, revert) never mount."),
+    cfg.StrOpt("acmenfs_volume_owner",
+               default="",
+               help="Numeric owner UID:GID of the volume files the appliance "
+                    "creates (new volumes, clones, managed volumes). Set it "
+                    "to the uid:gid qemu runs as on the compute hosts, e.g. "
+                    "64055:64055 for libvirt-qemu on Debian/Ubuntu (or a "
+                    "group qemu shares), when nas_secure_file_operations is "
+                    "true (or auto): Nova hosts then get root-squashed "
+                    "access, and a root-owned 0660 file cannot be opened by "
+                    "them. Empty means the appliance default, 0:0 (root)."),
     cfg.IntOpt("acmenfs_userspace_io_depth",
                default=4,
                min=1,

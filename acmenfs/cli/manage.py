@@ -70,6 +70,18 @@ def parse_access(text: str) -> dict[str, str]:
     return {"client": client, "access": access, "squash": squash}
 
 
+OWNER_ID_LIMIT = (1 << 32) - 2  # the appliance's limit too (2^32-1 means "unchanged" to chown)
+
+
+def parse_owner(text: str) -> tuple[int, int]:
+    """'UID:GID' (decimal numbers, 0 .. 2^32-2) -> (uid, gid)."""
+    match = re.fullmatch(r"(\d{1,10}):(\d{1,10})", text.strip())
+    if not match or max(int(match[1]), int(match[2])) > OWNER_ID_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"not an owner: {text!r} (use UID:GID, numbers 0..{OWNER_ID_LIMIT}, e.g. 64055:64055)")
+    return int(match[1]), int(match[2])
+
+
 def parse_mode(text: str) -> str:
     if not re.fullmatch(r"0?[0-7]{3}", text):
         raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0660)")
@@ -122,7 +134,8 @@ def _volume_text(volume: dict | None) -> str:
     if not volume:
         return "-"
     kind = "sparse" if volume["sparse"] else "preallocated"
-    return (f"{volume['name']} ({format_size(volume['size'])}, {kind}, mode {volume['mode']}, "
+    owner = f", owner {volume['uid']}:{volume['gid']}" if "uid" in volume else ""
+    return (f"{volume['name']} ({format_size(volume['size'])}, {kind}, mode {volume['mode']}{owner}, "
             f"{format_size(volume['allocated_bytes'])} allocated)")
 
 
@@ -300,8 +313,12 @@ def cmd_share_create(ctx: Context, args: argparse.Namespace) -> None:
     volume = None
     if args.volume:
         volume = {"name": args.volume, "sparse": not args.preallocate, "mode": args.mode}
+        if args.owner is not None:
+            volume["uid"], volume["gid"] = args.owner
     elif args.preallocate:
         raise UsageError("--preallocate needs --volume NAME (it applies to the volume file)")
+    elif args.owner is not None:
+        raise UsageError("--owner needs --volume NAME (it applies to the volume file)")
     with ElapsedIndicator(f"creating share {args.name}"):
         share = ctx.client.create_share(args.name, args.size, volume=volume, access=args.access)
     ctx.emit(share, render_share)
@@ -330,8 +347,9 @@ def cmd_share_extend(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_share_volume(ctx: Context, args: argparse.Namespace) -> None:
     with ElapsedIndicator(f"preparing volume {args.name}"):
+        uid, gid = args.owner if args.owner is not None else (None, None)
         share = ctx.client.put_volume(ctx.share_id(args.share), args.name, size=args.size,
-                                      sparse=not args.preallocate, mode=args.mode)
+                                      sparse=not args.preallocate, mode=args.mode, uid=uid, gid=gid)
     ctx.emit(share, render_share)
 
 
@@ -375,9 +393,11 @@ def cmd_snapshot_delete(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_snapshot_clone(ctx: Context, args: argparse.Namespace) -> None:
     snapshot_id = ctx.snapshot_id(args.snapshot)
+    uid, gid = args.owner if args.owner is not None else (None, None)
     with ElapsedIndicator(f"cloning into share {args.name}"):
         share = ctx.client.clone_snapshot(snapshot_id, args.name, size=args.size,
-                                          volume_name=args.volume_name, access=args.access)
+                                          volume_name=args.volume_name, access=args.access,
+                                          volume_uid=uid, volume_gid=gid)
     ctx.emit(share, render_share)
 
 
@@ -452,6 +472,8 @@ def _add_share_commands(subparsers, parents) -> None:
     p.add_argument("--volume", metavar="NAME", help="create a volume file of --size bytes in the share")
     p.add_argument("--preallocate", action="store_true", help="allocate the volume file (default: sparse)")
     p.add_argument("--mode", type=parse_mode, default="0660", help="volume file mode, 0660 or 0666")
+    p.add_argument("--owner", type=parse_owner, metavar="UID:GID",
+                   help="numeric owner of the new volume file (default 0:0), e.g. qemu's 64055:64055")
     p.add_argument("--access", type=parse_access, action="append", metavar="CLIENT[:rw|ro[:SQUASH]]",
                    help="allow a client (host IP, CIDR or *); repeatable; SQUASH is root, all or none")
     p = _leaf(share, "list", cmd_share_list, "list shares", parents)
@@ -470,6 +492,8 @@ def _add_share_commands(subparsers, parents) -> None:
     p.add_argument("--size", type=parse_size, help="grow the volume file to this size")
     p.add_argument("--preallocate", action="store_true", help="allocate a new volume file (default: sparse)")
     p.add_argument("--mode", type=parse_mode, default="0660", help="volume file mode, 0660 or 0666")
+    p.add_argument("--owner", type=parse_owner, metavar="UID:GID",
+                   help="chown the volume file (a new one defaults to 0:0; an existing one keeps its owner)")
     p = _leaf(share, "revert", cmd_share_revert, "bring a share back to a snapshot", parents)
     p.add_argument("share", help="share id or name")
     p.add_argument("--snapshot", required=True, help="snapshot id or name (of this share)")
@@ -499,6 +523,8 @@ def _add_snapshot_commands(subparsers, parents) -> None:
     p.add_argument("name", help="name of the new share")
     p.add_argument("--size", type=parse_size, help="grow the clone (and its volume file) to this size")
     p.add_argument("--volume-name", help="rename the clone's volume file")
+    p.add_argument("--owner", type=parse_owner, metavar="UID:GID",
+                   help="chown the clone's volume file (default: keep the snapshot's owner)")
     p.add_argument("--access", type=parse_access, action="append", metavar="CLIENT[:rw|ro[:SQUASH]]",
                    help="access rules of the clone (repeatable)")
 

@@ -86,7 +86,7 @@ def test_create_share_with_volume_and_access(api, live_api):
     assert share["name"] == "vol-1" and share["size"] == 8 * MiB and share["state"] == "available"
     assert share["export_path"] == f"/shares/{share['id']}"
     assert share["volume"] == {"name": "volume-abc", "size": 8 * MiB, "sparse": True, "mode": "0666",
-                               "allocated_bytes": 0}
+                               "allocated_bytes": 0, "uid": 0, "gid": 0}
     assert share["access"] == [{"client": "10.0.0.5/32", "access": "ro", "squash": "all"}]
     assert share["nfs"]["location"] == f"127.0.0.1:{share['export_path']}"
     assert share["nfs"]["url"].startswith(f"nfs://127.0.0.1{share['export_path']}?version=3&nfsport=")
