@@ -14,6 +14,8 @@ Rules (every multi-step operation writes its row state before touching disk):
 - rows ``available`` whose directory vanished -> marked ``error`` (kept, so an
   admin sees what was lost; deleting an ``error`` row works).
 - directories under ``shares/`` or ``snapshots/`` with no row -> removed.
+- hidden ``.acmenfs-partial-*`` volume files left in a share by an unfinished
+  ``PUT /volume`` -> removed (volume names never start with ".").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 from pathlib import Path
 
 from acmenfs.appliance.models import STATE_AVAILABLE, STATE_CREATING, STATE_DELETING, STATE_ERROR
-from acmenfs.appliance.storage import DataLayout, StorageBackend
+from acmenfs.appliance.storage import PARTIAL_VOLUME_PREFIX, DataLayout, StorageBackend
 from acmenfs.appliance.store import Store
 
 log = logging.getLogger("acmenfs.appliance.reconcile")
@@ -46,6 +48,7 @@ class Reconciler:
         self._mark_missing_data()
         self._remove_orphans(self.layout.snapshots, {s.id for s in self.store.list_snapshots()}, "snapshot")
         self._remove_orphans(self.layout.shares, {s.id for s in self.store.list_shares()}, "share")
+        self._remove_partial_volume_files()
         return self.fixes
 
     def _fix(self, message: str, *arguments: object) -> None:
@@ -95,6 +98,16 @@ class Reconciler:
             if entry not in known_ids:
                 self.backend.remove(directory / entry)
                 self._fix("removed orphan %s directory %s", kind, directory / entry)
+
+    def _remove_partial_volume_files(self) -> None:
+        for share in self.store.list_shares():
+            directory = self.layout.share_dir(share.id)
+            if share.state != STATE_AVAILABLE or not directory.is_dir():
+                continue
+            for entry in sorted(os.listdir(directory)):
+                if entry.startswith(PARTIAL_VOLUME_PREFIX):
+                    os.unlink(directory / entry)
+                    self._fix("removed unfinished volume file %s", directory / entry)
 
 
 def reconcile(store: Store, layout: DataLayout, backend: StorageBackend) -> list[str]:

@@ -61,6 +61,7 @@ from acmenfs.appliance.models import (
 )
 from acmenfs.appliance.reconcile import reconcile
 from acmenfs.appliance.storage import (
+    PARTIAL_VOLUME_PREFIX,
     DataLayout,
     Progress,
     StorageBackend,
@@ -81,7 +82,6 @@ from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 log = logging.getLogger("acmenfs.appliance.service")
 
 ADMIN_TOKEN_SETTING = "admin_token_id"
-PARTIAL_VOLUME_PREFIX = ".acmenfs-partial-"  # volume names never start with '.', so these never clash
 
 
 class VolumeSpec(NamedTuple):

@@ -35,6 +35,10 @@ from typing import Callable, Protocol
 
 log = logging.getLogger("acmenfs.appliance.storage")
 
+# A volume file being created inside a share is built under this hidden name and
+# renamed into place; volume names never start with ".", so these never clash.
+PARTIAL_VOLUME_PREFIX = ".acmenfs-partial-"
+
 Progress = Callable[[int, int], None]
 FICLONE = 0x40049409
 RENAME_NOREPLACE = 1

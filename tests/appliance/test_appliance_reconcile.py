@@ -78,3 +78,26 @@ def test_every_kind_of_leftover_is_fixed(data_dir):
     service, lines, _ = reopen(data_dir)
     assert lines == []
     service.close()
+
+
+def test_reconcile_removes_unfinished_volume_files_left_in_a_share(tmp_path):
+    from acmenfs.appliance.service import ApplianceService
+    from acmenfs.appliance.storage import PARTIAL_VOLUME_PREFIX
+
+    service = ApplianceService(tmp_path / "data")
+    service.open()
+    share = service.create_share("partial-left", 1 << 20)
+    share_dir = service.layout.share_dir(share.id)
+    leftover = share_dir / f"{PARTIAL_VOLUME_PREFIX}deadbeef"
+    leftover.write_bytes(b"half a volume")
+    (share_dir / "user-file").write_bytes(b"keep me")
+    service.close()
+
+    reopened = ApplianceService(tmp_path / "data")
+    fixes = reopened.open()
+    try:
+        assert not leftover.exists()
+        assert (share_dir / "user-file").read_bytes() == b"keep me"
+        assert any("unfinished volume file" in line for line in fixes)
+    finally:
+        reopened.close()
