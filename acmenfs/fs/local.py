@@ -28,6 +28,7 @@ from acmenfs.fs.backend import BadHandle, DirEntry, ExportBackend, SetAttributes
 from acmenfs.fs.commit import GroupCommitter
 from acmenfs.fs.credentials import Identity, acting_as
 from acmenfs.fs.nodes import Node, NodeCache
+from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active, open_cached
 from acmenfs.fs.pathtable import PathTable
 from acmenfs.fs.quota import UsageCounter, allocated_bytes
 
@@ -104,6 +105,18 @@ def permitted(st: os.stat_result, who: Identity, want: int, owner_override: bool
 def _require(st: os.stat_result, who: Identity, want: int, owner_override: bool = False) -> None:
     if not permitted(st, who, want, owner_override):
         raise OSError(errno.EACCES, "permission denied")
+
+
+def _is_noop(changes: SetAttributes, st: os.stat_result) -> bool:
+    """True when SETATTR would change nothing (e.g. truncating an empty new file to 0)."""
+    return (
+        (changes.size is None or (changes.size == st.st_size and stat.S_ISREG(st.st_mode)))
+        and changes.mode is None
+        and changes.uid is None
+        and changes.gid is None
+        and changes.atime is None
+        and changes.mtime is None
+    )
 
 
 class LocalExportBackend(ExportBackend):
@@ -186,6 +199,8 @@ class LocalExportBackend(ExportBackend):
         node = self._cache.get(handle)
         if node is not None:
             return node
+        if inline_active():
+            raise WouldBlock("handle not cached")
         fd = self._open_handle(handle)
         try:
             st = os.fstat(fd)
@@ -200,8 +215,16 @@ class LocalExportBackend(ExportBackend):
     def _adopt(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> Node:
         """Turn a freshly opened descriptor of ``name`` into a (cached) node."""
         try:
-            handle = self._handle_for(fd, directory, name)
             st = os.fstat(fd)
+            if self.path_table is None:  # kernel handles name the inode: reuse an open node
+                # A cached node holds its inode open, so its number cannot have been reused.
+                known = self._cache.by_inode(st.st_dev, st.st_ino)
+                if known is not None:
+                    os.close(fd)
+                    if data_fd >= 0:
+                        os.close(data_fd)
+                    return known
+            handle = self._handle_for(fd, directory, name)
         except BaseException:
             os.close(fd)
             if data_fd >= 0:
@@ -230,16 +253,23 @@ class LocalExportBackend(ExportBackend):
         if not directory.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
         check_name(name)
+        if inline_active() and self.path_table is not None:
+            raise WouldBlock("the handle table is on disk")
         with acting_as(who):
             if name == "." or (name == ".." and self.is_root(directory)):
                 os.stat(".", dir_fd=directory.fd)  # the caller still needs search permission
                 return directory if name == "." else self.root
-            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+            if inline_active():
+                fd = open_cached(directory.fd, name, _O_PATH)
+            else:
+                fd = os.open(name, _O_PATH, dir_fd=directory.fd)
         return self._adopt(directory, name, fd)
 
     def readlink(self, node: Node, who: Identity) -> bytes:
         if not stat.S_ISLNK(node.mode):
             raise OSError(errno.EINVAL, "not a symbolic link")
+        if inline_active():
+            raise WouldBlock("symlink body may need the disk")
         return os.readlink(b"", dir_fd=node.fd)
 
     def read(self, node: Node, who: Identity, offset: int, count: int):
@@ -249,9 +279,19 @@ class LocalExportBackend(ExportBackend):
             raise OSError(errno.EINVAL, "not a regular file")
         st = self.stat(node)
         _require(st, who, 4, owner_override=True)
-        node.data_fd()
+        fd = node.data_fd()
         available = max(0, min(count, st.st_size - offset))
+        if inline_active() and not data_cached(fd, offset, available):
+            raise WouldBlock("file data not in the page cache")
         return node, available, offset + available >= st.st_size, st
+
+    def read_bytes(self, node: Node, offset: int, count: int) -> bytearray:
+        """Read a range into memory (cold data, in the thread pool): one copy, then sent as is."""
+        buffer = bytearray(count)
+        got = os.preadv(node.data_fd(), [buffer], offset)
+        if got < count:
+            del buffer[got:]
+        return buffer
 
     def access(self, node: Node, who: Identity) -> tuple[int, os.stat_result]:
         """(allowed rwx bits for ``who``, attributes)."""
@@ -282,7 +322,7 @@ class LocalExportBackend(ExportBackend):
         elif stable == 1:
             os.fdatasync(fd)
         else:
-            self.committer.mark_dirty(node)
+            self.committer.mark_dirty(node, offset, len(data))
         post = os.fstat(fd)
         self.usage.add(allocated_bytes(post) - allocated_bytes(pre))
         return pre, post
@@ -294,6 +334,8 @@ class LocalExportBackend(ExportBackend):
         pre = self.stat(node)
         if guard_ctime_ns is not None and pre.st_ctime_ns != guard_ctime_ns:
             raise OSError(errno.EPERM, "guard ctime mismatch")  # mapped to NOT_SYNC by the caller
+        if inline_active() and not _is_noop(changes, pre):
+            raise WouldBlock("attribute change")
         self._apply(node, who, changes, pre)
         return pre, self.stat(node)
 
@@ -303,8 +345,8 @@ class LocalExportBackend(ExportBackend):
                 raise OSError(errno.EISDIR, "is a directory")
             if not node.is_reg:
                 raise OSError(errno.EINVAL, "not a regular file")
+            _require(st, who, 2, owner_override=True)
             if changes.size != st.st_size:
-                _require(st, who, 2, owner_override=True)
                 self.usage.check_growth(changes.size - st.st_size)
                 fd = node.data_fd(writable=True)
                 os.ftruncate(fd, changes.size)
@@ -468,6 +510,8 @@ class LocalExportBackend(ExportBackend):
         """Entries after ``cookie`` (0 = from the start), ordered by cookie."""
         if not directory.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
+        if inline_active():
+            raise WouldBlock("directory listing")
         st = self.stat(directory)
         key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_nlink)
         with self._listings_lock:
@@ -513,6 +557,8 @@ class LocalExportBackend(ExportBackend):
         free = vfs.f_bfree * vfs.f_frsize
         avail = vfs.f_bavail * vfs.f_frsize
         quota = self.usage.quota_bytes
+        if quota is not None and not self.usage.scanned and inline_active():
+            raise WouldBlock("first usage scan")
         if quota is not None:
             left = max(0, quota - self.usage.used)
             total, free, avail = quota, min(free, left), min(avail, left)

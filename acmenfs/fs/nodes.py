@@ -106,6 +106,10 @@ class NodeCache:
                     del self._by_inode[(evicted.dev, evicted.ino)]
         return node
 
+    def by_inode(self, dev: int, ino: int) -> Node | None:
+        handle = self._by_inode.get((dev, ino))
+        return None if handle is None else self.get(handle)
+
     def drop_inode(self, dev: int, ino: int) -> None:
         with self._lock:
             handle = self._by_inode.pop((dev, ino), None)

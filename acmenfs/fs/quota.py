@@ -46,6 +46,10 @@ class UsageCounter:
         self._used: int | None = None
 
     @property
+    def scanned(self) -> bool:
+        return self._used is not None
+
+    @property
     def used(self) -> int:
         if self._used is None:
             scanned = scan_usage(self.directory)

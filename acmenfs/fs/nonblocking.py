@@ -1,0 +1,96 @@
+"""Running file operations on the event loop thread only when they cannot block.
+
+Owns the per-thread "inline" flag, the ``WouldBlock`` exception and the two
+system calls that let the backend *ask* instead of wait: ``openat2`` with
+RESOLVE_CACHED (path resolution served from the dentry cache or EAGAIN) and
+``preadv2`` with RWF_NOWAIT (is this byte in the page cache?).  The NFS server
+first runs a cheap procedure inline; whenever the backend would need the disk
+(an uncached handle, an uncached name, file data not in the page cache, a first
+quota scan) it raises ``WouldBlock`` and the procedure is re-run in the thread
+pool.  It decides nothing about NFS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+RESOLVE_CACHED = 0x20
+_SYS_OPENAT2 = 437  # same number on x86_64 and aarch64
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class WouldBlock(Exception):
+    """The operation might wait for the disk: run it in the thread pool instead."""
+
+
+class _Inline(threading.local):
+    active = False
+
+
+_inline = _Inline()
+
+
+def inline_active() -> bool:
+    return _inline.active
+
+
+@contextmanager
+def inline() -> Iterator[None]:
+    """Mark this thread as the event loop: backend calls that could block raise WouldBlock."""
+    previous, _inline.active = _inline.active, True
+    try:
+        yield
+    finally:
+        _inline.active = previous
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_openat2_works = True
+
+
+def open_cached(dir_fd: int, name: str, flags: int) -> int:
+    """openat() that fails with WouldBlock instead of reading the disk to resolve ``name``."""
+    global _openat2_works
+    if not _openat2_works:
+        raise WouldBlock("openat2 unavailable")
+    how = _OpenHow(flags, 0, RESOLVE_CACHED)
+    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(name), ctypes.byref(how), ctypes.sizeof(how))
+    if fd >= 0:
+        return fd
+    err = ctypes.get_errno()
+    if err == errno.EAGAIN:
+        raise WouldBlock(f"{name!r} not in the dentry cache")
+    if err in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
+        _openat2_works = False
+        raise WouldBlock("openat2 unavailable")
+    raise OSError(err, os.strerror(err), name)
+
+
+_PROBE = bytearray(1)
+
+
+def data_cached(fd: int, offset: int, count: int) -> bool:
+    """Whether the first and last byte of a range are in the page cache (a sequential-read heuristic)."""
+    if count <= 0:
+        return True
+    probe = memoryview(bytearray(1))
+    for position in (offset, offset + count - 1):
+        try:
+            os.preadv(fd, [probe], position, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                return False
+            raise
+    return True

@@ -1,0 +1,81 @@
+"""NFSv3 data procedures: READ, WRITE, COMMIT.
+
+READ runs inline on the event loop when the handle is cached and the data is in
+the page cache; its reply is ``[header, FileRegion, padding]`` so the TCP
+transport sends file data with sendfile (never copied through Python).  Cold
+data is read in the thread pool with one preadv into a fresh buffer.  WRITE hands the
+payload (a memoryview into the received record) straight to pwrite; UNSTABLE
+data goes to the page cache and is made durable by COMMIT through the group
+committer (COMMIT is an async handler awaiting its durable sequence, so many
+COMMITs share one flush).  DATA_SYNC / FILE_SYNC are synced before replying.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from acmenfs.fs.backend import StaleHandle
+from acmenfs.fs.nonblocking import inline_active
+from acmenfs.nfs3.const import NfsProc, NfsStat, StableHow
+from acmenfs.nfs3.errors import NfsError, status_for
+from acmenfs.nfs3.scope import NfsState
+from acmenfs.nfs3.xdr import STATUS_OK, decode_fh
+from acmenfs.oncrpc.dispatch import FileRegion
+from acmenfs.oncrpc.xdr import Unpacker
+
+MAX_IO = 1024 * 1024
+READ_TAIL = struct.Struct(">III")  # count, eof, opaque length
+WRITE_TAIL = struct.Struct(">II8s")  # count, committed, verifier
+_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def nfs3_read(state: NfsState, ctx, args: Unpacker):
+    fh = decode_fh(args)
+    offset, count = args.unpack_uhyper(), args.unpack_uint()
+    scope = state.scope(ctx, fh)
+    try:
+        fileobj, count, eof, st = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+    except (OSError, StaleHandle) as exc:
+        raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
+    if count and not inline_active():  # cold data, in the thread pool: read it here, not in sendfile
+        data = scope.backend.read_bytes(fileobj, offset, count)
+        count, eof = len(data), eof or len(data) < count
+        return [STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count), data, _PADDING[count & 3]]
+    header = STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count)
+    if count == 0:
+        return header
+    return [header, FileRegion(fileobj, offset, count), _PADDING[count & 3]]
+
+
+def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:
+    fh = decode_fh(args)
+    offset, count, stable = args.unpack_uhyper(), args.unpack_uint(), args.unpack_uint()
+    data = args.unpack_opaque_view()
+    if stable > StableHow.FILE_SYNC:
+        raise NfsError(NfsStat.INVAL, f"bad stable_how {stable}")
+    if count < len(data):
+        data = data[:count]
+    scope = state.scope(ctx, fh, write=True)
+    try:
+        pre, post = scope.backend.write(scope.node, scope.who, offset, data, stable)
+    except (OSError, StaleHandle) as exc:
+        raise NfsError(status_for(exc), str(exc), body=scope.wcc(None, None)) from exc
+    return STATUS_OK + scope.wcc(pre, post) + WRITE_TAIL.pack(len(data), stable, state.committer.verifier)
+
+
+async def nfs3_commit(state: NfsState, ctx, args: Unpacker) -> bytes:
+    fh = decode_fh(args)
+    args.unpack_uhyper(), args.unpack_uint()  # offset, count: we always commit whole files
+    scope = await state.scope_async(ctx, fh, write=True)
+    ticket = scope.backend.commit_ticket()
+    if ticket is not None:
+        await state.committer.durable.wait_for_async(ticket)
+    st = scope.backend.stat(scope.node)
+    return STATUS_OK + scope.wcc(None, st) + state.committer.verifier
+
+
+HANDLERS = {
+    NfsProc.READ: nfs3_read,
+    NfsProc.WRITE: nfs3_write,
+    NfsProc.COMMIT: nfs3_commit,
+}

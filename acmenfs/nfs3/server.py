@@ -1,0 +1,241 @@
+"""The NFSv3 + MOUNT v3 server: assembles programs, exports, DRC and the RPC server.
+
+Owns ``NfsServer`` (the class the appliance embeds and ``acmenfs nfsd`` runs):
+it wraps every procedure function so that errors become nfsstat3 replies with
+their failure bodies (SERVERFAULT only for unexpected exceptions, logged) and
+counts calls, latency and errors per procedure; it registers NFS and MOUNT on
+one port or two, TCP and optionally UDP.  It must not contain procedure logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import resource
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from acmenfs.fs.nonblocking import WouldBlock, inline
+from acmenfs.nfs3 import procs_attrs, procs_data, procs_fsinfo, procs_namespace, procs_readdir
+from acmenfs.nfs3.const import (
+    MOUNT_PROGRAM, MOUNT_V3, NFS_CACHED_PROCEDURES, NFS_PROGRAM, NFS_V3, MountProc, NfsProc, NfsStat,
+)
+from acmenfs.nfs3.errors import NfsError, status_for
+from acmenfs.nfs3.exports import ExportTable
+from acmenfs.nfs3.mount import MountService
+from acmenfs.nfs3.scope import NfsState
+from acmenfs.nfs3.xdr import UINT32
+from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher
+from acmenfs.oncrpc.drc import DuplicateRequestCache
+from acmenfs.oncrpc.server import RpcServer
+from acmenfs.oncrpc.xdr import XdrError
+
+log = logging.getLogger("acmenfs.nfs3")
+
+# Number of FALSE words (absent post_op_attr / pre_op_attr) in each failure body.
+FAILURE_WORDS = {
+    NfsProc.GETATTR: 0, NfsProc.SETATTR: 2, NfsProc.LOOKUP: 1, NfsProc.ACCESS: 1, NfsProc.READLINK: 1,
+    NfsProc.READ: 1, NfsProc.WRITE: 2, NfsProc.CREATE: 2, NfsProc.MKDIR: 2, NfsProc.SYMLINK: 2,
+    NfsProc.MKNOD: 2, NfsProc.REMOVE: 2, NfsProc.RMDIR: 2, NfsProc.RENAME: 4, NfsProc.LINK: 3,
+    NfsProc.READDIR: 1, NfsProc.READDIRPLUS: 1, NfsProc.FSSTAT: 1, NfsProc.FSINFO: 1,
+    NfsProc.PATHCONF: 1, NfsProc.COMMIT: 2,
+}
+INLINE_PROCEDURES = frozenset({NfsProc.NULL})
+# Tried inline on the event loop first; re-run in the thread pool if the backend says WouldBlock.
+HYBRID_PROCEDURES = frozenset({
+    NfsProc.GETATTR, NfsProc.SETATTR, NfsProc.LOOKUP, NfsProc.ACCESS, NfsProc.READ, NfsProc.READLINK,
+    NfsProc.FSSTAT, NfsProc.FSINFO, NfsProc.PATHCONF,
+})
+
+
+def raise_open_file_limit() -> None:
+    """The fd cache keeps descriptors open: allow the process as many as the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open file limit from %d: %s", soft, exc)
+
+
+class CallStats:
+    """Per-procedure call counts, latency sums and error counts (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: dict[tuple[str, str], float] = defaultdict(float)
+        self.errors: dict[tuple[str, str, str], int] = defaultdict(int)
+
+    def record(self, key: tuple[str, str], seconds: float, status: str | None) -> None:
+        with self._lock:
+            self.calls[key] += 1
+            self.latency[key] += seconds
+            if status is not None:
+                self.errors[(*key, status)] += 1
+
+
+class NfsServer:
+    def __init__(self, exports: ExportTable, state_dir: str | Path, *, drc_max_entries: int = 32768,
+                 drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8) -> None:
+        self.exports = exports
+        raise_open_file_limit()
+        self.state = NfsState(exports, state_dir, use_kernel_handles=use_kernel_handles)
+        self.mount_service = MountService(self.state)
+        self.drc = DuplicateRequestCache(max_entries=drc_max_entries, lifetime=drc_lifetime)
+        self.call_stats = CallStats()
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acmenfs-nfs")
+        self.state.executor = self._executor
+        self._rpc_servers: list[RpcServer] = []
+        self.port = 0
+        self.mount_port = 0
+
+    # ----- programs -------------------------------------------------------------
+    def nfs_program(self) -> Program:
+        handlers: dict[int, Callable] = {}
+        for module in (procs_attrs, procs_data, procs_namespace, procs_readdir, procs_fsinfo):
+            handlers.update(module.HANDLERS)
+        procedures = {}
+        for proc, function in handlers.items():
+            handler = self._wrap("NFS3", NfsProc(proc).name, function, FAILURE_WORDS.get(proc, 0))
+            if proc in HYBRID_PROCEDURES:
+                handler = self._hybrid(handler)
+            procedures[int(proc)] = Procedure(
+                NfsProc(proc).name, handler, cached=proc in NFS_CACHED_PROCEDURES,
+                blocking=proc not in INLINE_PROCEDURES and not inspect.iscoroutinefunction(function),
+            )
+        return Program(NFS_PROGRAM, NFS_V3, "NFS3", procedures)
+
+    def mount_program(self) -> Program:
+        procedures = {}
+        for proc, method in self.mount_service.handlers().items():
+            name = MountProc(proc).name
+            procedures[int(proc)] = Procedure(name, self._wrap_mount(name, method), blocking=proc == MountProc.MNT)
+        return Program(MOUNT_PROGRAM, MOUNT_V3, "MOUNT3", procedures)
+
+    def _wrap(self, program: str, name: str, function: Callable, failure_words: int) -> Callable:
+        key = (program, name)
+        state, stats = self.state, self.call_stats
+        failure_tail = b"\0\0\0\0" * failure_words
+        counts_data = name in ("READ", "WRITE")
+
+        def settle(started: float, result, error: Exception | None):
+            """Account for one finished call; a failure becomes its nfsstat3 reply."""
+            stats.record(key, time.perf_counter() - started, None if error is None else status_for(error).name)
+            if error is None:
+                if counts_data:
+                    self._count_data(name, result)
+                return result
+            status = status_for(error)
+            if status is NfsStat.SERVERFAULT:
+                log.error("%s.%s failed unexpectedly", program, name, exc_info=error)
+            else:
+                log.debug("%s.%s: %s: %s", program, name, status.name, error)
+            body = error.body if isinstance(error, NfsError) and error.body is not None else failure_tail
+            return UINT32.pack(status) + body
+
+        if inspect.iscoroutinefunction(function):
+            async def async_handler(ctx, args):
+                started = time.perf_counter()
+                try:
+                    return settle(started, await function(state, ctx, args), None)
+                except XdrError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
+                    return settle(started, None, exc)
+            return async_handler
+
+        def handler(ctx, args):
+            started = time.perf_counter()
+            try:
+                return settle(started, function(state, ctx, args), None)
+            except (XdrError, WouldBlock):  # garbage args / retry in the thread pool
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
+                return settle(started, None, exc)
+        return handler
+
+    def _hybrid(self, handler: Callable) -> Callable:
+        """Run ``handler`` inline; if the backend would block, re-run it in the thread pool."""
+        executor = self._executor
+
+        async def hybrid_handler(ctx, args):
+            start = args.offset
+            try:
+                with inline():
+                    return handler(ctx, args)
+            except WouldBlock:
+                args.offset = start
+                return await asyncio.get_running_loop().run_in_executor(executor, handler, ctx, args)
+        return hybrid_handler
+
+    def _count_data(self, name: str, result) -> None:
+        if name == "READ" and isinstance(result, list) and len(result) > 1:
+            self.bytes_read += len(result[1])
+        elif name == "WRITE":
+            self.bytes_written += int.from_bytes(result[-16:-12], "big")
+
+    def _wrap_mount(self, name: str, method: Callable) -> Callable:
+        key = ("MOUNT3", name)
+
+        def handler(ctx, args):
+            started = time.perf_counter()
+            result = method(ctx, args)
+            self.call_stats.record(key, time.perf_counter() - started, None)
+            return result
+        return handler
+
+    # ----- lifecycle -------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 2049, mount_port: int | None = 20048,
+                    udp: bool = False) -> None:
+        nfs, mount = self.nfs_program(), self.mount_program()
+        if mount_port is None:
+            self.port = await self._listen(RpcDispatcher([nfs, mount], drc=self.drc), host, port, udp)
+            self.mount_port = self.port
+        else:
+            self.port = await self._listen(RpcDispatcher([nfs], drc=self.drc), host, port, udp)
+            self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
+
+    async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:
+        server = RpcServer(dispatcher, executor=self._executor)
+        self._rpc_servers.append(server)
+        bound = await server.start_tcp(host, port)
+        if udp:
+            await server.start_udp(host, bound)
+        return bound
+
+    async def stop(self) -> None:
+        for server in self._rpc_servers:
+            await server.close()
+        self._rpc_servers.clear()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_blocking)
+
+    def _shutdown_blocking(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.state.close()
+
+    # ----- introspection ---------------------------------------------------------
+    def stats(self) -> dict:
+        with self.call_stats._lock:
+            calls = dict(self.call_stats.calls)
+            latency = dict(self.call_stats.latency)
+            errors = dict(self.call_stats.errors)
+        return {
+            "calls": calls,
+            "latency_seconds_sum": latency,
+            "errors": errors,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "drc": self.drc.stats(),
+        }
+
+    def export_usage(self, path: str) -> int:
+        return self.state.usage(path)

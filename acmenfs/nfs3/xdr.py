@@ -1,0 +1,172 @@
+"""XDR encoders/decoders of NFSv3 structures (RFC 1813 section 2.5-2.6).
+
+Owns the byte layout of fattr3, wcc_attr / wcc_data, post_op_attr, post_op_fh3,
+sattr3, nfs_fh3 and diropargs3, with precompiled ``struct.Struct`` objects so
+the hot replies (GETATTR, READ, WRITE, LOOKUP) are a few C calls.  Attributes
+come in as ``os.stat_result`` plus the export's fsid; it does no I/O and
+decides nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+from acmenfs.fs.backend import SetAttributes
+from acmenfs.nfs3.const import NFS3_FHSIZE, FileType
+from acmenfs.oncrpc.xdr import Unpacker, XdrError
+
+UINT32 = struct.Struct(">I")
+TWO_UINT32 = struct.Struct(">II")
+UINT64 = struct.Struct(">Q")
+# type mode nlink uid gid size used rdev(major minor) fsid fileid atime mtime ctime
+FATTR3 = struct.Struct(">IIIIIQQIIQQIIIIII")
+POST_OP_FATTR3 = struct.Struct(">IIIIIIQQIIQQIIIIII")  # value_follows TRUE + fattr3
+WCC_ATTR = struct.Struct(">IQIIII")  # value_follows TRUE + size, mtime, ctime
+STATUS_OK = UINT32.pack(0)
+FALSE = UINT32.pack(0)
+TRUE = UINT32.pack(1)
+NO_ATTRS = FALSE
+NO_WCC = FALSE + FALSE
+FATTR3_SIZE = FATTR3.size
+POST_OP_ATTR_SIZE = POST_OP_FATTR3.size
+
+_FILE_TYPE = {
+    stat.S_IFREG: FileType.REG,
+    stat.S_IFDIR: FileType.DIR,
+    stat.S_IFBLK: FileType.BLK,
+    stat.S_IFCHR: FileType.CHR,
+    stat.S_IFLNK: FileType.LNK,
+    stat.S_IFSOCK: FileType.SOCK,
+    stat.S_IFIFO: FileType.FIFO,
+}
+MAX_NAME_BYTES = 4096
+MAX_PATH_BYTES = 4096
+_UINT32_MASK = 0xFFFFFFFF
+
+
+def file_type(st_mode: int) -> FileType:
+    return _FILE_TYPE.get(stat.S_IFMT(st_mode), FileType.REG)
+
+
+def fileid_of(st: os.stat_result, root_dev: int) -> int:
+    """Unique non-zero fileid: st_ino, mixed with the device for objects on another device (btrfs subvolumes)."""
+    if st.st_dev == root_dev:
+        return st.st_ino or 1
+    return ((st.st_dev * 0x9E3779B97F4A7C15) ^ st.st_ino) & 0xFFFFFFFFFFFFFFFF or 1
+
+
+def _fattr3_fields(st: os.stat_result, fsid: int, root_dev: int) -> tuple:
+    rdev = st.st_rdev
+    atime, mtime, ctime = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+    return (
+        _FILE_TYPE.get(st.st_mode & 0o170000, 1),
+        st.st_mode & 0o7777,
+        st.st_nlink,
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+        st.st_blocks * 512,
+        os.major(rdev),
+        os.minor(rdev),
+        fsid,
+        st.st_ino if st.st_dev == root_dev and st.st_ino else fileid_of(st, root_dev),
+        (atime // 1_000_000_000) & _UINT32_MASK,
+        atime % 1_000_000_000,
+        (mtime // 1_000_000_000) & _UINT32_MASK,
+        mtime % 1_000_000_000,
+        (ctime // 1_000_000_000) & _UINT32_MASK,
+        ctime % 1_000_000_000,
+    )
+
+
+def encode_fattr3(st: os.stat_result, fsid: int, root_dev: int) -> bytes:
+    return FATTR3.pack(*_fattr3_fields(st, fsid, root_dev))
+
+
+def encode_post_op_attr(st: os.stat_result | None, fsid: int, root_dev: int) -> bytes:
+    if st is None:
+        return NO_ATTRS
+    return POST_OP_FATTR3.pack(1, *_fattr3_fields(st, fsid, root_dev))
+
+
+def encode_pre_op_attr(st: os.stat_result | None) -> bytes:
+    if st is None:
+        return FALSE
+    mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+    return WCC_ATTR.pack(
+        1,
+        st.st_size,
+        (mtime // 1_000_000_000) & _UINT32_MASK,
+        mtime % 1_000_000_000,
+        (ctime // 1_000_000_000) & _UINT32_MASK,
+        ctime % 1_000_000_000,
+    )
+
+
+def encode_wcc_data(pre: os.stat_result | None, post: os.stat_result | None, fsid: int, root_dev: int) -> bytes:
+    return encode_pre_op_attr(pre) + encode_post_op_attr(post, fsid, root_dev)
+
+
+def encode_opaque(data: bytes) -> bytes:
+    """Variable-length opaque / string: length, bytes, zero padding."""
+    return UINT32.pack(len(data)) + data + b"\0" * (-len(data) & 3)
+
+
+def encode_fh(handle: bytes) -> bytes:
+    return encode_opaque(handle)
+
+
+def encode_post_op_fh(handle: bytes | None) -> bytes:
+    return FALSE if handle is None else TRUE + encode_fh(handle)
+
+
+def decode_fh(args: Unpacker) -> bytes:
+    return args.unpack_opaque(NFS3_FHSIZE)
+
+
+def decode_name(args: Unpacker) -> str:
+    return args.unpack_string(MAX_NAME_BYTES)
+
+
+def decode_diropargs(args: Unpacker) -> tuple[bytes, str]:
+    return decode_fh(args), decode_name(args)
+
+
+def _decode_time(args: Unpacker):
+    how = args.unpack_uint()
+    if how == 0:
+        return None
+    if how == 1:
+        return "server"
+    if how == 2:
+        seconds, nanoseconds = args.unpack_uint(), args.unpack_uint()
+        if nanoseconds >= 1_000_000_000:
+            raise XdrError(f"nanoseconds out of range: {nanoseconds}")
+        return seconds * 1_000_000_000 + nanoseconds
+    raise XdrError(f"bad time_how {how}")
+
+
+def decode_sattr3(args: Unpacker) -> SetAttributes:
+    mode = args.unpack_uint() if args.unpack_bool() else None
+    uid = args.unpack_uint() if args.unpack_bool() else None
+    gid = args.unpack_uint() if args.unpack_bool() else None
+    size = args.unpack_uhyper() if args.unpack_bool() else None
+    return SetAttributes(mode, uid, gid, size, _decode_time(args), _decode_time(args))
+
+
+def encode_sattr3(changes: SetAttributes) -> bytes:
+    """Used by tests and clients: the inverse of ``decode_sattr3``."""
+    out = bytearray()
+    for value in (changes.mode, changes.uid, changes.gid):
+        out += FALSE if value is None else TRUE + UINT32.pack(value)
+    out += FALSE if changes.size is None else TRUE + UINT64.pack(changes.size)
+    for value in (changes.atime, changes.mtime):
+        if value is None:
+            out += UINT32.pack(0)
+        elif value == "server":
+            out += UINT32.pack(1)
+        else:
+            out += UINT32.pack(2) + TWO_UINT32.pack(value // 1_000_000_000, value % 1_000_000_000)
+    return bytes(out)

@@ -1,0 +1,173 @@
+"""Benchmark: acmenfs nfsd against NFS-Ganesha, same client, same disk, alternating runs.
+
+Measures, for each server, the median of several runs of
+  * 256 MiB sequential write with ``nfs-cp`` (MB/s, includes its final COMMIT),
+  * 256 MiB sequential read with ``nfs-cat`` (MB/s, output to /dev/null),
+  * small-file metadata: create + getattr + remove of 2,000 files through the
+    libnfs Python bindings (operations/s),
+and prints acmenfs/Ganesha ratios.  Both servers export a directory on the same
+file system; runs alternate which server goes first.  Needs root, nfs-ganesha +
+nfs-ganesha-vfs, libnfs-utils and the libnfs bindings.
+
+    python bench/bench_nfs.py [--runs 15] [--size-mib 256] [--files 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import libnfs
+
+TOOLS = Path(os.environ.get("ACMENFS_SHARED_TOOLS", "/work/shared/tools"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Ganesha:
+    name = "ganesha"
+
+    def __init__(self, export_dir: Path, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port, self.mount_port = free_port(), free_port()
+        result = subprocess.run([str(TOOLS / "ganesha-up.sh"), str(export_dir), str(self.port), str(self.mount_port),
+                                 str(workdir)], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"ganesha-up failed: {result.stdout}{result.stderr}")
+        self.export_path = str(export_dir.resolve())
+
+    def url(self, path: str = "") -> str:
+        return f"nfs://127.0.0.1{self.export_path}{path}?version=3&nfsport={self.port}&mountport={self.mount_port}"
+
+    def stop(self) -> None:
+        subprocess.run([str(TOOLS / "ganesha-down.sh"), str(self.workdir)], capture_output=True, timeout=60)
+
+
+class Acmenfs:
+    name = "acmenfs"
+
+    def __init__(self, export_dir: Path, workdir: Path) -> None:
+        self.log_path = workdir / "nfsd.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
+             "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
+             "--client", "127.0.0.1", "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while not (match := re.search(rb"nfsport=(\d+)&mountport=(\d+)", self.log_path.read_bytes())):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"acmenfs nfsd did not start: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        self.port, self.mount_port = int(match.group(1)), int(match.group(2))
+
+    def url(self, path: str = "") -> str:
+        return f"nfs://127.0.0.1/bench{path}?version=3&nfsport={self.port}&mountport={self.mount_port}"
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        self.log.close()
+
+
+def timed(argv: list[str], **kwargs) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, timeout=600, **kwargs)
+    return time.perf_counter() - started
+
+
+def write_run(server, source: Path, name: str) -> float:
+    return source.stat().st_size / timed(["nfs-cp", str(source), server.url(f"/{name}")], stdout=subprocess.DEVNULL) / 1e6
+
+
+def read_run(server, name: str, size: int) -> float:
+    return size / timed(["nfs-cat", server.url(f"/{name}")], stdout=subprocess.DEVNULL) / 1e6
+
+
+def metadata_run(server, files: int, run: int) -> float:
+    client = libnfs.NFS(server.url())
+    directory = f"/meta{run}"
+    client.mkdir(directory)
+    started = time.perf_counter()
+    for i in range(files):
+        path = f"{directory}/f{i:05d}"
+        client.open(path, "w").close()
+        client.stat(path)
+        client.unlink(path)
+    elapsed = time.perf_counter() - started
+    client.rmdir(directory)
+    return 3 * files / elapsed
+
+
+def remove_remote(server, name: str) -> None:
+    libnfs.NFS(server.url()).unlink(f"/{name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
+    args = parser.parse_args()
+    for tool in ("nfs-cp", "nfs-cat", "ganesha.nfsd"):
+        if shutil.which(tool) is None:
+            print(f"missing {tool}", file=sys.stderr)
+            return 2
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nfs-", dir=args.workdir))
+    size = args.size_mib * 1024 * 1024
+    source = workdir / "source.bin"
+    with open(source, "wb") as out:
+        for _ in range(args.size_mib):
+            out.write(os.urandom(1024 * 1024))
+    servers = []
+    try:
+        for kind in (Acmenfs, Ganesha):
+            export = workdir / f"export-{kind.name}"
+            export.mkdir()
+            export.chmod(0o777)
+            (workdir / f"work-{kind.name}").mkdir()
+            servers.append(kind(export, workdir / f"work-{kind.name}"))
+        results: dict[tuple[str, str], list[float]] = {}
+        for run in range(args.runs):
+            order = servers if run % 2 == 0 else servers[::-1]
+            for server in order:
+                name = f"seq{run}.bin"
+                results.setdefault((server.name, "write MB/s"), []).append(write_run(server, source, name))
+            for server in order:
+                results.setdefault((server.name, "read MB/s"), []).append(read_run(server, f"seq{run}.bin", size))
+            for server in order:
+                remove_remote(server, f"seq{run}.bin")
+                results.setdefault((server.name, "metadata ops/s"), []).append(metadata_run(server, args.files, run))
+            print(f"run {run + 1}/{args.runs}: " + ", ".join(
+                f"{who} {what} {values[-1]:.0f}" for (who, what), values in sorted(results.items())), flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{'metric':<16}{'acmenfs':>12}{'ganesha':>12}{'ratio':>8}   (medians of {args.runs} alternating runs; "
+          f"{args.size_mib} MiB, {args.files} files; min-max in brackets)")
+    for metric in ("write MB/s", "read MB/s", "metadata ops/s"):
+        ours, theirs = results[("acmenfs", metric)], results[("ganesha", metric)]
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"{metric:<16}{statistics.median(ours):>12.0f}{statistics.median(theirs):>12.0f}{ratio:>8.2f}"
+              f"   [{min(ours):.0f}-{max(ours):.0f}] vs [{min(theirs):.0f}-{max(theirs):.0f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
