@@ -116,6 +116,12 @@ class Packer:
             self.buffer += UINT32.pack(1)
             pack_item(item)
 
+    def pack_union(self, discriminant: int, arm: Callable[[], None] | None) -> None:
+        """Discriminated union: the discriminant, then the chosen arm (``None`` = void arm)."""
+        self.pack_int(discriminant)
+        if arm is not None:
+            arm()
+
     def pack_raw(self, data: bytes) -> None:
         """Append already-encoded XDR bytes."""
         self.buffer += data
@@ -214,3 +220,15 @@ class Unpacker:
 
     def unpack_optional(self, unpack_item: Callable[[], T]) -> T | None:
         return unpack_item() if self.unpack_bool() else None
+
+    def unpack_union(self, arms: dict[int, Callable[[], T] | None],
+                     default: Callable[[], T] | None | bool = False) -> tuple[int, T | None]:
+        """Discriminated union: returns (discriminant, arm value); a ``None`` arm is void.
+
+        A discriminant without an arm uses ``default``; with no default it is an error.
+        """
+        discriminant = self.unpack_int()
+        arm = arms.get(discriminant, default)
+        if arm is False:
+            raise XdrError(f"union discriminant {discriminant} has no arm")
+        return discriminant, (arm() if arm is not None else None)

@@ -105,3 +105,17 @@ def test_unpack_opaque_view_does_not_copy():
     view = Unpacker(data).unpack_opaque_view()
     data[4] = ord("z")
     assert bytes(view) == b"zbcd"
+
+
+def test_discriminated_unions_round_trip_and_refuse_unknown_arms():
+    packer = Packer()
+    packer.pack_union(0, lambda: packer.pack_string("ok"))
+    packer.pack_union(5, None)
+    packer.pack_union(7, None)
+    unpacker = Unpacker(packer.get_buffer())
+    arms = {0: unpacker.unpack_string, 5: None}
+    assert unpacker.unpack_union(arms) == (0, "ok")
+    assert unpacker.unpack_union(arms) == (5, None)
+    with pytest.raises(XdrError, match="no arm"):
+        unpacker.unpack_union(arms)
+    assert Unpacker(b"\0\0\0\x07").unpack_union(arms, default=None) == (7, None)
