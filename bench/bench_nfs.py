@@ -10,6 +10,12 @@ file system; runs alternate which server goes first.  Needs root, nfs-ganesha +
 nfs-ganesha-vfs, libnfs-utils and the libnfs bindings.
 
     python bench/bench_nfs.py [--runs 15] [--size-mib 256] [--files 2000]
+                              [--only metadata] [--compare-tree DIR]
+
+``--only`` limits the run to some metrics (repeatable: write, read, metadata).
+``--compare-tree DIR`` also runs, alternating with the others, an ``acmenfs nfsd``
+imported from DIR (a copy of another version's ``acmenfs`` package, e.g. before a
+change), reported as "acmenfs-ref" with its own ratio to Ganesha.
 """
 
 from __future__ import annotations
@@ -59,15 +65,20 @@ class Ganesha:
 
 class Acmenfs:
     name = "acmenfs"
+    python_path: str | None = None  # import acmenfs from here instead of the installed package
 
     def __init__(self, export_dir: Path, workdir: Path) -> None:
         self.log_path = workdir / "nfsd.log"
         self.log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        if self.python_path:
+            env["PYTHONPATH"] = self.python_path
         self.process = subprocess.Popen(
             [sys.executable, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
              "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
              "--client", "127.0.0.1", "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=self.log)
+            stdout=subprocess.DEVNULL, stderr=self.log, env=env,
+            cwd=self.python_path)  # "-m" puts the working directory first on sys.path
         deadline = time.monotonic() + 30
         while not (match := re.search(rb"nfsport=(\d+)&mountport=(\d+)", self.log_path.read_bytes())):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -82,6 +93,11 @@ class Acmenfs:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
         self.log.close()
+
+
+def reference_server(tree: Path) -> type:
+    """An Acmenfs variant importing the package from ``tree``."""
+    return type("AcmenfsReference", (Acmenfs,), {"name": "acmenfs-ref", "python_path": str(tree.resolve())})
 
 
 def timed(argv: list[str], **kwargs) -> float:
@@ -123,7 +139,14 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
+    parser.add_argument("--only", action="append", choices=("write", "read", "metadata"), default=None,
+                        help="measure only this (repeatable; default all three)")
+    parser.add_argument("--compare-tree", type=Path, default=None,
+                        help="also run acmenfs imported from this directory (holding an acmenfs package)")
     args = parser.parse_args()
+    wanted = set(args.only or ("write", "read", "metadata"))
+    if "read" in wanted:
+        wanted.add("write")  # the read runs read the files the write runs made
     for tool in ("nfs-cp", "nfs-cat", "ganesha.nfsd"):
         if shutil.which(tool) is None:
             print(f"missing {tool}", file=sys.stderr)
@@ -132,11 +155,12 @@ def main() -> int:
     size = args.size_mib * 1024 * 1024
     source = workdir / "source.bin"
     with open(source, "wb") as out:
-        for _ in range(args.size_mib):
+        for _ in range(args.size_mib if "write" in wanted else 0):
             out.write(os.urandom(1024 * 1024))
+    kinds = [Acmenfs, Ganesha] + ([reference_server(args.compare_tree)] if args.compare_tree else [])
     servers = []
     try:
-        for kind in (Acmenfs, Ganesha):
+        for kind in kinds:
             export = workdir / f"export-{kind.name}"
             export.mkdir()
             export.chmod(0o777)
@@ -144,28 +168,40 @@ def main() -> int:
             servers.append(kind(export, workdir / f"work-{kind.name}"))
         results: dict[tuple[str, str], list[float]] = {}
         for run in range(args.runs):
-            order = servers if run % 2 == 0 else servers[::-1]
-            for server in order:
-                name = f"seq{run}.bin"
-                results.setdefault((server.name, "write MB/s"), []).append(write_run(server, source, name))
-            for server in order:
-                results.setdefault((server.name, "read MB/s"), []).append(read_run(server, f"seq{run}.bin", size))
-            for server in order:
-                remove_remote(server, f"seq{run}.bin")
-                results.setdefault((server.name, "metadata ops/s"), []).append(metadata_run(server, args.files, run))
+            order = servers[run % len(servers):] + servers[:run % len(servers)]  # each takes each place in turn
+            if "write" in wanted:
+                for server in order:
+                    name = f"seq{run}.bin"
+                    results.setdefault((server.name, "write MB/s"), []).append(write_run(server, source, name))
+            if "read" in wanted:
+                for server in order:
+                    results.setdefault((server.name, "read MB/s"), []).append(read_run(server, f"seq{run}.bin", size))
+            if "write" in wanted:
+                for server in order:
+                    remove_remote(server, f"seq{run}.bin")
+            if "metadata" in wanted:
+                for server in order:
+                    results.setdefault((server.name, "metadata ops/s"), []).append(
+                        metadata_run(server, args.files, run))
             print(f"run {run + 1}/{args.runs}: " + ", ".join(
                 f"{who} {what} {values[-1]:.0f}" for (who, what), values in sorted(results.items())), flush=True)
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{'metric':<16}{'acmenfs':>12}{'ganesha':>12}{'ratio':>8}   (medians of {args.runs} alternating runs; "
-          f"{args.size_mib} MiB, {args.files} files; min-max in brackets)")
+    print(f"\n{'metric':<16}{'server':<13}{'median':>10}{'ganesha':>10}{'ratio':>8}   (medians of {args.runs} "
+          f"alternating runs; {args.size_mib} MiB, {args.files} files; min-max in brackets)")
     for metric in ("write MB/s", "read MB/s", "metadata ops/s"):
-        ours, theirs = results[("acmenfs", metric)], results[("ganesha", metric)]
-        ratio = statistics.median(ours) / statistics.median(theirs)
-        print(f"{metric:<16}{statistics.median(ours):>12.0f}{statistics.median(theirs):>12.0f}{ratio:>8.2f}"
-              f"   [{min(ours):.0f}-{max(ours):.0f}] vs [{min(theirs):.0f}-{max(theirs):.0f}]")
+        if ("ganesha", metric) not in results:
+            continue
+        theirs = results[("ganesha", metric)]
+        for server in servers:
+            if server.name == "ganesha":
+                continue
+            ours = results[(server.name, metric)]
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            print(f"{metric:<16}{server.name:<13}{statistics.median(ours):>10.0f}{statistics.median(theirs):>10.0f}"
+                  f"{ratio:>8.2f}   [{min(ours):.0f}-{max(ours):.0f}] vs [{min(theirs):.0f}-{max(theirs):.0f}]")
     return 0
 
 

@@ -71,7 +71,7 @@ class ExportBackend(ABC):
     def stat(self, node) -> os.stat_result: ...
 
     @abstractmethod
-    def lookup(self, directory, name: str, who: Identity): """-> child node"""
+    def lookup(self, directory, name: str, who: Identity): """-> (child node, its os.stat_result)"""
 
     @abstractmethod
     def readlink(self, node, who: Identity) -> bytes: ...
@@ -86,7 +86,8 @@ class ExportBackend(ABC):
     def commit_ticket(self) -> int | None: ...
 
     @abstractmethod
-    def setattr(self, node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None): ...
+    def setattr(self, node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None,
+                pre: os.stat_result | None = None): """-> (pre, post) attributes"""
 
     @abstractmethod
     def create(self, directory, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes): ...

@@ -24,9 +24,8 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterator
 
 NOBODY = 65534
 _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}.get(os.uname().machine)
@@ -96,15 +95,30 @@ def current_identity() -> Identity:
     return _thread_identity.current
 
 
-@contextmanager
-def acting_as(identity: Identity) -> Iterator[None]:
-    """Run the body with this thread's file-system identity set to ``identity``."""
-    if not SERVER_IS_ROOT or _SYS_SETGROUPS is None or identity == _thread_identity.current:
-        yield
-        return
-    previous = _thread_identity.current
-    _switch(identity)
-    try:
-        yield
-    finally:
-        _switch(previous)
+class _ActingAs:
+    """Context manager switching this thread's identity for its body, and back."""
+
+    __slots__ = ("identity", "previous")
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.previous = identity
+
+    def __enter__(self) -> None:
+        self.previous = _thread_identity.current
+        _switch(self.identity)
+
+    def __exit__(self, *exc_info) -> None:
+        _switch(self.previous)
+
+
+_UNCHANGED = nullcontext()
+_CAN_SWITCH = SERVER_IS_ROOT and _SYS_SETGROUPS is not None
+
+
+def acting_as(identity: Identity):
+    """Run the body (``with acting_as(who):``) with this thread's file-system identity
+    set to ``identity``; no system call at all when the thread already acts as it."""
+    if not _CAN_SWITCH or identity is _thread_identity.current or identity == _thread_identity.current:
+        return _UNCHANGED
+    return _ActingAs(identity)

@@ -7,8 +7,12 @@ changes, and with mode-bit checks (owner may always read/write what it owns, as
 knfsd's owner override) for data access on cached descriptors.  Handles are
 kernel handles (root) or ids from a ``PathTable`` (not root); both survive
 restarts.  Keeps the export's ``UsageCounter`` current and hands unstable
-writes to the ``GroupCommitter``.  It must not know about XDR or RPC, and it
-never lets ".." climb above the export root.
+writes to the ``GroupCommitter``.  On the event loop (``nonblocking.inline``)
+it raises WouldBlock for anything that may wait for the disk; creating and
+removing names in a directory it holds open, and attribute changes, do run
+there (see ``_begin_inline_change``: paused for a while after one blocked).
+It must not know about XDR or RPC, and it never lets ".." climb above the
+export root.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import logging
 import os
+import resource
 import stat
 import threading
+import time
+import weakref
 from collections import OrderedDict
 
 from acmenfs.fs import kernel_handles
@@ -30,14 +38,21 @@ from acmenfs.fs.credentials import Identity, acting_as
 from acmenfs.fs.nodes import Node, NodeCache
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active, open_cached
 from acmenfs.fs.pathtable import PathTable
-from acmenfs.fs.quota import UsageCounter, allocated_bytes
+from acmenfs.fs.quota import UsageCounter, allocated_bytes, charged_bytes, unallocated_bytes
 
 NAME_MAX = 255
 KERNEL_KIND = b"K"
 PATH_KIND = b"P"
 LISTING_CACHE_SIZE = 64
 COOKIE_FLAG = 1 << 63
+# Namespace changes run on the event loop when their directory is cached (see _begin_inline_change);
+# one that blocked (slept in the kernel: disk, journal) and took longer than this pauses that for
+# the export, for INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
+INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
+INLINE_CHANGE_PAUSE_SECONDS = 2.0
+INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+log = logging.getLogger("acmenfs.fs.local")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _AT_FDCWD = -100
@@ -71,7 +86,7 @@ def check_name(name: str) -> None:
         raise OSError(errno.EACCES, "empty file name")
     if "/" in name or "\0" in name:
         raise OSError(errno.EACCES, f"file name contains '/' or NUL: {name!r}")
-    if len(os.fsencode(name)) > NAME_MAX:
+    if len(name) > NAME_MAX // 4 and len(os.fsencode(name)) > NAME_MAX:  # at most 4 bytes a character
         raise OSError(errno.ENAMETOOLONG, f"file name longer than {NAME_MAX} bytes")
 
 
@@ -135,9 +150,12 @@ class LocalExportBackend(ExportBackend):
         self.usage = usage
         self.path_table = path_table
         self.mount_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        weakref.finalize(self, os.close, self.mount_fd)
         root_st = os.fstat(self.mount_fd)
         self.root_dev, self.root_ino = root_st.st_dev, root_st.st_ino
         self._cache = NodeCache(cache_capacity)
+        self._inline_changes_paused_until = 0.0
+        self.slow_inline_changes = 0
         self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
         self._listings_lock = threading.Lock()
         root_fd = os.open(".", _O_PATH, dir_fd=self.mount_fd)
@@ -214,6 +232,10 @@ class LocalExportBackend(ExportBackend):
 
     def _adopt(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> Node:
         """Turn a freshly opened descriptor of ``name`` into a (cached) node."""
+        return self._adopt_with_stat(directory, name, fd, data_fd)[0]
+
+    def _adopt_with_stat(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> tuple[Node, os.stat_result]:
+        """``_adopt``, also returning the object's attributes (one fstat serves both)."""
         try:
             st = os.fstat(fd)
             if self.path_table is None:  # kernel handles name the inode: reuse an open node
@@ -223,7 +245,7 @@ class LocalExportBackend(ExportBackend):
                     os.close(fd)
                     if data_fd >= 0:
                         os.close(data_fd)
-                    return known
+                    return known, st
             handle = self._handle_for(fd, directory, name)
         except BaseException:
             os.close(fd)
@@ -235,8 +257,8 @@ class LocalExportBackend(ExportBackend):
             os.close(fd)
             if data_fd >= 0:
                 os.close(data_fd)
-            return cached
-        return self._cache.put(Node(handle, fd, st, data_fd))
+            return cached, st
+        return self._cache.put(Node(handle, fd, st, data_fd)), st
 
     def stat(self, node: Node) -> os.stat_result:
         st = os.fstat(node.fd)
@@ -249,21 +271,24 @@ class LocalExportBackend(ExportBackend):
         return node.dev == self.root_dev and node.ino == self.root_ino
 
     # ----- lookups and reads ---------------------------------------------------
-    def lookup(self, directory: Node, name: str, who: Identity) -> Node:
+    def lookup(self, directory: Node, name: str, who: Identity) -> tuple[Node, os.stat_result]:
+        """The child ``name`` of ``directory`` and its attributes."""
         if not directory.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
         check_name(name)
-        if inline_active() and self.path_table is not None:
+        inline = inline_active()
+        if inline and self.path_table is not None:
             raise WouldBlock("the handle table is on disk")
         with acting_as(who):
             if name == "." or (name == ".." and self.is_root(directory)):
                 os.stat(".", dir_fd=directory.fd)  # the caller still needs search permission
-                return directory if name == "." else self.root
-            if inline_active():
+                node = directory if name == "." else self.root
+                return node, self.stat(node)
+            if inline:
                 fd = open_cached(directory.fd, name, _O_PATH)
             else:
                 fd = os.open(name, _O_PATH, dir_fd=directory.fd)
-        return self._adopt(directory, name, fd)
+        return self._adopt_with_stat(directory, name, fd)
 
     def readlink(self, node: Node, who: Identity) -> bytes:
         if not stat.S_ISLNK(node.mode):
@@ -310,7 +335,8 @@ class LocalExportBackend(ExportBackend):
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         _require(pre, who, 2, owner_override=True)
-        self.usage.check_growth(offset + len(data) - pre.st_size)
+        if self.usage.quota_bytes is not None:
+            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size))
         written = os.pwrite(fd, data, offset)
         while written < len(data):
             more = os.pwrite(fd, data[written:], offset + written)
@@ -324,19 +350,31 @@ class LocalExportBackend(ExportBackend):
         else:
             self.committer.mark_dirty(node, offset, len(data))
         post = os.fstat(fd)
-        self.usage.add(allocated_bytes(post) - allocated_bytes(pre))
+        self.usage.add(charged_bytes(post) - charged_bytes(pre))
         return pre, post
 
     def commit_ticket(self) -> int | None:
         return self.committer.ticket()
 
-    def setattr(self, node: Node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None):
-        pre = self.stat(node)
+    def setattr(self, node: Node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None,
+                pre: os.stat_result | None = None):
+        """-> (attributes before, after); ``pre``: attributes the caller just read."""
+        if pre is None:
+            pre = self.stat(node)
         if guard_ctime_ns is not None and pre.st_ctime_ns != guard_ctime_ns:
             raise OSError(errno.EPERM, "guard ctime mismatch")  # mapped to NOT_SYNC by the caller
-        if inline_active() and not _is_noop(changes, pre):
-            raise WouldBlock("attribute change")
-        self._apply(node, who, changes, pre)
+        if _is_noop(changes, pre):
+            self._apply(node, who, changes, pre)  # permission checks only
+            return pre, pre
+        started = None
+        if inline_active():
+            if changes.size is not None and changes.size != pre.st_size:
+                raise WouldBlock("a size change may free or zero many blocks")
+            started = self._begin_inline_change()
+        try:
+            self._apply(node, who, changes, pre)
+        finally:
+            self._end_inline_change(started)
         return pre, self.stat(node)
 
     def _apply(self, node: Node, who: Identity, changes: SetAttributes, st: os.stat_result) -> None:
@@ -346,11 +384,10 @@ class LocalExportBackend(ExportBackend):
             if not node.is_reg:
                 raise OSError(errno.EINVAL, "not a regular file")
             _require(st, who, 2, owner_override=True)
-            if changes.size != st.st_size:
-                self.usage.check_growth(changes.size - st.st_size)
+            if changes.size != st.st_size:  # a size extension is sparse: no quota check
                 fd = node.data_fd(writable=True)
                 os.ftruncate(fd, changes.size)
-                self.usage.add(allocated_bytes(os.fstat(fd)) - allocated_bytes(st))
+                self.usage.add(charged_bytes(os.fstat(fd)) - charged_bytes(st))
         with acting_as(who):
             if changes.mode is not None and not stat.S_ISLNK(node.mode):
                 os.chmod(node.proc_path, changes.mode & 0o7777)
@@ -362,6 +399,40 @@ class LocalExportBackend(ExportBackend):
                 set_times(node.proc_path, changes.atime, changes.mtime)
 
     # ----- namespace changes ---------------------------------------------------------
+    def _begin_inline_change(self) -> tuple[float, int] | None:
+        """Start of a change (CREATE, REMOVE, SETATTR of attributes) maybe run on the event loop.
+
+        Creating or removing a name in a directory we hold open is, on a local file
+        system, normally a page-cache and journal operation; it can still wait for the
+        disk (directory or bitmap blocks evicted, a journal commit).  Returns None in
+        the thread pool.  Inline, returns (start time, voluntary context switches), or raises
+        WouldBlock when the change cannot be done without the disk as far as we can
+        tell beforehand (handle table, first usage scan) or inline changes are paused.
+        Must be called before the change has any effect (it is re-run in the pool).
+        """
+        if not inline_active():
+            return None
+        if self.path_table is not None:
+            raise WouldBlock("the handle table is on disk")
+        if self.usage.quota_bytes is not None and not self.usage.scanned:
+            raise WouldBlock("first usage scan")
+        now = time.monotonic()
+        if now < self._inline_changes_paused_until:
+            raise WouldBlock("inline changes paused after one waited")
+        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+    def _end_inline_change(self, started: tuple[float, int] | None) -> None:
+        """A change that ran inline blocked (slept in the kernel) and took too long:
+        run this export's changes in the thread pool for a while."""
+        if started is None:
+            return
+        elapsed = time.monotonic() - started[0]
+        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
+            self.slow_inline_changes += 1
+            self._inline_changes_paused_until = time.monotonic() + INLINE_CHANGE_PAUSE_SECONDS
+            log.info("export %s: an inline change blocked and took %.1f ms; changes go to the thread pool "
+                     "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
+
     def _forget_listing(self, directory: Node) -> None:
         with self._listings_lock:
             self._listings.pop(directory.handle, None)
@@ -369,17 +440,31 @@ class LocalExportBackend(ExportBackend):
     def create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes):
         """how: 0 UNCHECKED, 1 GUARDED, 2 EXCLUSIVE (verifier kept in atime/mtime seconds)."""
         check_new_name(name)
-        self.usage.check_growth(1)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if how else 0)
+        started = self._begin_inline_change()
+        try:
+            return self._create(directory, name, who, how, changes, verifier, inline=started is not None)
+        finally:
+            self._end_inline_change(started)
+
+    def _create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes,
+                inline: bool):
+        """The create itself.  ``inline``: on the event loop, where an UNCHECKED create only makes
+        new files (O_EXCL): opening an existing name could open a device, truncating could take long."""
+        self.usage.check_growth(1, may_scan=not inline)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if how or inline else 0)
         mode = 0o644 if changes.mode is None or how == 2 else changes.mode & 0o7777
         with acting_as(who):
             try:
                 fd = os.open(name, flags, mode, dir_fd=directory.fd)
             except FileExistsError:
+                if how == 0:
+                    raise WouldBlock("unchecked create of an existing name") from None
                 if how != 2:
                     raise
                 return self._retried_exclusive_create(directory, name, who, verifier)
             except PermissionError:
+                if inline and how == 0:
+                    raise WouldBlock("unchecked create refused: maybe an existing file") from None
                 if how or not os.path.lexists(f"{directory.proc_path}/{name}"):
                     raise
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory.fd)
@@ -391,10 +476,11 @@ class LocalExportBackend(ExportBackend):
                 os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
             elif st.st_mode & 0o7777 != mode and st.st_nlink and changes.mode is not None and st.st_uid == who.uid:
                 os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
-        self.usage.add(allocated_bytes(st))
+        self.usage.add(charged_bytes(st))
         node = self._adopt(directory, name, path_fd, fd)
-        if how != 2:
-            self._apply(node, who, SetAttributes(None, changes.uid, changes.gid, changes.size, changes.atime, changes.mtime), self.stat(node))
+        rest = SetAttributes(None, changes.uid, changes.gid, changes.size, changes.atime, changes.mtime)
+        if how != 2 and not rest.is_empty():
+            self._apply(node, who, rest, self.stat(node))
         return node
 
     def _retried_exclusive_create(self, directory: Node, name: str, who: Identity, verifier: bytes) -> Node:
@@ -417,7 +503,7 @@ class LocalExportBackend(ExportBackend):
             if os.fstat(fd).st_mode & 0o7777 != mode:
                 os.chmod(f"/proc/self/fd/{fd}", mode)
         node = self._adopt(directory, name, fd)
-        self.usage.add(allocated_bytes(os.fstat(node.fd)))
+        self.usage.add(charged_bytes(os.fstat(node.fd)))
         self._apply(node, who, SetAttributes(None, changes.uid, changes.gid, None, changes.atime, changes.mtime), self.stat(node))
         return node
 
@@ -444,15 +530,16 @@ class LocalExportBackend(ExportBackend):
             fd = os.open(name, _O_PATH, dir_fd=directory.fd)
         return self._adopt(directory, name, fd)
 
-    def _forget_name(self, directory: Node, name: str) -> None:
+    def _forget_name(self, directory: Node, name: str, st: os.stat_result | None = None) -> None:
         """Before ``name`` disappears: drop its cached node and account freed space."""
-        try:
-            st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
-        except OSError:
-            return
+        if st is None:
+            try:
+                st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+            except OSError:
+                return
         self._cache.drop_inode(st.st_dev, st.st_ino)
         if st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
-            self.usage.add(-allocated_bytes(st))
+            self.usage.add(-charged_bytes(st))
 
     def remove(self, directory: Node, name: str, who: Identity, is_dir: bool) -> None:
         check_name(name)
@@ -460,18 +547,35 @@ class LocalExportBackend(ExportBackend):
             raise OSError(errno.EINVAL, "cannot remove '.'")
         if name == "..":
             raise OSError(errno.ENOTEMPTY if is_dir else errno.EINVAL, "cannot remove '..'")
-        with acting_as(who):
-            st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
-            if is_dir and not stat.S_ISDIR(st.st_mode):
-                raise OSError(errno.ENOTDIR, "not a directory")
-            self._forget_name(directory, name)
-            if is_dir:
-                os.rmdir(name, dir_fd=directory.fd)
-            else:
-                os.unlink(name, dir_fd=directory.fd)
+        started = self._begin_inline_change()
+        try:
+            with acting_as(who):
+                st = self._child_lstat(directory, name, cached_only=started is not None)
+                if is_dir and not stat.S_ISDIR(st.st_mode):
+                    raise OSError(errno.ENOTDIR, "not a directory")
+                if started is not None and stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 and allocated_bytes(st) > INLINE_UNLINK_BYTES:
+                    raise WouldBlock("freeing a large file's blocks may take long")
+                self._forget_name(directory, name, st)
+                if is_dir:
+                    os.rmdir(name, dir_fd=directory.fd)
+                else:
+                    os.unlink(name, dir_fd=directory.fd)
+        finally:
+            self._end_inline_change(started)
         self._forget_listing(directory)
         if self.path_table is not None:
             self.path_table.removed(self.export_id, self._child_path(directory, name))
+
+    @staticmethod
+    def _child_lstat(directory: Node, name: str, cached_only: bool) -> os.stat_result:
+        """lstat of ``name`` in ``directory``; with ``cached_only``, WouldBlock unless the dentry is cached."""
+        if not cached_only:
+            return os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+        fd = open_cached(directory.fd, name, _O_PATH)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def _child_path(self, directory: Node, name: str) -> str:
         parent = self._path_of(directory)
@@ -557,14 +661,29 @@ class LocalExportBackend(ExportBackend):
         free = vfs.f_bfree * vfs.f_frsize
         avail = vfs.f_bavail * vfs.f_frsize
         quota = self.usage.quota_bytes
-        if quota is not None and not self.usage.scanned and inline_active():
-            raise WouldBlock("first usage scan")
         if quota is not None:
-            left = max(0, quota - self.usage.used)
+            left = max(0, quota - self.usage.current(may_scan=not inline_active()))
             total, free, avail = quota, min(free, left), min(avail, left)
         return total, free, avail, vfs.f_files, vfs.f_ffree, vfs.f_favail
 
+    def serves_root(self, directory: str) -> bool:
+        """Whether ``directory`` still names the object this backend opened as its root.
+
+        False after the directory was swapped for another (a revert exchanges the
+        share's directory with a copy of a snapshot) or removed.
+        """
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.root_dev, self.root_ino)
+
     def close(self) -> None:
+        """Drop every cached descriptor and listing.
+
+        The export-root descriptor closes when the last in-flight call lets go of
+        this backend (a finalizer), so such a call never uses a number reused meanwhile.
+        """
         self._cache.clear()
-        self.root = None  # type: ignore[assignment]
-        os.close(self.mount_fd)
+        with self._listings_lock:
+            self._listings.clear()

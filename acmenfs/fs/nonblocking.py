@@ -17,8 +17,6 @@ import ctypes.util
 import errno
 import os
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 RESOLVE_CACHED = 0x20
 _SYS_OPENAT2 = 437  # same number on x86_64 and aarch64
@@ -41,14 +39,21 @@ def inline_active() -> bool:
     return _inline.active
 
 
-@contextmanager
-def inline() -> Iterator[None]:
+class _InlineSection:
+    """``with inline():`` body runs with this thread marked as the event loop."""
+
+    __slots__ = ("previous",)
+
+    def __enter__(self) -> None:
+        self.previous, _inline.active = _inline.active, True
+
+    def __exit__(self, *exc_info) -> None:
+        _inline.active = self.previous
+
+
+def inline() -> _InlineSection:
     """Mark this thread as the event loop: backend calls that could block raise WouldBlock."""
-    previous, _inline.active = _inline.active, True
-    try:
-        yield
-    finally:
-        _inline.active = previous
+    return _InlineSection()
 
 
 class _OpenHow(ctypes.Structure):
@@ -56,6 +61,16 @@ class _OpenHow(ctypes.Structure):
 
 
 _openat2_works = True
+_open_hows: dict[int, tuple[_OpenHow, object]] = {}  # flags -> (struct, pointer): never changed once built
+_OPEN_HOW_SIZE = ctypes.sizeof(_OpenHow)
+
+
+def _open_how(flags: int) -> object:
+    built = _open_hows.get(flags)
+    if built is None:
+        how = _OpenHow(flags, 0, RESOLVE_CACHED)
+        built = _open_hows[flags] = (how, ctypes.byref(how))
+    return built[1]
 
 
 def open_cached(dir_fd: int, name: str, flags: int) -> int:
@@ -63,8 +78,7 @@ def open_cached(dir_fd: int, name: str, flags: int) -> int:
     global _openat2_works
     if not _openat2_works:
         raise WouldBlock("openat2 unavailable")
-    how = _OpenHow(flags, 0, RESOLVE_CACHED)
-    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(name), ctypes.byref(how), ctypes.sizeof(how))
+    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(name), _open_how(flags), _OPEN_HOW_SIZE)
     if fd >= 0:
         return fd
     err = ctypes.get_errno()

@@ -1,28 +1,91 @@
 """Per-export space accounting: a used-bytes counter kept up to date by deltas.
 
-Owns ``UsageCounter``: scanned once (lazily, on first use) by walking the export,
-then adjusted with allocated-size (st_blocks) deltas reported by the backend
-after every operation that allocates or frees space.  ``check_growth`` raises
-``QuotaExceeded`` when an operation would push usage past the quota.  It never
-walks the tree per call and knows nothing of NFS.
+Owns ``UsageCounter``: scanned once (lazily, on first use, never on the event
+loop: ``may_scan=False`` raises WouldBlock instead) by walking the export,
+then adjusted with deltas of ``charged_bytes`` (allocation, st_blocks, capped at a
+regular file's length) reported by the backend after every operation that
+allocates or frees space; ``invalidate`` forgets the
+figure (the export was replaced or changed behind the server's back) so the next
+use scans again.  ``check_growth`` raises ``QuotaExceeded`` when an operation
+would allocate past the quota.  The quota is on allocated bytes, like XFS/ext4
+block quotas: growing a file's length without writing (a sparse extension)
+allocates nothing and is never refused; ``unallocated_bytes`` tells how much of
+a byte range a write would newly allocate.  It never walks the tree per call and
+knows nothing of NFS.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 
 from acmenfs.fs.backend import QuotaExceeded
+from acmenfs.fs.nonblocking import WouldBlock
+
+
+BLOCK = 4096
 
 
 def allocated_bytes(st: os.stat_result) -> int:
     return st.st_blocks * 512
 
 
+def charged_bytes(st: os.stat_result) -> int:
+    """What an object counts against the quota: its allocation, for a regular file at most its
+    length rounded up to a 4 KiB block.  Extent-tree blocks and speculative preallocation past
+    EOF (XFS) are the file system's overhead, not data: a volume file as large as the quota
+    can then be written completely."""
+    allocated = st.st_blocks * 512
+    if stat.S_ISREG(st.st_mode):
+        return min(allocated, -(-st.st_size // BLOCK) * BLOCK)
+    return allocated
+
+
+def _blocks_touched(start: int, stop: int) -> int:
+    """Bytes of the 4 KiB blocks that [start, stop) touches."""
+    if stop <= start:
+        return 0
+    return (-(-stop // BLOCK) - start // BLOCK) * BLOCK
+
+
+def unallocated_bytes(fd: int, offset: int, length: int, size: int) -> int:
+    """Bytes a write of [offset, offset + length) would newly allocate (in whole 4 KiB blocks):
+    the blocks it touches in holes and past the end of the file.
+
+    ``size`` is the file's current length.  Holes are found with SEEK_HOLE / SEEK_DATA
+    (file systems without hole support report none, so this is exact or an over-estimate).
+    """
+    end = offset + length
+    beyond = max(offset, -(-size // BLOCK) * BLOCK)  # the block holding EOF is allocated already
+    missing = _blocks_touched(beyond, end)
+    position, limit = offset, min(end, size)
+    while position < limit:
+        try:
+            hole = os.lseek(fd, position, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # position at or past EOF (file shrank meanwhile)
+                return missing + _blocks_touched(position, limit)
+            raise
+        if hole >= limit:
+            break
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            data = limit  # no data after the hole: a hole up to EOF
+        missing += _blocks_touched(max(hole, offset), min(data, limit))
+        position = data
+    return missing
+
+
 def scan_usage(directory: str) -> int:
-    """Allocated bytes under ``directory`` (hard links counted once, no symlink followed)."""
+    """Charged bytes of everything under ``directory``, not counting the directory itself
+    (hard links counted once, no symlink followed)."""
     seen: set[tuple[int, int]] = set()
-    total = allocated_bytes(os.lstat(directory))
+    total = 0
     for parent, dirnames, filenames in os.walk(directory):
         for name in dirnames + filenames:
             try:
@@ -32,7 +95,7 @@ def scan_usage(directory: str) -> int:
             key = (st.st_dev, st.st_ino)
             if key not in seen:
                 seen.add(key)
-                total += allocated_bytes(st)
+                total += charged_bytes(st)
     return total
 
 
@@ -44,6 +107,7 @@ class UsageCounter:
         self.quota_bytes = quota_bytes
         self._lock = threading.Lock()
         self._used: int | None = None
+        self._generation = 0  # bumped by invalidate: a scan started before must not be kept
 
     @property
     def scanned(self) -> bool:
@@ -51,23 +115,44 @@ class UsageCounter:
 
     @property
     def used(self) -> int:
-        if self._used is None:
-            scanned = scan_usage(self.directory)
-            with self._lock:
-                if self._used is None:
-                    self._used = scanned
-        return self._used
+        return self.current()
+
+    def current(self, may_scan: bool = True) -> int:
+        """Used bytes; scans the export first if unknown (WouldBlock if ``may_scan`` is false)."""
+        used = self._used
+        if used is not None:
+            return used
+        if not may_scan:
+            raise WouldBlock("the export's usage is not known yet")
+        generation = self._generation
+        scanned = scan_usage(self.directory)
+        with self._lock:
+            if self._generation == generation and self._used is None:
+                self._used = scanned
+        return scanned
+
+    def invalidate(self, quota_bytes: int | None) -> None:
+        """New quota; forget the usage figure (rescanned lazily on next use)."""
+        with self._lock:
+            self.quota_bytes = quota_bytes
+            self._used = None
+            self._generation += 1
 
     def add(self, delta: int) -> None:
         if delta and self._used is not None:
             with self._lock:
                 self._used = max(0, self._used + delta)
 
-    def check_growth(self, growth: int) -> None:
-        """Raise QuotaExceeded if ``growth`` more bytes would exceed the quota."""
-        if self.quota_bytes is None or growth <= 0 and self.used < self.quota_bytes:
+    def check_growth(self, growth: int, may_scan: bool = True) -> None:
+        """Raise QuotaExceeded if allocating ``growth`` more bytes would exceed the quota.
+
+        An operation that allocates nothing (``growth <= 0``: an overwrite of allocated
+        data, a sparse size extension, a truncation) is never refused.  With ``may_scan``
+        false, an unknown usage raises WouldBlock instead of scanning.
+        """
+        quota = self.quota_bytes
+        if quota is None or growth <= 0:
             return
-        if self.used + max(growth, 0) > self.quota_bytes or self.used >= self.quota_bytes:
-            raise QuotaExceeded(
-                f"quota of {self.quota_bytes} bytes exceeded ({self.used} used, {growth} more wanted)"
-            )
+        used = self.current(may_scan)
+        if used + growth > quota:
+            raise QuotaExceeded(f"quota of {quota} bytes exceeded ({used} used, {growth} more wanted)")

@@ -8,7 +8,9 @@ The MAC is keyed BLAKE2b over everything before it, with a 32-byte secret kept
 in the state directory (``handle-secret``, created on first start, mode 0600),
 so handles stay valid across restarts with the same state directory and a
 client can neither forge a handle nor move one to another export.  Decoding
-failures raise ``BadHandle``.  It does not resolve handles to files.
+failures raise ``BadHandle``.  Recently encoded or verified handles are remembered
+(bounded), so a busy client's handles cost a dictionary lookup, not a MAC.  It does
+not resolve handles to files.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ EXPORT_ID_SIZE = 8
 _PREFIX = 1 + EXPORT_ID_SIZE
 MAX_BACKEND_HANDLE = NFS3_FHSIZE - _PREFIX - MAC_SIZE
 SECRET_FILE = "handle-secret"
+REMEMBERED_HANDLES = 65536
 
 
 def load_or_create_secret(state_dir: str | Path) -> bytes:
@@ -53,20 +56,40 @@ def load_or_create_secret(state_dir: str | Path) -> bytes:
 class HandleCodec:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        # handle -> (export_id, backend handle), for handles issued or verified (plain dict
+        # operations are atomic under the GIL; cleared when full)
+        self._known: dict[bytes, tuple[bytes, bytes]] = {}
+        self._encoded: dict[bytes, bytes] = {}  # export_id + backend handle -> handle
 
     def _mac(self, body: bytes) -> bytes:
         return hashlib.blake2b(body, key=self._secret, digest_size=MAC_SIZE).digest()
 
+    def _remember(self, handle: bytes, parts: tuple[bytes, bytes]) -> None:
+        if len(self._known) >= REMEMBERED_HANDLES:
+            self._known.clear()
+        self._known[handle] = parts
+
     def encode(self, export_id: bytes, backend_handle: bytes) -> bytes:
+        handle = self._encoded.get(export_id + backend_handle)
+        if handle is not None and len(export_id) == EXPORT_ID_SIZE:
+            return handle
         if len(export_id) != EXPORT_ID_SIZE:
             raise ValueError("export id must be 8 bytes")
         if not 0 < len(backend_handle) <= MAX_BACKEND_HANDLE:
             raise ValueError(f"backend handle of {len(backend_handle)} bytes does not fit")
         body = bytes((HANDLE_VERSION,)) + export_id + backend_handle
-        return body + self._mac(body)
+        handle = body + self._mac(body)
+        self._remember(handle, (export_id, backend_handle))
+        if len(self._encoded) >= REMEMBERED_HANDLES:
+            self._encoded.clear()
+        self._encoded[export_id + backend_handle] = handle
+        return handle
 
     def decode(self, handle: bytes) -> tuple[bytes, bytes]:
         """(export_id, backend handle) of a handle this server issued; BadHandle otherwise."""
+        known = self._known.get(handle)
+        if known is not None:
+            return known
         if not _PREFIX + 1 + MAC_SIZE <= len(handle) <= NFS3_FHSIZE:
             raise BadHandle(f"file handle of {len(handle)} bytes")
         if handle[0] != HANDLE_VERSION:
@@ -74,4 +97,6 @@ class HandleCodec:
         body, mac = handle[:-MAC_SIZE], handle[-MAC_SIZE:]
         if not hmac.compare_digest(self._mac(body), mac):
             raise BadHandle("file handle MAC does not verify")
-        return body[1:_PREFIX], body[_PREFIX:]
+        parts = body[1:_PREFIX], body[_PREFIX:]
+        self._remember(bytes(handle), parts)
+        return parts

@@ -46,7 +46,7 @@ def nfs3_setattr(state: NfsState, ctx, args: Unpacker) -> bytes:
     if guard_ns is not None and _wire_ns(pre.st_ctime_ns) != guard_ns:
         raise NfsError(NfsStat.NOT_SYNC, "guard ctime does not match", body=scope.wcc(pre, pre))
     try:
-        _, post = scope.backend.setattr(scope.node, scope.who, changes, None)
+        _, post = scope.backend.setattr(scope.node, scope.who, changes, None, pre)
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.wcc(pre, None)) from exc
     return STATUS_OK + scope.wcc(pre, post)
@@ -56,8 +56,7 @@ def nfs3_lookup(state: NfsState, ctx, args: Unpacker) -> bytes:
     fh, name = decode_diropargs(args)
     scope = state.scope(ctx, fh)
     try:
-        child = scope.backend.lookup(scope.node, name, scope.who)
-        child_st = scope.backend.stat(child)
+        child, child_st = scope.backend.lookup(scope.node, name, scope.who)
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
     return b"".join((

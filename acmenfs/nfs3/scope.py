@@ -87,23 +87,34 @@ class NfsState:
         self.path_table = None if use_kernel_handles else PathTable(self.state_dir / "handles.sqlite3")
         self._backends: dict[bytes, tuple[Export, LocalExportBackend]] = {}
         self._backends_lock = threading.Lock()
-        self._rules: dict[tuple[int, str], ClientRule | None] = {}
+        self._rules: dict[tuple[bytes, str], tuple[Export, ClientRule | None]] = {}
         self._identities: dict[tuple, Identity] = {}
         exports.subscribe(self._export_changed)
 
     # ----- exports -------------------------------------------------------------------
     def _export_changed(self, event: str, export: Export) -> None:
+        """Follow the export table: a removed export, or one whose directory is now
+        another object (a revert swaps the share's directory), loses its backend,
+        reopened lazily on the next call, so handles of the old tree answer STALE.
+        A re-added export still on the same directory keeps its descriptors, takes
+        the new quota and rescans its usage (the data may have changed meanwhile)."""
+        retired = None
         with self._backends_lock:
             entry = self._backends.get(export.export_id)
-            if entry is None:
-                return
-            if event == "remove" or entry[0].directory != export.directory:
-                del self._backends[export.export_id]
-                entry[1].close()
-            else:  # same directory, new rules/quota: keep descriptors, refresh the quota
-                entry[1].usage.quota_bytes = export.quota_bytes
-                self._backends[export.export_id] = (export, entry[1])
-        self._rules.clear()
+            if entry is not None:
+                previous, backend = entry
+                if (event == "remove" or previous.directory != export.directory
+                        or not backend.serves_root(export.directory)):
+                    del self._backends[export.export_id]
+                    retired = backend
+                else:
+                    backend.usage.invalidate(export.quota_bytes)
+                    self._backends[export.export_id] = (export, backend)
+            self._rules.clear()
+        if retired is not None:
+            log.info("export %s: %s, closing its open objects", export.path,
+                     "removed" if event == "remove" else "directory replaced")
+            retired.close()
 
     def backend(self, export: Export) -> LocalExportBackend:
         entry = self._backends.get(export.export_id)
@@ -140,12 +151,16 @@ class NfsState:
 
     # ----- authorisation -----------------------------------------------------------------
     def rule_for(self, export: Export, address: str) -> ClientRule | None:
-        key = (id(export), address)
-        try:
-            return self._rules[key]
-        except KeyError:
-            rule = self._rules[key] = export.rule_for(address)
-            return rule
+        """The export's rule for a client address (cached per export object and address)."""
+        key = (export.export_id, address)
+        cached = self._rules.get(key)
+        if cached is not None and cached[0] is export:
+            return cached[1]
+        rule = export.rule_for(address)
+        if len(self._rules) > 4096:
+            self._rules.clear()
+        self._rules[key] = (export, rule)
+        return rule
 
     def identity_for(self, cred, rule: ClientRule) -> Identity:
         key = (cred, rule)

@@ -30,7 +30,7 @@ from acmenfs.nfs3.exports import ExportTable
 from acmenfs.nfs3.mount import MountService
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import UINT32
-from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher
+from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher, RunInPool
 from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import XdrError
@@ -46,10 +46,11 @@ FAILURE_WORDS = {
     NfsProc.PATHCONF: 1, NfsProc.COMMIT: 2,
 }
 INLINE_PROCEDURES = frozenset({NfsProc.NULL})
-# Tried inline on the event loop first; re-run in the thread pool if the backend says WouldBlock.
+# Tried inline on the event loop first; re-run in the thread pool if the backend says WouldBlock
+# (CREATE/REMOVE inline only in a cached directory, see LocalExportBackend._begin_inline_change).
 HYBRID_PROCEDURES = frozenset({
     NfsProc.GETATTR, NfsProc.SETATTR, NfsProc.LOOKUP, NfsProc.ACCESS, NfsProc.READ, NfsProc.READLINK,
-    NfsProc.FSSTAT, NfsProc.FSINFO, NfsProc.PATHCONF,
+    NfsProc.FSSTAT, NfsProc.FSINFO, NfsProc.PATHCONF, NfsProc.CREATE, NfsProc.REMOVE,
 })
 
 
@@ -105,10 +106,13 @@ class NfsServer:
         procedures = {}
         for proc, function in handlers.items():
             handler = self._wrap("NFS3", NfsProc(proc).name, function, FAILURE_WORDS.get(proc, 0))
+            cached = proc in NFS_CACHED_PROCEDURES
             if proc in HYBRID_PROCEDURES:
-                handler = self._hybrid(handler)
+                procedures[int(proc)] = Procedure(NfsProc(proc).name, self._inline_first(handler), cached=cached,
+                                                  fallback=handler)
+                continue
             procedures[int(proc)] = Procedure(
-                NfsProc(proc).name, handler, cached=proc in NFS_CACHED_PROCEDURES,
+                NfsProc(proc).name, handler, cached=cached,
                 blocking=proc not in INLINE_PROCEDURES and not inspect.iscoroutinefunction(function),
             )
         return Program(NFS_PROGRAM, NFS_V3, "NFS3", procedures)
@@ -162,19 +166,18 @@ class NfsServer:
                 return settle(started, None, exc)
         return handler
 
-    def _hybrid(self, handler: Callable) -> Callable:
-        """Run ``handler`` inline; if the backend would block, re-run it in the thread pool."""
-        executor = self._executor
+    @staticmethod
+    def _inline_first(handler: Callable) -> Callable:
+        """``handler`` for the event loop: backend calls that could block raise WouldBlock,
+        and the transport re-runs the call with ``handler`` itself in the thread pool."""
 
-        async def hybrid_handler(ctx, args):
-            start = args.offset
+        def inline_handler(ctx, args):
             try:
                 with inline():
                     return handler(ctx, args)
             except WouldBlock:
-                args.offset = start
-                return await asyncio.get_running_loop().run_in_executor(executor, handler, ctx, args)
-        return hybrid_handler
+                raise RunInPool from None
+        return inline_handler
 
     def _count_data(self, name: str, result) -> None:
         if name == "READ" and isinstance(result, list) and len(result) > 1:

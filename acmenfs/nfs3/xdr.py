@@ -14,6 +14,8 @@ import stat
 import struct
 
 from acmenfs.fs.backend import SetAttributes
+
+NO_CHANGES = SetAttributes()
 from acmenfs.nfs3.const import NFS3_FHSIZE, FileType
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
@@ -122,38 +124,94 @@ def encode_post_op_fh(handle: bytes | None) -> bytes:
     return FALSE if handle is None else TRUE + encode_fh(handle)
 
 
+# The decoders below read the Unpacker's buffer directly (they run on every call).
+def _opaque_bounds(args: Unpacker, limit: int) -> tuple[int, int]:
+    """(start, stop) of the variable-length opaque at the offset; advances past its padding."""
+    start = args.offset
+    if start + 4 > args.end:
+        raise XdrError(f"truncated data: need 4 bytes at offset {start}, have {args.end - start}")
+    length = UINT32.unpack_from(args.view, start)[0]
+    if length > limit:
+        raise XdrError(f"opaque of {length} bytes exceeds limit {limit}")
+    stop = start + 4 + length
+    padded = stop + (-length & 3)
+    if padded > args.end:
+        raise XdrError(f"truncated data: need {padded - start} bytes at offset {start}, have {args.end - start}")
+    args.offset = padded
+    return start + 4, stop
+
+
 def decode_fh(args: Unpacker) -> bytes:
-    return args.unpack_opaque(NFS3_FHSIZE)
+    start, stop = _opaque_bounds(args, NFS3_FHSIZE)
+    return args.view[start:stop].tobytes()
 
 
 def decode_name(args: Unpacker) -> str:
-    return args.unpack_string(MAX_NAME_BYTES)
+    start, stop = _opaque_bounds(args, MAX_NAME_BYTES)
+    return str(args.view[start:stop], "utf-8", "surrogateescape")
 
 
 def decode_diropargs(args: Unpacker) -> tuple[bytes, str]:
     return decode_fh(args), decode_name(args)
 
 
-def _decode_time(args: Unpacker):
-    how = args.unpack_uint()
+def _word(view, offset: int) -> int:
+    try:
+        return UINT32.unpack_from(view, offset)[0]
+    except struct.error:
+        raise XdrError(f"truncated data: need 4 bytes at offset {offset}") from None
+
+
+def _flag(view, offset: int) -> bool:
+    value = _word(view, offset)
+    if value > 1:
+        raise XdrError(f"bad boolean value {value}")
+    return value == 1
+
+
+def _decode_time(view, offset: int):
+    """(set_time value, next offset): None = leave, "server" = now, int = ns since epoch."""
+    how = _word(view, offset)
     if how == 0:
-        return None
+        return None, offset + 4
     if how == 1:
-        return "server"
+        return "server", offset + 4
     if how == 2:
-        seconds, nanoseconds = args.unpack_uint(), args.unpack_uint()
+        seconds, nanoseconds = _word(view, offset + 4), _word(view, offset + 8)
         if nanoseconds >= 1_000_000_000:
             raise XdrError(f"nanoseconds out of range: {nanoseconds}")
-        return seconds * 1_000_000_000 + nanoseconds
+        return seconds * 1_000_000_000 + nanoseconds, offset + 12
     raise XdrError(f"bad time_how {how}")
 
 
 def decode_sattr3(args: Unpacker) -> SetAttributes:
-    mode = args.unpack_uint() if args.unpack_bool() else None
-    uid = args.unpack_uint() if args.unpack_bool() else None
-    gid = args.unpack_uint() if args.unpack_bool() else None
-    size = args.unpack_uhyper() if args.unpack_bool() else None
-    return SetAttributes(mode, uid, gid, size, _decode_time(args), _decode_time(args))
+    view, offset = args.view, args.offset
+    values: list = []
+    for _ in range(3):  # mode, uid, gid
+        if _flag(view, offset):
+            values.append(_word(view, offset + 4))
+            offset += 8
+        else:
+            values.append(None)
+            offset += 4
+    if _flag(view, offset):
+        try:
+            values.append(UINT64.unpack_from(view, offset + 4)[0])
+        except struct.error:
+            raise XdrError(f"truncated data: need 8 bytes at offset {offset + 4}") from None
+        offset += 12
+    else:
+        values.append(None)
+        offset += 4
+    atime, offset = _decode_time(view, offset)
+    mtime, offset = _decode_time(view, offset)
+    if offset > args.end:
+        raise XdrError(f"truncated data at offset {offset}")
+    args.offset = offset
+    if values[0] is None and values[1] is None and values[2] is None and values[3] is None \
+            and atime is None and mtime is None:
+        return NO_CHANGES
+    return SetAttributes(values[0], values[1], values[2], values[3], atime, mtime)
 
 
 def encode_sattr3(changes: SetAttributes) -> bytes:

@@ -6,7 +6,9 @@ PROC_UNAVAIL, GARBAGE_ARGS, SYSTEM_ERR), whether the DRC answers it or drops
 it, and how the procedure's result becomes reply bytes. It never touches a
 socket or an event loop: a transport calls ``begin`` with a record, runs the
 returned ``PendingCall`` where it likes (inline, thread pool, or awaited) with
-``run_sync`` / ``run_async``, and sends the buffers it gets back.
+``run_sync`` / ``run_async``, and sends the buffers it gets back.  A procedure with
+a ``fallback`` is tried inline first (``run_inline_first``); if its handler raises
+``RunInPool``, the transport runs ``run_sync`` (the fallback) in its thread pool.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ log = logging.getLogger("acmenfs.oncrpc")
 
 class GarbageArgs(Exception):
     """A procedure could not decode its arguments; answered with GARBAGE_ARGS."""
+
+
+class RunInPool(Exception):
+    """Raised by the inline handler of a procedure with a ``fallback`` when it cannot
+    finish without blocking: the call is run again, from its first argument byte, by
+    the fallback handler in the transport's thread pool.  The handler must raise it
+    before doing anything that must not be done twice."""
 
 
 class FileRegion:
@@ -83,12 +92,16 @@ class Procedure:
     ``cached``: replies go through the duplicate request cache (non-idempotent
     procedures). ``blocking``: a synchronous handler that may wait on disk and
     must run in the transport's thread pool. An ``async def`` handler is awaited.
+    ``fallback``: a synchronous handler for the thread pool; ``handler`` (synchronous)
+    then runs inline on the transport's thread first and raises ``RunInPool`` when it
+    would block (no task, no thread hop for the calls that need neither).
     """
 
     name: str
     handler: Handler
     cached: bool = False
     blocking: bool = False
+    fallback: Handler | None = None
     is_async: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -233,9 +246,22 @@ class RpcDispatcher:
         return None
 
     def run_sync(self, pending: PendingCall) -> list[ReplyPart]:
-        """Run a synchronous procedure and build its reply."""
+        """Run a synchronous procedure (its ``fallback`` if it has one) and build its reply."""
+        procedure = pending.procedure
+        handler = procedure.fallback if procedure.fallback is not None else procedure.handler
+        try:
+            body = handler(pending.context, self._args(pending))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an RPC status
+            return self._failed(pending, exc)
+        return self._succeeded(pending, body)
+
+    def run_inline_first(self, pending: PendingCall) -> list[ReplyPart] | None:
+        """Run the inline handler of a procedure with a ``fallback``; None when it raised
+        ``RunInPool`` (then run ``run_sync`` in a thread pool; the DRC entry stays pending)."""
         try:
             body = pending.procedure.handler(pending.context, self._args(pending))
+        except RunInPool:
+            return None
         except Exception as exc:  # noqa: BLE001 - every failure becomes an RPC status
             return self._failed(pending, exc)
         return self._succeeded(pending, body)

@@ -1,8 +1,8 @@
 """asyncio transports for the RPC dispatcher: TCP with record marking, and UDP.
 
 Owns sockets and the event loop, nothing else: it feeds received records to
-``RpcDispatcher.begin``, runs procedures inline, in a thread pool or as
-coroutines, and writes replies (a ``FileRegion`` goes out with
+``RpcDispatcher.begin``, runs procedures inline, in a thread pool, inline first
+then in the pool (a procedure with a ``fallback``), or as coroutines, and writes replies (a ``FileRegion`` goes out with
 ``os.sendfile``). Many calls may be in flight per connection and replies may
 leave out of order. Bad input never hurts other connections: an oversized
 record header or a record stalled longer than ``partial_record_timeout``
@@ -149,6 +149,13 @@ class RpcServer:
         procedure = outcome.procedure
         if procedure.is_async:
             self.loop.create_task(self._run_async(outcome, reply))
+        elif procedure.fallback is not None:
+            parts = self.dispatcher.run_inline_first(outcome)
+            if parts is not None:
+                reply(parts)
+                return
+            future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, outcome)
+            future.add_done_callback(lambda f: self._deliver(f, outcome, reply))
         elif procedure.blocking:
             future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, outcome)
             future.add_done_callback(lambda f: self._deliver(f, outcome, reply))

@@ -154,9 +154,6 @@ def test_volume_to_image_over_userspace_nfs(driver, context, rest, appliance):
     assert rest.get_share(volume.provider_id)["access"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="appliance bug found here: after POST /shares/{id}/revert "
-                   "the NFS server answers LOOKUP of the volume file in the reverted share with "
-                   "NFS3ERR_NOENT (stale share root after the directory swap), even after a new MNT")
 def test_snapshot_clone_and_revert_keep_the_right_bytes(driver, context, rest, appliance):
     require_nfs(appliance)
     volume = created_volume(driver, context, size=1)

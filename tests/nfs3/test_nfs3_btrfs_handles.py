@@ -14,7 +14,7 @@ import pytest
 
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
-from conftest import NfsCalls, RunningNfsServer, lookup, pack_fh, skip_post_op_attr
+from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_fh, skip_post_op_attr
 
 
 @pytest.fixture(scope="module")

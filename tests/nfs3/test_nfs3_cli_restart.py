@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from acmenfs.nfs3.const import NfsProc, StableHow
-from conftest import NfsCalls, NfsdProcess, create, lookup, new_fh_of, pack_fh, skip_wcc
+from nfs3_helpers import NfsCalls, NfsdProcess, create, lookup, new_fh_of, pack_fh, skip_wcc
 
 libnfs = pytest.importorskip("libnfs")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from acmenfs.nfs3.const import NfsProc, NfsStat
-from conftest import NO_SATTR, NfsCalls, RunningNfsServer, create, lookup, new_fh_of, pack_diropargs, pack_fh
+from nfs3_helpers import NO_SATTR, NfsCalls, RunningNfsServer, create, lookup, new_fh_of, pack_diropargs, pack_fh
 
 
 def test_path_table_handles_survive_restart_and_follow_renames(exports, export_dir, tmp_path):

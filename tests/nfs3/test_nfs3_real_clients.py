@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import require_tool
+from nfs3_helpers import require_tool
 
 libnfs = pytest.importorskip("libnfs")
 import libnfs.libnfs as lowlevel  # noqa: E402

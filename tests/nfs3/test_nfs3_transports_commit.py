@@ -10,7 +10,7 @@ from acmenfs.fs.commit import GroupCommitter
 from acmenfs.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, NfsProc
 from acmenfs.oncrpc.client import AuthSys, RpcClient
 from acmenfs.oncrpc.xdr import Packer, Unpacker
-from conftest import NfsCalls, RunningNfsServer, create, new_fh_of, pack_fh
+from nfs3_helpers import NfsCalls, RunningNfsServer, create, new_fh_of, pack_fh
 
 
 def test_udp_and_mount_on_the_nfs_port(exports, export_dir, tmp_path):
