@@ -48,6 +48,7 @@ class ServeConfig:
     log_level: str = "info"
     nfs_enabled: bool = True
     advertise_host: str | None = None  # the NFS host put in share locations
+    register_portmapper: bool = False  # PMAP SET of NFS and MOUNT on start
 
 
 class StartupError(Exception):
@@ -137,7 +138,8 @@ class ApplianceRunner:
         config = self.config
         self.nfs_server = NfsServer(self.exports, config.data_dir / NFS_STATE_DIR)
         await self.nfs_server.start(host=config.bind, port=config.nfs_port,
-                                    mount_port=config.mount_port)
+                                    mount_port=config.mount_port,
+                                    register_portmapper=config.register_portmapper)
         host = advertised_host(config.bind, config.advertise_host)
         self.service.nfs = NfsEndpoint(host, self.nfs_server.port, self.nfs_server.mount_port)
 

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
     parser.add_argument("--mount-port", type=int, default=20048,
                         help="MOUNT port (0 = any free port, -1 = same port as NFS)")
     parser.add_argument("--udp", action="store_true", help="also serve UDP")
+    parser.add_argument("--rpcbind", action="store_true",
+                        help="register NFS and MOUNT with the local portmapper (rpcbind) on start, "
+                             "unregister on stop (default: off; clients are told the ports)")
     parser.add_argument("--state-dir", type=Path, default=None, help="handle secret / state (see above)")
     parser.add_argument("--client", action="append", default=None, metavar="CIDR",
                         help="client allowed on every export (repeatable; default '*')")
@@ -98,7 +101,8 @@ async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace
     server = NfsServer(exports, state_dir)
     mount_port = None if args.mount_port == -1 else args.mount_port
     try:
-        await server.start(args.bind, args.port, mount_port, udp=args.udp)
+        await server.start(args.bind, args.port, mount_port, udp=args.udp,
+                           register_portmapper=args.rpcbind)
     except OSError as exc:
         log.error("cannot listen on %s: %s", args.bind, exc)
         await server.stop()

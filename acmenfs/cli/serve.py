@@ -62,6 +62,8 @@ def register(subparsers) -> None:
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="log verbosity (default: %(default)s)")
+    parser.add_argument("--rpcbind", action="store_true",
+                        help="register NFS and MOUNT with the local portmapper (rpcbind); default off")
     parser.add_argument("--no-nfs", action="store_true",
                         help="run the REST API without the NFS server (testing only)")
     parser.set_defaults(func=run)
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         backend=None if args.backend == "auto" else args.backend,
         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level,
         nfs_enabled=not args.no_nfs, advertise_host=args.nfs_host,
+        register_portmapper=args.rpcbind,
     )
     try:
         run_appliance(config)

@@ -197,7 +197,9 @@ class NfsServer:
 
     # ----- lifecycle -------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 2049, mount_port: int | None = 20048,
-                    udp: bool = False) -> None:
+                    udp: bool = False, register_portmapper: bool = False) -> None:
+        """Listen; with ``register_portmapper`` also PMAP SET the ports (UNSET on stop)."""
+        self._register_portmapper = register_portmapper
         nfs, mount = self.nfs_program(), self.mount_program()
         if mount_port is None:
             self.port = await self._listen(RpcDispatcher([nfs, mount], drc=self.drc), host, port, udp)
@@ -207,7 +209,8 @@ class NfsServer:
             self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
 
     async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:
-        server = RpcServer(dispatcher, executor=self._executor)
+        server = RpcServer(dispatcher, executor=self._executor,
+                           register_portmapper=getattr(self, "_register_portmapper", False))
         self._rpc_servers.append(server)
         bound = await server.start_tcp(host, port)
         if udp:
