@@ -35,7 +35,7 @@ from pathlib import Path
 
 import libnfs
 
-TOOLS = Path(os.environ.get("ACMENFS_SHARED_TOOLS", "/work/shared/tools"))
+TOOLS = Path(os.environ.get("ACMENFS_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "tools"
 
 
 def free_port() -> int:
