@@ -139,7 +139,7 @@ def _flatten(body: ReplyBody) -> list[ReplyPart]:
 
 def materialize(parts: Iterable[ReplyPart]) -> bytes:
     """Join reply parts into bytes, reading file regions (for UDP and the DRC)."""
-    return b"".join(p.read() if isinstance(p, FileRegion) else bytes(p) for p in parts)
+    return b"".join(p.read() if type(p) is FileRegion else p for p in parts)
 
 
 class RpcDispatcher:

@@ -15,18 +15,20 @@ import asyncio
 import logging
 import os
 import socket
+import struct
 import time
 from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from acmenfs.oncrpc import rpcbind
 from acmenfs.oncrpc.dispatch import FileRegion, PendingCall, RpcDispatcher, materialize
-from acmenfs.oncrpc.record import RecordReader, RecordTooLarge, frame_record
+from acmenfs.oncrpc.record import LAST_FRAGMENT, RecordReader, RecordTooLarge, frame_record
 
 log = logging.getLogger("acmenfs.oncrpc.server")
 
 DEFAULT_MAX_RECORD = 2 * 1024 * 1024 + 4096
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
+_LAST_FRAGMENT_HEADER = struct.Struct(">I")
 
 
 class RpcServer:
@@ -251,8 +253,17 @@ class RecordProtocol(asyncio.BufferedProtocol):
         if self._closed:
             self.server.counters["replies_after_close"] += 1
             return
-        framed = frame_record(parts, self.server.max_reply_fragment or 0x7FFFFFFF)
-        if any(isinstance(p, FileRegion) for p in framed):
+        # One pass over the parts: total length and whether any is a file region.
+        total, has_file = 0, False
+        for part in parts:
+            total += len(part)
+            has_file = has_file or type(part) is FileRegion
+        limit = self.server.max_reply_fragment
+        if limit is None or total <= limit:
+            framed = [_LAST_FRAGMENT_HEADER.pack(LAST_FRAGMENT | total), *parts]
+        else:
+            framed = frame_record(parts, limit)
+        if has_file:
             self._flush_batch()
             self._send_with_file(framed)
         elif self._batch is not None:
