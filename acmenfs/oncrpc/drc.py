@@ -88,17 +88,45 @@ class _EntryState(enum.Enum):
     DETACHED = "detached"  # token of a call that runs uncached
 
 
-@dataclass(frozen=True, slots=True)
-class RequestKey:
-    """Everything that tells one RPC call from another for the DRC."""
+class RequestKey(tuple):
+    """Everything that tells one RPC call from another for the DRC.
 
-    xid: int
-    client: Hashable  # (host, port) or any hashable transport address
-    prog: int
-    vers: int
-    proc: int
-    arg_length: int
-    checksum: int
+    A tuple ``(identity, fingerprint)`` with ``identity = (xid, client)`` and
+    ``fingerprint = (prog, vers, proc, arg_length, checksum)``: the two halves
+    ``check`` needs, built in one step (a frozen dataclass cost a microsecond a
+    call). Immutable, hashable, compared by value; the fields are properties.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, xid: int, client: Hashable, prog: int, vers: int, proc: int,
+                arg_length: int, checksum: int) -> "RequestKey":
+        return tuple.__new__(cls, ((xid, client), (prog, vers, proc, arg_length, checksum)))
+
+    @property
+    def identity(self) -> tuple:
+        return self[0]
+
+    @property
+    def fingerprint(self) -> tuple:
+        return self[1]
+
+    xid = property(lambda self: self[0][0])
+    client = property(lambda self: self[0][1])
+    prog = property(lambda self: self[1][0])
+    vers = property(lambda self: self[1][1])
+    proc = property(lambda self: self[1][2])
+    arg_length = property(lambda self: self[1][3])
+    checksum = property(lambda self: self[1][4])
+
+    def __repr__(self) -> str:
+        (xid, client), (prog, vers, proc, arg_length, checksum) = self
+        return (f"RequestKey(xid={xid!r}, client={client!r}, prog={prog!r}, vers={vers!r}, "
+                f"proc={proc!r}, arg_length={arg_length!r}, checksum={checksum!r})")
+
+
+_new_tuple = tuple.__new__
+_crc32 = zlib.crc32
 
 
 def make_request_key(
@@ -115,9 +143,9 @@ def make_request_key(
     together with the length this tells a retransmission from an xid reused
     for another call, without hashing whole WRITE payloads.
     """
-    length = len(args)
-    checksum = zlib.crc32(args[:CHECKSUM_PREFIX_BYTES])
-    return RequestKey(xid, client, prog, vers, proc, length, checksum)
+    # tuple.__new__ directly: skips the Python-level RequestKey.__new__ call.
+    return _new_tuple(RequestKey, ((xid, client), (prog, vers, proc, len(args),
+                                                    _crc32(args[:CHECKSUM_PREFIX_BYTES]))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +179,11 @@ class DrcStats:
     buckets: int
 
 
+# Module globals for the per-call paths: an Enum member lookup costs ~70 ns on 3.11.
 _NEW = DrcStatus.NEW
 _IN_PROGRESS = _EntryState.IN_PROGRESS
 _DONE = _EntryState.DONE
+_FINISHED = _EntryState.FINISHED
 
 
 class _Entry:
@@ -165,7 +195,7 @@ class _Entry:
         self.identity = identity
         self.fingerprint = fingerprint
         self.bucket_index = bucket_index
-        self.state = _EntryState.IN_PROGRESS
+        self.state = _IN_PROGRESS
         self.stamp = stamp
         self.reply: bytes | None = None
 
@@ -248,8 +278,7 @@ class DuplicateRequestCache:
         or ``drop(token)``; ``(IN_PROGRESS, None)``: the original still runs,
         send nothing; ``(DONE, reply_bytes)``: send these bytes as they are.
         """
-        identity = (key.xid, key.client)
-        fingerprint = (key.prog, key.vers, key.proc, key.arg_length, key.checksum)
+        identity, fingerprint = key
         bucket_index = hash(identity) & self._mask
         now = self._clock()
         try:
@@ -295,7 +324,7 @@ class DuplicateRequestCache:
             if self._entry_count > self.max_entries and not self._replace_oldest_done(bucket, now):
                 bucket.overflows += 1
                 self._unlink(bucket, entry)
-                entry.state = _EntryState.FINISHED
+                entry.state = _FINISHED
                 return
             entry.reply = stored_reply
             entry.state = _DONE
@@ -314,7 +343,7 @@ class DuplicateRequestCache:
                 self._raise_completed_twice(entry)
             bucket.in_progress -= 1
             self._unlink(bucket, entry)
-            entry.state = _EntryState.FINISHED
+            entry.state = _FINISHED
 
     def gc(self) -> int:
         """Free expired DONE entries in every bucket; return how many."""
@@ -398,7 +427,7 @@ class DuplicateRequestCache:
         # The client retried, so it may retry again: keep the entry longer.
         cached.stamp = now
         bucket.entries.move_to_end(cached.identity)
-        if cached.state is _EntryState.DONE:
+        if cached.state is _DONE:
             bucket.hits += 1
             return DrcStatus.DONE, cached.reply
         bucket.in_progress_hits += 1
@@ -424,7 +453,7 @@ class DuplicateRequestCache:
     def _replace_oldest_done(self, bucket: _Bucket, now: float) -> bool:
         """Free the bucket's oldest DONE entry (bucket lock held); False if none."""
         for entry in bucket.entries.values():
-            if entry.state is _EntryState.DONE:
+            if entry.state is _DONE:
                 self._free_done_entry(bucket, entry, now)
                 bucket.replacements += 1
                 return True
@@ -434,7 +463,7 @@ class DuplicateRequestCache:
         bucket.freed_done_count += 1
         bucket.freed_done_age_total += now - entry.stamp
         self._unlink(bucket, entry)
-        entry.state = _EntryState.FINISHED
+        entry.state = _FINISHED
         entry.reply = None
 
     def _unlink(self, bucket: _Bucket, entry: _Entry) -> None:
@@ -456,4 +485,4 @@ class DuplicateRequestCache:
     def _finish_detached(cls, entry: _Entry) -> None:
         if entry.state is not _EntryState.DETACHED:
             cls._raise_completed_twice(entry)
-        entry.state = _EntryState.FINISHED
+        entry.state = _FINISHED

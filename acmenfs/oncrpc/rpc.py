@@ -103,6 +103,12 @@ class CallHeader:
 
 _CALL_FIXED = struct.Struct(">IIIIIIII")  # xid mtype rpcvers prog vers proc cred_flavor cred_len
 _CALL_START = struct.Struct(">IIIIII")  # xid mtype rpcvers prog vers proc
+_VERIFIER_HEAD = struct.Struct(">II")  # verf_flavor verf_len
+
+# Plain ints for the per-call path: an IntEnum member lookup costs more than a global.
+_CALL = int(MsgType.CALL)
+_AUTH_NONE = int(AuthFlavor.NONE)
+_AUTH_SYS = int(AuthFlavor.SYS)
 
 
 def peek_xid(record: bytes | memoryview) -> int | None:
@@ -112,25 +118,47 @@ def peek_xid(record: bytes | memoryview) -> int | None:
     return struct.unpack_from(">I", record, 0)[0]
 
 
-def decode_call_header(record: bytes | memoryview) -> CallHeader:
-    """Decode an RPC call header. Raises ``XdrError`` for anything malformed."""
-    if len(record) < 40:  # 8 fixed words + verifier flavor and length
-        raise XdrError(f"record of {len(record)} bytes is too short for an RPC call")
+def _truncated(need: int, start: int, size: int) -> XdrError:
+    return XdrError(f"truncated data: need {need} bytes at offset {start}, have {size - start}")
+
+
+def parse_call_header(record: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int, int, int]:
+    """The fields of a call header as a tuple, without building objects (the per-call path).
+
+    Returns ``(xid, rpcvers, prog, vers, proc, cred_flavor, cred_end, args_offset)``:
+    the credential body is ``record[32:cred_end]`` and the arguments start at
+    ``args_offset``.  Raises ``XdrError`` for anything malformed, checking every
+    length against the limit and the record size before anything is sliced.
+    """
+    size = len(record)
+    if size < 40:  # 8 fixed words + verifier flavor and length
+        raise XdrError(f"record of {size} bytes is too short for an RPC call")
     xid, mtype, rpcvers, prog, vers, proc, cred_flavor, cred_len = _CALL_FIXED.unpack_from(record, 0)
-    if mtype != MsgType.CALL:
+    if mtype != _CALL:
         raise XdrError(f"message type {mtype} is not CALL")
     if cred_len > MAX_AUTH_BYTES:
         raise XdrError(f"credential of {cred_len} bytes exceeds {MAX_AUTH_BYTES}")
-    unpacker = Unpacker(record, 32)
-    cred_body = unpacker.unpack_fopaque_view(cred_len)
-    verf_flavor = unpacker.unpack_uint()
-    verf_len = unpacker.unpack_uint()
+    cred_end = 32 + cred_len
+    verifier_at = cred_end + (-cred_len & 3)
+    if verifier_at + 8 > size:
+        raise _truncated(verifier_at + 8 - 32, 32, size)
+    verf_len = _VERIFIER_HEAD.unpack_from(record, verifier_at)[1]
     if verf_len > MAX_AUTH_BYTES:
         raise XdrError(f"verifier of {verf_len} bytes exceeds {MAX_AUTH_BYTES}")
-    unpacker.unpack_fopaque_view(verf_len)
-    return CallHeader(
-        xid, rpcvers, prog, vers, proc, cred_flavor, cred_body, verf_flavor, unpacker.offset
-    )
+    args_offset = verifier_at + 8 + verf_len + (-verf_len & 3)
+    if args_offset > size:
+        raise _truncated(args_offset - verifier_at - 8, verifier_at + 8, size)
+    return xid, rpcvers, prog, vers, proc, cred_flavor, cred_end, args_offset
+
+
+def decode_call_header(record: bytes | memoryview) -> CallHeader:
+    """Decode an RPC call header. Raises ``XdrError`` for anything malformed."""
+    view = record if isinstance(record, memoryview) else memoryview(record)
+    xid, rpcvers, prog, vers, proc, cred_flavor, cred_end, args_offset = parse_call_header(view)
+    verifier_at = cred_end + (-cred_end & 3)
+    verf_flavor = _VERIFIER_HEAD.unpack_from(view, verifier_at)[0]
+    return CallHeader(xid, rpcvers, prog, vers, proc, cred_flavor, view[32:cred_end], verf_flavor,
+                      args_offset)
 
 
 def decode_auth_sys(body: bytes | memoryview) -> Credential:
@@ -150,26 +178,39 @@ _AUTH_SYS_CACHE_SIZE = 4096
 _auth_sys_cache: dict[bytes, Credential] = {}
 
 
-def credential_of(header: CallHeader) -> Credential:
-    """The caller identity of a call, or ``AuthError`` for unsupported flavors."""
-    flavor = header.cred_flavor
-    if flavor == AuthFlavor.SYS:
-        body = bytes(header.cred_body)
+def credential_from(flavor: int, body: bytes | bytearray | memoryview) -> Credential:
+    """The caller identity for a credential flavor and body, or ``AuthError``.
+
+    An AUTH_SYS body already seen is answered from the cache by its raw bytes,
+    before anything is decoded.
+    """
+    if flavor == _AUTH_SYS:
+        if type(body) is not bytes:
+            body = bytes(body)
         cached = _auth_sys_cache.get(body)
         if cached is not None:
             return cached
-        try:
-            credential = decode_auth_sys(body)
-        except XdrError as exc:
-            raise AuthError(AuthStat.BADCRED, f"malformed AUTH_SYS credential: {exc}") from exc
-        if len(_auth_sys_cache) >= _AUTH_SYS_CACHE_SIZE:
-            _auth_sys_cache.clear()
-        _auth_sys_cache[body] = credential
-        return credential
-    if flavor == AuthFlavor.NONE:
+        return _decode_and_cache_auth_sys(body)
+    if flavor == _AUTH_NONE:
         return ANONYMOUS
     raise AuthError(AuthStat.BADCRED if flavor > 0xFFFF else AuthStat.TOOWEAK,
                     f"unsupported auth flavor {flavor}")
+
+
+def _decode_and_cache_auth_sys(body: bytes) -> Credential:
+    try:
+        credential = decode_auth_sys(body)
+    except XdrError as exc:
+        raise AuthError(AuthStat.BADCRED, f"malformed AUTH_SYS credential: {exc}") from exc
+    if len(_auth_sys_cache) >= _AUTH_SYS_CACHE_SIZE:
+        _auth_sys_cache.clear()
+    _auth_sys_cache[body] = credential
+    return credential
+
+
+def credential_of(header: CallHeader) -> Credential:
+    """The caller identity of a decoded call, or ``AuthError`` for unsupported flavors."""
+    return credential_from(header.cred_flavor, header.cred_body)
 
 
 def encode_auth_sys(uid: int, gid: int, gids: tuple[int, ...] = (), machine: str = "acmenfs",
@@ -199,12 +240,16 @@ def encode_call(xid: int, prog: int, vers: int, proc: int, args: bytes = b"",
 # Reply headers ---------------------------------------------------------------
 
 _ACCEPTED = struct.Struct(">IIIIII")  # xid REPLY MSG_ACCEPTED verf_flavor verf_len accept_stat
+# The success header is SUCCESS_HEADER.pack(xid, REPLY): two words, then four zero words
+# (MSG_ACCEPTED, AUTH_NONE verifier, verifier length 0, SUCCESS). One pack, two arguments.
+SUCCESS_HEADER = struct.Struct(">II16x")
+_REPLY = int(MsgType.REPLY)
+assert ReplyStat.MSG_ACCEPTED == AuthFlavor.NONE == AcceptStat.SUCCESS == 0
 
 
 def encode_success_header(xid: int) -> bytes:
     """Header of an accepted, successful reply; the procedure's results follow it."""
-    return _ACCEPTED.pack(xid, MsgType.REPLY, ReplyStat.MSG_ACCEPTED, AuthFlavor.NONE, 0,
-                          AcceptStat.SUCCESS)
+    return SUCCESS_HEADER.pack(xid, _REPLY)
 
 
 def encode_accept_error(xid: int, stat: AcceptStat, low: int = 0, high: int = 0) -> bytes:

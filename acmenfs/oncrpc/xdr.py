@@ -138,11 +138,15 @@ class Unpacker:
     __slots__ = ("view", "offset", "end")
 
     def __init__(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
-        self.view = data if isinstance(data, memoryview) else memoryview(data)
-        if self.view.format != "B" or self.view.ndim != 1:
-            self.view = self.view.cast("B")
+        if type(data) is bytes:  # the common case; a view of bytes is always flat unsigned bytes
+            view = memoryview(data)
+        else:
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+        self.view = view
         self.offset = offset
-        self.end = len(self.view)
+        self.end = len(view)
 
     def remaining(self) -> int:
         return self.end - self.offset
