@@ -14,7 +14,7 @@ import errno
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from acmenfs.fs.credentials import Identity
 
@@ -36,8 +36,10 @@ class QuotaExceeded(OSError):
         super().__init__(errno.EDQUOT, message)
 
 
-@dataclass(frozen=True, slots=True)
-class SetAttributes:
+class SetAttributes(NamedTuple):
+    """Immutable; a named tuple rather than a frozen dataclass because one is built per
+    CREATE/SETATTR call and a frozen dataclass costs about 1 µs to construct."""
+
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None

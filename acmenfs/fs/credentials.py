@@ -64,6 +64,8 @@ def squash(uid: int, gid: int, gids: tuple[int, ...], mode: str, anon_uid: int, 
         gid = anon_gid
     if mode == "root":
         gids = tuple(anon_gid if g == 0 else g for g in gids)
+    if uid == 0 and gid == 0 and not gids:
+        return ROOT  # the very object a thread starts as: ``acting_as`` then skips the switch on ``is``
     return Identity(uid, gid, tuple(gids[:16]))
 
 

@@ -20,7 +20,8 @@ from collections import OrderedDict
 
 
 class Node:
-    __slots__ = ("handle", "fd", "mode", "dev", "ino", "_data_fd", "_data_writable", "_retired", "_lock", "__weakref__")
+    __slots__ = ("handle", "fd", "mode", "dev", "ino", "is_dir", "is_reg", "_data_fd", "_data_writable", "_retired",
+                 "_lock", "__weakref__")
 
     def __init__(self, handle: bytes, fd: int, st: os.stat_result, data_fd: int = -1) -> None:
         self.handle = handle
@@ -28,18 +29,13 @@ class Node:
         self.mode = st.st_mode
         self.dev = st.st_dev
         self.ino = st.st_ino
+        # An inode never changes its type: plain attributes, read on every call, not properties.
+        self.is_dir = stat.S_ISDIR(st.st_mode)
+        self.is_reg = stat.S_ISREG(st.st_mode)
         self._data_fd = data_fd
         self._data_writable = data_fd >= 0
         self._retired: list[int] = []
         self._lock = threading.Lock()
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_reg(self) -> bool:
-        return stat.S_ISREG(self.mode)
 
     @property
     def proc_path(self) -> str:

@@ -14,7 +14,8 @@ from acmenfs.nfs3.const import NfsProc, NfsStat
 from acmenfs.nfs3.errors import NfsError, status_for
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import (
-    STATUS_OK, UINT32, decode_diropargs, decode_fh, decode_sattr3, encode_fattr3, encode_fh, encode_opaque,
+    STATUS_OK, UINT32, decode_diropargs, decode_fh, decode_sattr3, encode_fh, encode_opaque,
+    word_and_fattr3,
 )
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -30,8 +31,8 @@ def nfs3_null(state: NfsState, ctx, args: Unpacker) -> bytes:
 
 def nfs3_getattr(state: NfsState, ctx, args: Unpacker) -> bytes:
     scope = state.scope(ctx, decode_fh(args))
-    st = scope.backend.stat(scope.node)
-    return STATUS_OK + encode_fattr3(st, scope.fsid, scope.backend.root_dev)
+    backend = scope.backend
+    return word_and_fattr3(NfsStat.OK, backend.stat(scope.node), scope.fsid, backend.root_dev)  # status + fattr3
 
 
 def nfs3_setattr(state: NfsState, ctx, args: Unpacker) -> bytes:

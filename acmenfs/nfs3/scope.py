@@ -6,6 +6,9 @@ is removed, the handle codec, the group committer) and ``scope``/``root_scope``,
 which apply the rules in order: handle MAC (BADHANDLE) -> export still present
 (STALE) -> client rule for the caller's address (ACCES) -> squash -> read-only
 export or rule (ROFS for modifying calls) -> backend node (STALE/BADHANDLE).
+What every call of one client address on one export shares (the export, its
+rule, backend and fsid) is kept in a ``Route``, valid until the export table
+next changes, so a call checks those rules with two dictionary lookups.
 It performs no file operations itself beyond opening an export's root.
 """
 
@@ -31,7 +34,7 @@ from acmenfs.nfs3.const import NfsStat
 from acmenfs.nfs3.errors import NfsError
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 from acmenfs.nfs3.handles import HandleCodec, load_or_create_secret
-from acmenfs.nfs3.xdr import encode_post_op_attr, encode_wcc_data
+from acmenfs.nfs3.xdr import NO_ATTRS, encode_wcc_data, word_and_fattr3
 
 log = logging.getLogger("acmenfs.nfs3")
 AUTH_SYS = 1
@@ -58,7 +61,9 @@ class Scope:
             raise NfsError(NfsStat.ROFS, f"export {self.export.path} is read-only for this client")
 
     def post_op_attr(self, st: os.stat_result | None) -> bytes:
-        return encode_post_op_attr(st, self.fsid, self.backend.root_dev)
+        if st is None:
+            return NO_ATTRS
+        return word_and_fattr3(1, st, self.fsid, self.backend.root_dev)
 
     def wcc(self, pre: os.stat_result | None, post: os.stat_result | None) -> bytes:
         return encode_wcc_data(pre, post, self.fsid, self.backend.root_dev)
@@ -72,6 +77,23 @@ class Scope:
 
     def fh_for(self, backend_handle: bytes) -> bytes:
         return self.codec.encode(self.export.export_id, backend_handle)
+
+
+class Route:
+    """The export, client rule, backend and fsid shared by the calls of one client address on
+    one export; valid while ``generation`` is the state's, i.e. until the export table changes.
+    ``last_identity`` is (credential, identity) of the latest caller (clients repeat one credential)."""
+
+    __slots__ = ("generation", "export", "rule", "backend", "fsid", "writable", "last_identity")
+
+    def __init__(self, generation: int, export: Export, rule: ClientRule, backend: LocalExportBackend) -> None:
+        self.generation = generation
+        self.export = export
+        self.rule = rule
+        self.backend = backend
+        self.fsid = int.from_bytes(export.export_id, "big")
+        self.writable = not export.read_only and rule.access == "rw"
+        self.last_identity: tuple[object, Identity | None] = (None, None)
 
 
 class NfsState:
@@ -89,6 +111,8 @@ class NfsState:
         self._backends_lock = threading.Lock()
         self._rules: dict[tuple[bytes, str], tuple[Export, ClientRule | None]] = {}
         self._identities: dict[tuple, Identity] = {}
+        self._routes: dict[tuple[bytes, str], Route] = {}
+        self._generation = 0  # bumped on every export table change: older Routes are not used
         exports.subscribe(self._export_changed)
 
     # ----- exports -------------------------------------------------------------------
@@ -110,7 +134,9 @@ class NfsState:
                 else:
                     backend.usage.invalidate(export.quota_bytes)
                     self._backends[export.export_id] = (export, backend)
+            self._generation += 1
             self._rules.clear()
+            self._routes.clear()
         if retired is not None:
             log.info("export %s: %s, closing its open objects", export.path,
                      "removed" if event == "remove" else "directory replaced")
@@ -143,6 +169,8 @@ class NfsState:
         with self._backends_lock:
             backends = [backend for _, backend in self._backends.values()]
             self._backends.clear()
+            self._generation += 1
+            self._routes.clear()
         for backend in backends:
             backend.close()
         self.committer.stop()
@@ -183,15 +211,32 @@ class NfsState:
         export = self.exports.by_id(export_id)
         if export is None:
             raise NfsError(NfsStat.STALE, "export no longer exists")
-        rule = self.rule_for(export, ctx.client[0])
+        route = self._routes.get((export_id, ctx.client[0]))
+        if route is None or route.export is not export or route.generation != self._generation:
+            route = self._route(export, ctx.client[0])
+        cred = ctx.cred
+        last = route.last_identity
+        if last[0] is cred:
+            who = last[1]
+        else:
+            who = self.identity_for(cred, route.rule)
+            route.last_identity = (cred, who)
+        if write and not route.writable:
+            raise NfsError(NfsStat.ROFS, f"export {export.path} is read-only for this client")
+        backend = route.backend
+        return Scope(export, backend, backend.node(backend_handle), who, route.rule, route.fsid, self.codec)
+
+    def _route(self, export: Export, address: str) -> Route:
+        """A new Route (ACCES if no rule admits ``address``); WouldBlock inline if the export is not open yet."""
+        generation = self._generation  # read first: a change meanwhile makes this Route stale at once
+        rule = self.rule_for(export, address)
         if rule is None:
-            raise NfsError(NfsStat.ACCES, f"client {ctx.client[0]} not allowed on {export.path}")
-        scope = Scope(export, self.backend(export), None, self.identity_for(ctx.cred, rule), rule,  # type: ignore[arg-type]
-                      int.from_bytes(export_id, "big"), self.codec)
-        if write:
-            scope.require_writable()
-        scope.node = scope.backend.node(backend_handle)
-        return scope
+            raise NfsError(NfsStat.ACCES, f"client {address} not allowed on {export.path}")
+        route = Route(generation, export, rule, self.backend(export))
+        if len(self._routes) > 4096:
+            self._routes.clear()
+        self._routes[(export.export_id, address)] = route
+        return route
 
     async def scope_async(self, ctx, fh: bytes, *, write: bool = False) -> Scope:
         """``scope`` for async procedures: inline when cached, else in the thread pool."""
