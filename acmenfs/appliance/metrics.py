@@ -58,6 +58,16 @@ DRC_FIELDS: dict[str, tuple[str, str, str]] = {
     "buckets": ("buckets", "gauge", "Hash buckets."),
 }
 
+# NfsServer.stats()["busy_poll"] field -> (metric suffix, kind, help); see acmenfs.oncrpc.busypoll.
+BUSY_POLL_FIELDS: dict[str, tuple[str, str, str]] = {
+    "windows": ("windows_total", "counter", "Times the event loop stayed awake after NFS work."),
+    "hits": ("hits_total", "counter", "Receives handled while awake, i.e. without a process wake-up."),
+    "misses": ("misses_total", "counter", "Awake windows that ended with nothing received."),
+    "skipped": ("skipped_total", "counter", "Windows not opened because polling backed off after misses."),
+    "seconds": ("seconds_total", "counter", "Time spent awake polling."),
+    "window_seconds": ("window_seconds", "gauge", "Configured polling window (0 = off)."),
+}
+
 POOL_FIELDS: dict[str, str] = {
     "total_bytes": "Size of the pool's file system.",
     "free_bytes": "Free space in the pool's file system.",
@@ -187,14 +197,17 @@ class ApplianceCollector:
         read_bytes.add_metric([], stats.get("bytes_read", 0))
         written_bytes = CounterMetricFamily("acmenfs_nfs_written_bytes", "Bytes accepted by NFS WRITE.")
         written_bytes.add_metric([], stats.get("bytes_written", 0))
-        return [calls, duration, errors, read_bytes, written_bytes, *self._drc_families(stats.get("drc"))]
+        return [calls, duration, errors, read_bytes, written_bytes,
+                *self._stat_families("acmenfs_drc_", DRC_FIELDS, stats.get("drc")),
+                *self._stat_families("acmenfs_nfs_busy_poll_", BUSY_POLL_FIELDS, stats.get("busy_poll"))]
 
     @staticmethod
-    def _drc_families(drc: Any) -> list[Metric]:
-        values = _as_mapping(drc)
+    def _stat_families(prefix: str, fields: dict[str, tuple[str, str, str]], source: Any) -> list[Metric]:
+        """One family per field of a stats mapping (or object), named ``prefix + suffix``."""
+        values = _as_mapping(source)
         families: list[Metric] = []
-        for field, (suffix, kind, help_text) in DRC_FIELDS.items():
-            name = f"acmenfs_drc_{suffix}"
+        for field, (suffix, kind, help_text) in fields.items():
+            name = f"{prefix}{suffix}"
             if kind == "counter":
                 family: Metric = CounterMetricFamily(name.removesuffix("_total"), help_text)
             else:

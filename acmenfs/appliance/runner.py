@@ -27,6 +27,7 @@ from acmenfs.appliance.api import create_app
 from acmenfs.appliance.models import NfsEndpoint
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.exports import ExportTable
+from acmenfs.oncrpc.busypoll import DEFAULT_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ServeConfig:
     nfs_enabled: bool = True
     advertise_host: str | None = None  # the NFS host put in share locations
     register_portmapper: bool = False  # PMAP SET of NFS and MOUNT on start
+    busy_poll: float = DEFAULT_WINDOW  # seconds the loop polls after NFS work (0 = off)
 
 
 class StartupError(Exception):
@@ -136,7 +138,7 @@ class ApplianceRunner:
                                "installation; --no-nfs serves the REST API alone") from None
 
         config = self.config
-        self.nfs_server = NfsServer(self.exports, config.data_dir / NFS_STATE_DIR)
+        self.nfs_server = NfsServer(self.exports, config.data_dir / NFS_STATE_DIR, busy_poll=config.busy_poll)
         await self.nfs_server.start(host=config.bind, port=config.nfs_port,
                                     mount_port=config.mount_port,
                                     register_portmapper=config.register_portmapper)

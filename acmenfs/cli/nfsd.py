@@ -26,6 +26,7 @@ import signal
 import sys
 from pathlib import Path
 
+from acmenfs.cli.options import add_busy_poll_option
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.nfsd")
@@ -73,6 +74,7 @@ def register(subparsers) -> None:
     parser.add_argument("--squash", choices=("root", "all", "none"), default="root",
                         help="identity squashing (default root_squash)")
     parser.add_argument("--read-only", action="store_true", help="export read-only")
+    add_busy_poll_option(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.set_defaults(func=run)
 
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace) -> int:
     from acmenfs.nfs3.server import NfsServer
 
-    server = NfsServer(exports, state_dir)
+    server = NfsServer(exports, state_dir, busy_poll=args.busy_poll_us / 1e6)
     mount_port = None if args.mount_port == -1 else args.mount_port
     try:
         await server.start(args.bind, args.port, mount_port, udp=args.udp,
@@ -120,5 +122,9 @@ async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace
     await stop.wait()
     log.info("stopping")
     await server.stop()
+    polled = server.busy_poller.stats()
+    log.info("busy polling (window %d us): %d windows, %d calls caught awake, %d misses, %d skipped, %.3f s awake",
+             round(polled["window_seconds"] * 1e6), polled["windows"], polled["hits"], polled["misses"],
+             polled["skipped"], polled["seconds"])
     log.info("stopped")
     return 0

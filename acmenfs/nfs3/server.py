@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from acmenfs.fs.nonblocking import WouldBlock, inline
+from acmenfs.fs.nonblocking import WouldBlock, inline_state
 from acmenfs.nfs3 import procs_attrs, procs_data, procs_fsinfo, procs_namespace, procs_readdir
 from acmenfs.nfs3.const import (
     MOUNT_PROGRAM, MOUNT_V3, NFS_CACHED_PROCEDURES, NFS_PROGRAM, NFS_V3, MountProc, NfsProc, NfsStat,
@@ -30,6 +30,7 @@ from acmenfs.nfs3.exports import ExportTable
 from acmenfs.nfs3.mount import MountService
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import UINT32
+from acmenfs.oncrpc.busypoll import DEFAULT_WINDOW, BusyPoller
 from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher, RunInPool
 from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.oncrpc.server import RpcServer
@@ -64,32 +65,77 @@ def raise_open_file_limit() -> None:
             log.warning("cannot raise the open file limit from %d: %s", soft, exc)
 
 
-class CallStats:
-    """Per-procedure call counts, latency sums and error counts (thread-safe)."""
+class _ThreadCounts:
+    """One thread's share of the statistics; only that thread writes it."""
+
+    __slots__ = ("calls", "errors")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: dict[tuple[str, str], int] = defaultdict(int)
-        self.latency: dict[tuple[str, str], float] = defaultdict(float)
-        self.errors: dict[tuple[str, str, str], int] = defaultdict(int)
+        # (program, procedure) -> (calls, latency seconds), replaced as one value so a reader
+        # never sees a call without its latency
+        self.calls: dict[tuple[str, str], tuple[int, float]] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+
+
+class _OwnCounts(threading.local):
+    counts: _ThreadCounts | None = None
+
+
+class CallStats:
+    """Per-procedure call counts, latency sums and error counts (thread-safe, exact).
+
+    Every thread counts into its own ``_ThreadCounts`` (no lock per call: one per
+    registration and per read); readers merge them (a dict copy is atomic under the GIL).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the list of per-thread counts
+        self._all_counts: list[_ThreadCounts] = []
+        self._own = _OwnCounts()
+
+    def _register(self) -> _ThreadCounts:
+        counts = self._own.counts = _ThreadCounts()
+        with self._lock:
+            self._all_counts.append(counts)
+        return counts
 
     def record(self, key: tuple[str, str], seconds: float, status: str | None) -> None:
+        counts = self._own.counts or self._register()
+        calls, total = counts.calls.get(key, (0, 0.0))
+        counts.calls[key] = (calls + 1, total + seconds)
+        if status is not None:
+            error_key = (*key, status)
+            counts.errors[error_key] = counts.errors.get(error_key, 0) + 1
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float], dict[tuple[str, str, str], int]]:
+        """(calls, latency seconds, errors), summed over all threads."""
+        calls: dict[tuple[str, str], int] = defaultdict(int)
+        latency: dict[tuple[str, str], float] = defaultdict(float)
+        errors: dict[tuple[str, str, str], int] = defaultdict(int)
         with self._lock:
-            self.calls[key] += 1
-            self.latency[key] += seconds
-            if status is not None:
-                self.errors[(*key, status)] += 1
+            all_counts = list(self._all_counts)
+        for counts in all_counts:
+            for key, (count, seconds) in counts.calls.copy().items():
+                calls[key] += count
+                latency[key] += seconds
+            for key, count in counts.errors.copy().items():
+                errors[key] += count
+        return dict(calls), dict(latency), dict(errors)
 
 
 class NfsServer:
     def __init__(self, exports: ExportTable, state_dir: str | Path, *, drc_max_entries: int = 32768,
-                 drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8) -> None:
+                 drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8,
+                 busy_poll: float = DEFAULT_WINDOW) -> None:
+        """``busy_poll``: seconds the event loop stays awake after NFS work to catch the
+        next call without a wake-up (adaptive, see ``acmenfs.oncrpc.busypoll``); 0 = off."""
         self.exports = exports
         raise_open_file_limit()
         self.state = NfsState(exports, state_dir, use_kernel_handles=use_kernel_handles)
         self.mount_service = MountService(self.state)
         self.drc = DuplicateRequestCache(max_entries=drc_max_entries, lifetime=drc_lifetime)
         self.call_stats = CallStats()
+        self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
         self.bytes_written = 0
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acmenfs-nfs")
@@ -156,14 +202,20 @@ class NfsServer:
                     return settle(started, None, exc)
             return async_handler
 
+        record, clock = stats.record, time.perf_counter
+
         def handler(ctx, args):
-            started = time.perf_counter()
+            started = clock()
             try:
-                return settle(started, function(state, ctx, args), None)
+                result = function(state, ctx, args)
             except (XdrError, WouldBlock):  # garbage args / retry in the thread pool
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
                 return settle(started, None, exc)
+            if counts_data:
+                return settle(started, result, None)
+            record(key, clock() - started, None)  # settle's success path, inlined: it runs on every call
+            return result
         return handler
 
     @staticmethod
@@ -172,11 +224,15 @@ class NfsServer:
         and the transport re-runs the call with ``handler`` itself in the thread pool."""
 
         def inline_handler(ctx, args):
+            # what ``with inline():`` does, without a context manager object per call
+            previous = inline_state.active
+            inline_state.active = True
             try:
-                with inline():
-                    return handler(ctx, args)
+                return handler(ctx, args)
             except WouldBlock:
                 raise RunInPool from None
+            finally:
+                inline_state.active = previous
         return inline_handler
 
     def _count_data(self, name: str, result) -> None:
@@ -209,7 +265,7 @@ class NfsServer:
             self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
 
     async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:
-        server = RpcServer(dispatcher, executor=self._executor,
+        server = RpcServer(dispatcher, executor=self._executor, busy_poller=self.busy_poller,
                            register_portmapper=getattr(self, "_register_portmapper", False))
         self._rpc_servers.append(server)
         bound = await server.start_tcp(host, port)
@@ -230,10 +286,7 @@ class NfsServer:
 
     # ----- introspection ---------------------------------------------------------
     def stats(self) -> dict:
-        with self.call_stats._lock:
-            calls = dict(self.call_stats.calls)
-            latency = dict(self.call_stats.latency)
-            errors = dict(self.call_stats.errors)
+        calls, latency, errors = self.call_stats.snapshot()
         return {
             "calls": calls,
             "latency_seconds_sum": latency,
@@ -241,6 +294,7 @@ class NfsServer:
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
             "drc": self.drc.stats(),
+            "busy_poll": self.busy_poller.stats(),
         }
 
     def export_usage(self, path: str) -> int:

@@ -21,6 +21,7 @@ from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from acmenfs.oncrpc import rpcbind
+from acmenfs.oncrpc.busypoll import BusyPoller
 from acmenfs.oncrpc.dispatch import FileRegion, PendingCall, RpcDispatcher, materialize
 from acmenfs.oncrpc.record import LAST_FRAGMENT, RecordReader, RecordTooLarge, frame_record
 
@@ -40,8 +41,10 @@ class RpcServer:
                  max_reply_fragment: int | None = None,
                  drc_gc_interval: float = 30.0,
                  worker_threads: int = 16,
-                 register_portmapper: bool = False) -> None:
+                 register_portmapper: bool = False,
+                 busy_poller: BusyPoller | None = None) -> None:
         self.dispatcher = dispatcher
+        self.busy_poller = busy_poller if busy_poller is not None else BusyPoller(0)
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(worker_threads, thread_name_prefix="rpc")
         self.max_record_size = max_record_size
@@ -63,6 +66,7 @@ class RpcServer:
     def _ensure_started(self) -> None:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+            self.busy_poller.attach(self.loop)
             self._sweeper = self.loop.create_task(self._sweep_forever())
 
     async def start_tcp(self, host: str, port: int) -> int:
@@ -166,6 +170,7 @@ class RpcServer:
 
     async def _run_async(self, pending: PendingCall, reply) -> None:
         reply(await self.dispatcher.run_async(pending))
+        self.busy_poller.activity(False)
 
     def _deliver(self, future: asyncio.Future, pending: PendingCall, reply) -> None:
         if future.cancelled():
@@ -177,6 +182,7 @@ class RpcServer:
             self.dispatcher.abandon(pending)
             return
         reply(future.result())
+        self.busy_poller.activity(False)
 
 
 class RecordProtocol(asyncio.BufferedProtocol):
@@ -191,6 +197,7 @@ class RecordProtocol(asyncio.BufferedProtocol):
         self._fd = -1
         self._closed = False
         self._batch: list | None = None  # replies produced while handling one receive
+        self._activity = server.busy_poller.activity
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -233,6 +240,7 @@ class RecordProtocol(asyncio.BufferedProtocol):
         self.stalled_since = time.monotonic() if self.reader.has_partial else 0.0
         if len(records) == 1:
             self.server.handle_record(records[0], self.peer, "tcp", self.send_reply)
+            self._activity()
             return
         # Several calls arrived together: replies produced inline leave in one write.
         self._batch = []
@@ -243,6 +251,7 @@ class RecordProtocol(asyncio.BufferedProtocol):
             batch, self._batch = self._batch, None
         if batch and not self._closed:
             self.transport.writelines(batch)
+        self._activity()
 
     def eof_received(self) -> bool:
         if self.reader.has_partial:
@@ -343,3 +352,4 @@ class DatagramRpcProtocol(asyncio.DatagramProtocol):
                 self.transport.sendto(materialize(parts), addr)
 
         self.server.handle_record(data, client, "udp", reply)
+        self.server.busy_poller.activity()

@@ -524,6 +524,8 @@ def test_metrics_render_nfs_and_drc_stats(tmp_path):
         "bytes_read": 4096,
         "bytes_written": 8192,
         "drc": drc.stats(),
+        "busy_poll": {"window_seconds": 1e-4, "windows": 7, "hits": 40, "misses": 3, "skipped": 2,
+                      "seconds": 0.125},
     }
     live = LiveApi(tmp_path / "data", nfs_stats=lambda: nfs_stats).start()
     try:
@@ -542,6 +544,12 @@ def test_metrics_render_nfs_and_drc_stats(tmp_path):
     assert sample_value(families["acmenfs_drc_checks"]) == stats.checks
     assert sample_value(families["acmenfs_drc_max_entries"]) == stats.max_entries
     assert sample_value(families["acmenfs_drc_lifetime_seconds"]) == stats.lifetime
+    assert sample_value(families["acmenfs_nfs_busy_poll_windows"]) == 7
+    assert sample_value(families["acmenfs_nfs_busy_poll_hits"]) == 40
+    assert sample_value(families["acmenfs_nfs_busy_poll_misses"]) == 3
+    assert sample_value(families["acmenfs_nfs_busy_poll_skipped"]) == 2
+    assert sample_value(families["acmenfs_nfs_busy_poll_seconds"]) == 0.125
+    assert sample_value(families["acmenfs_nfs_busy_poll_window_seconds"]) == 1e-4
 
 
 def test_metrics_survive_a_failing_source(live_api):

@@ -1,0 +1,30 @@
+"""Command-line options shared by ``acmenfs nfsd`` and ``acmenfs serve``.
+
+Owns their parsing and help text only; what an option does lives in the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from acmenfs.oncrpc.busypoll import DEFAULT_WINDOW
+
+MAX_BUSY_POLL_US = 10_000
+
+
+def busy_poll_microseconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of microseconds: {text!r}") from None
+    if not 0 <= value <= MAX_BUSY_POLL_US:
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_BUSY_POLL_US} microseconds (0 = off): {value}")
+    return value
+
+
+def add_busy_poll_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--busy-poll-us", type=busy_poll_microseconds, default=round(DEFAULT_WINDOW * 1e6), metavar="US",
+        help="after NFS work, keep polling for the next call this many microseconds instead of sleeping "
+             "(saves a process wake-up per call for clients that wait for each reply; adaptive: backs off "
+             "when nothing comes; 0 = off; default %(default)s)")
