@@ -10,10 +10,11 @@ file system; runs alternate which server goes first.  Needs root, nfs-ganesha +
 nfs-ganesha-vfs, libnfs-utils and the libnfs bindings.
 
     python bench/bench_nfs.py [--runs 15] [--size-mib 256] [--files 2000]
-                              [--only metadata] [--compare-tree DIR]
+                              [--only metadata] [--no-poll] [--compare-tree DIR]
 
 ``--only`` limits the run to some metrics (repeatable: write, read, metadata).
-``--compare-tree DIR`` also runs, alternating with the others, an ``acmenfs nfsd``
+``--no-poll`` also runs acmenfs with busy polling off (``--busy-poll-us 0``), as
+"acmenfs-nopoll".  ``--compare-tree DIR`` also runs, alternating with the others, an ``acmenfs nfsd``
 imported from DIR (a copy of another version's ``acmenfs`` package, e.g. before a
 change), reported as "acmenfs-ref" with its own ratio to Ganesha.
 """
@@ -66,6 +67,7 @@ class Ganesha:
 class Acmenfs:
     name = "acmenfs"
     python_path: str | None = None  # import acmenfs from here instead of the installed package
+    extra_args: tuple[str, ...] = ()
 
     def __init__(self, export_dir: Path, workdir: Path) -> None:
         self.log_path = workdir / "nfsd.log"
@@ -76,7 +78,7 @@ class Acmenfs:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
              "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
-             "--client", "127.0.0.1", "--log-level", "WARNING"],
+             "--client", "127.0.0.1", "--log-level", "WARNING", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env,
             cwd=self.python_path)  # "-m" puts the working directory first on sys.path
         deadline = time.monotonic() + 30
@@ -93,6 +95,12 @@ class Acmenfs:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
         self.log.close()
+
+
+class AcmenfsNoPoll(Acmenfs):
+    """acmenfs with busy polling off: every call pays the server's wake-up, as Ganesha's do."""
+    name = "acmenfs-nopoll"
+    extra_args = ("--busy-poll-us", "0")
 
 
 def reference_server(tree: Path) -> type:
@@ -141,6 +149,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
     parser.add_argument("--only", action="append", choices=("write", "read", "metadata"), default=None,
                         help="measure only this (repeatable; default all three)")
+    parser.add_argument("--no-poll", action="store_true",
+                        help="also run acmenfs with --busy-poll-us 0 (reported as acmenfs-nopoll)")
     parser.add_argument("--compare-tree", type=Path, default=None,
                         help="also run acmenfs imported from this directory (holding an acmenfs package)")
     args = parser.parse_args()
@@ -157,7 +167,8 @@ def main() -> int:
     with open(source, "wb") as out:
         for _ in range(args.size_mib if "write" in wanted else 0):
             out.write(os.urandom(1024 * 1024))
-    kinds = [Acmenfs, Ganesha] + ([reference_server(args.compare_tree)] if args.compare_tree else [])
+    kinds = [Acmenfs, Ganesha] + ([AcmenfsNoPoll] if args.no_poll else []) + (
+        [reference_server(args.compare_tree)] if args.compare_tree else [])
     servers = []
     try:
         for kind in kinds:
