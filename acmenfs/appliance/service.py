@@ -80,6 +80,7 @@ from acmenfs.appliance.store import ShareRecord, SnapshotRecord, Store, TokenRec
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.appliance.service")
+TOKEN_PREFIX = "acmenfs_"
 
 ADMIN_TOKEN_SETTING = "admin_token_id"
 
@@ -472,7 +473,9 @@ class ApplianceService:
         """A new API token; the secret is returned once and only its sha256 is kept."""
         with self._operation("create_token"):
             validate_name(name)
-            secret = secrets.token_urlsafe(32)
+            # The prefix keeps a secret from starting with "-" (which a command line would read
+            # as an option) and lets secret scanners recognise it.
+            secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
             record = TokenRecord(id=str(uuid.uuid4()), name=name, created_at=utc_now_text())
             self._store.insert_token(record, _hash_secret(secret))
             return Token(record.id, record.name, record.created_at), secret

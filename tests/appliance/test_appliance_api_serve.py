@@ -112,7 +112,7 @@ def test_serve_over_tls(serve_processes, tmp_path):
         httpx.get(serve.url + "/v1/version", timeout=30)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([ACMENFS, "pool", "show", "--json", "--url", serve.url, "--token", serve.token,
+        return subprocess.run([ACMENFS, "pool", "show", "--json", "--url", serve.url, f"--token={serve.token}",
                                *args], capture_output=True, text=True, timeout=60)
 
     assert cli("--cacert", str(cert)).returncode == 0

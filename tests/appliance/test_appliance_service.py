@@ -331,6 +331,7 @@ def test_tokens_are_stored_hashed_and_verified(service_factory):
     service = service_factory("ext4")
     token, secret = service.create_token("ci")
     assert service.verify_token(secret) == token
+    assert all(service.create_token(f"t{i}")[1].startswith("acmenfs_") for i in range(64))  # never "-..."
     assert service.verify_token(secret + "x") is None and service.verify_token("") is None
     assert token in service.list_tokens()
     with open(service.layout.database, "rb") as database:
