@@ -139,13 +139,7 @@ class PendingCall(CallContext):
     def __init__(self, xid: int, prog: int, vers: int, proc: int, cred: Credential,
                  client: tuple, transport: str, procedure: Procedure, program: Program,
                  record: bytes | bytearray | memoryview, args_offset: int) -> None:
-        self.xid = xid
-        self.prog = prog
-        self.vers = vers
-        self.proc = proc
-        self.cred = cred
-        self.client = client
-        self.transport = transport
+        CallContext.__init__(self, xid, prog, vers, proc, cred, client, transport)
         self.procedure = procedure
         self.program = program
         self.record = record
