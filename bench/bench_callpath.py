@@ -11,7 +11,8 @@ transport and the wake-ups.  Median of ``--rounds`` rounds.
 
 ``--compare-tree DIR`` runs the same measurement in a subprocess importing
 ``acmenfs`` from DIR (e.g. a copy of the package before a change), alternating
-rounds, and prints the ratio ours/reference (lower is better).
+rounds, and prints the ratio ours/reference (lower is better).  The reference must
+have ``RpcDispatcher.call_here`` (any tree from the busy-polling change on).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Harness:
     def __init__(self, workdir: Path) -> None:
         from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
         from acmenfs.nfs3.server import NfsServer
-        from acmenfs.oncrpc.dispatch import PendingCall, RpcDispatcher
+        from acmenfs.oncrpc.dispatch import RpcDispatcher
 
         export_dir = workdir / "export"
         export_dir.mkdir()
@@ -55,20 +56,11 @@ class Harness:
                                 workdir / "state")
         self.dispatcher = RpcDispatcher([self.server.nfs_program(), self.server.mount_program()],
                                         drc=self.server.drc)
-        self.pending_type = PendingCall
         self.xid = 0
 
     def call(self, program: int, proc: int, args: bytes) -> bytes:
         self.xid += 1
-        outcome = self.dispatcher.begin(call_record(self.xid, program, 3, proc, args), CLIENT, "tcp")
-        if not isinstance(outcome, self.pending_type):
-            parts = outcome
-        elif outcome.procedure.fallback is not None:
-            parts = self.dispatcher.run_inline_first(outcome)
-            if parts is None:
-                parts = self.dispatcher.run_sync(outcome)
-        else:
-            parts = self.dispatcher.run_sync(outcome)
+        parts = self.dispatcher.call_here(call_record(self.xid, program, 3, proc, args), CLIENT, "tcp")
         reply = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
         return reply[24:]  # xid, REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS
 

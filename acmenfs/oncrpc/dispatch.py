@@ -329,6 +329,21 @@ class RpcDispatcher:
             self.drc.drop(pending.drc_token)
         return [rpc.encode_accept_error(pending.xid, stat)]
 
+    def call_here(self, record: bytes | bytearray | memoryview, client: tuple,
+                  transport: str = "tcp") -> list[ReplyPart] | None:
+        """``begin`` and run a synchronous procedure on this thread (inline handler first,
+        then its fallback), as a transport would: for tests and benchmarks, no pool."""
+        outcome = self.begin(record, client, transport)
+        if not isinstance(outcome, PendingCall):
+            return outcome
+        if outcome.procedure.is_async:
+            raise TypeError(f"{outcome.procedure.name} is async: use run_async")
+        if outcome.procedure.fallback is not None:
+            parts = self.run_inline_first(outcome)
+            if parts is not None:
+                return parts
+        return self.run_sync(outcome)
+
     def abandon(self, pending: PendingCall) -> None:
         """Forget a call that will never be answered (connection gone, shutdown)."""
         if pending.drc_token is not None:

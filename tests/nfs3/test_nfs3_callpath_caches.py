@@ -26,7 +26,7 @@ from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 from acmenfs.nfs3.server import CallStats, NfsServer
 from acmenfs.nfs3.xdr import FATTR3, decode_sattr3, encode_sattr3, word_and_fattr3
 from acmenfs.oncrpc import rpc
-from acmenfs.oncrpc.dispatch import PendingCall, RpcDispatcher
+from acmenfs.oncrpc.dispatch import RpcDispatcher
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
@@ -48,15 +48,7 @@ class SansIoNfs:
         self.xid += 1
         record = rpc.encode_call(self.xid, program, 3, proc, args, cred_flavor=1,
                                  cred_body=rpc.encode_auth_sys(uid, gid))
-        outcome = self.dispatcher.begin(record, client, "tcp")
-        if isinstance(outcome, PendingCall):
-            parts = None
-            if outcome.procedure.fallback is not None:
-                parts = self.dispatcher.run_inline_first(outcome)
-            if parts is None:
-                parts = self.dispatcher.run_sync(outcome)
-        else:
-            parts = outcome
+        parts = self.dispatcher.call_here(record, client, "tcp")
         reply = b"".join(bytes(part) for part in parts)
         assert struct.unpack_from(">IIIIII", reply)[1:] == (1, 0, 0, 0, 0)  # REPLY, accepted, SUCCESS
         return reply[24:]

@@ -240,3 +240,27 @@ def test_write_sized_arguments_are_keyed_without_copying_the_record(recorder):
     dispatcher.abandon(pending)
     assert pending.drc_token is None
     assert isinstance(dispatcher.begin(record, CLIENT, "tcp"), PendingCall)  # dropped entry: runs again
+
+
+def test_call_here_runs_inline_first_then_the_fallback_and_refuses_async_procedures():
+    from acmenfs.oncrpc.dispatch import RunInPool
+
+    ran = []
+
+    def inline(ctx, args):
+        ran.append("inline")
+        raise RunInPool
+
+    def fallback(ctx, args):
+        ran.append("fallback")
+        return b"\0\0\0\7"
+
+    async def later(ctx, args):
+        return b""
+
+    dispatcher = RpcDispatcher([Program(0x20000077, 1, "T", {
+        1: Procedure("HYBRID", inline, fallback=fallback), 2: Procedure("ASYNC", later)})])
+    reply = b"".join(bytes(p) for p in dispatcher.call_here(rpc.encode_call(9, 0x20000077, 1, 1, b""), ("h", 1)))
+    assert ran == ["inline", "fallback"] and reply.endswith(b"\0\0\0\7")
+    with pytest.raises(TypeError, match="async"):
+        dispatcher.call_here(rpc.encode_call(10, 0x20000077, 1, 2, b""), ("h", 1))
