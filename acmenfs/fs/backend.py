@@ -73,7 +73,7 @@ class ExportBackend(ABC):
     def stat(self, node) -> os.stat_result: ...
 
     @abstractmethod
-    def lookup(self, directory, name: str, who: Identity): """-> (child node, its os.stat_result)"""
+    def lookup(self, directory, name: str, who: Identity): """-> (child node, its stat, the directory's)"""
 
     @abstractmethod
     def readlink(self, node, who: Identity) -> bytes: ...
@@ -92,7 +92,8 @@ class ExportBackend(ABC):
                 pre: os.stat_result | None = None): """-> (pre, post) attributes"""
 
     @abstractmethod
-    def create(self, directory, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes): ...
+    def create(self, directory, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes):
+        """-> (new or existing node, its attributes)"""
 
     @abstractmethod
     def mkdir(self, directory, name: str, who: Identity, changes: SetAttributes): ...

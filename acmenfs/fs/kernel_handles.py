@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import os
 import struct
+import threading
 
 AT_EMPTY_PATH = 0x1000
 AT_SYMLINK_FOLLOW = 0x400
@@ -34,14 +35,29 @@ def _raise_errno(what: str) -> None:
     raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+class _Scratch(threading.local):
+    """Per-thread argument memory for name_to_handle_at (allocating it costs more than the call)."""
+
+    def __init__(self) -> None:
+        self.buffer = ctypes.create_string_buffer(_HEADER.size + MAX_HANDLE_BYTES)
+        self.address = ctypes.addressof(self.buffer)
+        self.mount_id = ctypes.c_int()
+        self.mount_id_ref = ctypes.byref(self.mount_id)
+
+
+_scratch = _Scratch()
+
+
 def handle_of(dir_fd: int, name: str = "") -> bytes:
     """The kernel handle of ``name`` in ``dir_fd`` (never following a symlink); "" = dir_fd itself."""
-    buffer = ctypes.create_string_buffer(_HEADER.size + MAX_HANDLE_BYTES)
+    scratch = _scratch
+    buffer = scratch.buffer
     _HEADER.pack_into(buffer, 0, MAX_HANDLE_BYTES, 0)
-    mount_id = ctypes.c_int()
-    flags = AT_EMPTY_PATH if name == "" else 0
-    encoded = os.fsencode(name)
-    if _libc.name_to_handle_at(dir_fd, encoded, buffer, ctypes.byref(mount_id), flags) != 0:
+    if name == "":
+        result = _libc.name_to_handle_at(dir_fd, b"", scratch.address, scratch.mount_id_ref, AT_EMPTY_PATH)
+    else:
+        result = _libc.name_to_handle_at(dir_fd, os.fsencode(name), scratch.address, scratch.mount_id_ref, 0)
+    if result != 0:
         _raise_errno("name_to_handle_at")
     size, handle_type = _HEADER.unpack_from(buffer, 0)
     return _TYPE.pack(handle_type) + buffer.raw[_HEADER.size : _HEADER.size + size]

@@ -50,8 +50,14 @@ COOKIE_FLAG = 1 << 63
 # the export, for INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
 INLINE_CHANGE_PAUSE_SECONDS = 2.0
-INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
+INLINE_UNLINK_BYTES = 1024 * 1024
+# LOOKUP's name cache: a directory's entries are trusted while its ctime is the one seen when they
+# were resolved, provided it was older than this (a change within one tick of the file system's
+# clock may keep the same ctime); and how many (directory, name) entries are kept.
+DENTRY_SETTLE_NS = 100_000_000
+REMEMBERED_DENTRIES = 16384  # removing a file holding more frees its blocks in the thread pool
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 log = logging.getLogger("acmenfs.fs.local")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -158,6 +164,9 @@ class LocalExportBackend(ExportBackend):
         self.slow_inline_changes = 0
         self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
         self._listings_lock = threading.Lock()
+        # (directory handle, name) -> (directory ctime ns, identity, child handle): see lookup()
+        self._dentries: dict[tuple[bytes, str], tuple[int, Identity, bytes]] = {}
+        self.dentry_hits = 0  # LOOKUPs answered from _dentries (not exact under threads: a statistic)
         root_fd = os.open(".", _O_PATH, dir_fd=self.mount_fd)
         self.root_handle = self._handle_for(root_fd, None, "")
         self.root = self._cache.put(Node(self.root_handle, root_fd, root_st))
@@ -271,24 +280,55 @@ class LocalExportBackend(ExportBackend):
         return node.dev == self.root_dev and node.ino == self.root_ino
 
     # ----- lookups and reads ---------------------------------------------------
-    def lookup(self, directory: Node, name: str, who: Identity) -> tuple[Node, os.stat_result]:
-        """The child ``name`` of ``directory`` and its attributes."""
+    def lookup(self, directory: Node, name: str, who: Identity) -> tuple[Node, os.stat_result, os.stat_result]:
+        """The child ``name`` of ``directory``: (child node, its attributes, the directory's).
+
+        A name this caller resolved before in a directory that has not changed since (same
+        ctime) is answered from ``_dentries`` with two fstat calls instead of opening it again."""
         if not directory.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
         check_name(name)
+        settled_before = time.time_ns() - DENTRY_SETTLE_NS  # read before the directory's ctime
+        dir_st = self.stat(directory)
+        if name == "." or name == "..":
+            with acting_as(who):
+                os.stat(".", dir_fd=directory.fd)  # the caller still needs search permission
+            node = directory if name == "." or self.is_root(directory) else None
+            if node is not None:
+                return node, dir_st if node is directory else self.stat(node), dir_st
+        else:
+            known = self._dentries.get((directory.handle, name))
+            if known is not None and known[0] == dir_st.st_ctime_ns and known[1] == who:
+                child = self._cache.get(known[2])
+                if child is not None:
+                    st = os.fstat(child.fd)
+                    if st.st_nlink:
+                        self.dentry_hits += 1
+                        return child, st, dir_st
         inline = inline_active()
         if inline and self.path_table is not None:
             raise WouldBlock("the handle table is on disk")
         with acting_as(who):
-            if name == "." or (name == ".." and self.is_root(directory)):
-                os.stat(".", dir_fd=directory.fd)  # the caller still needs search permission
-                node = directory if name == "." else self.root
-                return node, self.stat(node)
             if inline:
                 fd = open_cached(directory.fd, name, _O_PATH)
             else:
                 fd = os.open(name, _O_PATH, dir_fd=directory.fd)
-        return self._adopt_with_stat(directory, name, fd)
+        child, st = self._adopt_with_stat(directory, name, fd)
+        if self.path_table is None and name != ".." and dir_st.st_ctime_ns < settled_before:
+            self._remember_dentry(directory, name, dir_st, who, child)
+        return child, st, dir_st
+
+    def _remember_dentry(self, directory: Node, name: str, dir_st: os.stat_result, who: Identity,
+                         child: Node) -> None:
+        """Record that ``who`` resolved ``name`` to ``child`` while ``directory`` had ctime
+        ``dir_st.st_ctime_ns``.  Only for a directory unchanged for DENTRY_SETTLE_NS before that
+        ctime was read: any later change to it (create, remove, rename of an entry, chmod, an ACL)
+        then sets a ctime different from the recorded one, however coarse the file system's
+        clock, and the entry no longer matches.  (A clock stepped back, or a mount placed on the
+        child, would go unseen: the same trust NFS clients put in a directory's ctime.)"""
+        if len(self._dentries) >= REMEMBERED_DENTRIES:
+            self._dentries.clear()
+        self._dentries[(directory.handle, name)] = (dir_st.st_ctime_ns, who, child.handle)
 
     def readlink(self, node: Node, who: Identity) -> bytes:
         if not stat.S_ISLNK(node.mode):
@@ -438,7 +478,8 @@ class LocalExportBackend(ExportBackend):
             self._listings.pop(directory.handle, None)
 
     def create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes):
-        """how: 0 UNCHECKED, 1 GUARDED, 2 EXCLUSIVE (verifier kept in atime/mtime seconds)."""
+        """how: 0 UNCHECKED, 1 GUARDED, 2 EXCLUSIVE (verifier kept in atime/mtime seconds).
+        -> (node, its attributes after the call)."""
         check_new_name(name)
         started = self._begin_inline_change()
         try:
@@ -447,50 +488,84 @@ class LocalExportBackend(ExportBackend):
             self._end_inline_change(started)
 
     def _create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes,
-                inline: bool):
-        """The create itself.  ``inline``: on the event loop, where an UNCHECKED create only makes
-        new files (O_EXCL): opening an existing name could open a device, truncating could take long."""
+                inline: bool) -> tuple[Node, os.stat_result]:
+        """The create itself, always O_EXCL: a name that exists is never opened for data (it could
+        be a device or a FIFO) but handled by ``_create_existing`` (UNCHECKED) or
+        ``_retried_exclusive_create`` (EXCLUSIVE)."""
         self.usage.check_growth(1, may_scan=not inline)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if how or inline else 0)
         mode = 0o644 if changes.mode is None or how == 2 else changes.mode & 0o7777
         with acting_as(who):
             try:
-                fd = os.open(name, flags, mode, dir_fd=directory.fd)
+                fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=directory.fd)
             except FileExistsError:
-                if how == 0:
-                    raise WouldBlock("unchecked create of an existing name") from None
-                if how != 2:
+                if how == 1:
                     raise
-                return self._retried_exclusive_create(directory, name, who, verifier)
-            except PermissionError:
-                if inline and how == 0:
-                    raise WouldBlock("unchecked create refused: maybe an existing file") from None
-                if how or not os.path.lexists(f"{directory.proc_path}/{name}"):
-                    raise
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory.fd)
-            self._forget_listing(directory)
-            path_fd = os.open(name, _O_PATH, dir_fd=directory.fd)
-            st = os.fstat(fd)
-            if how == 2:
-                seconds = int.from_bytes(verifier[:4], "big"), int.from_bytes(verifier[4:], "big")
-                os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
-            elif st.st_mode & 0o7777 != mode and st.st_nlink and changes.mode is not None and st.st_uid == who.uid:
-                os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
+                if how == 2:
+                    return self._retried_exclusive_create(directory, name, who, verifier)
+                return self._create_existing(directory, name, who, changes, inline)
+            try:
+                st = os.fstat(fd)
+                changed = True
+                if how == 2:
+                    seconds = int.from_bytes(verifier[:4], "big"), int.from_bytes(verifier[4:], "big")
+                    os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
+                elif st.st_mode & 0o7777 != mode and changes.mode is not None:
+                    os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
+                else:
+                    changed = False
+            except BaseException:
+                os.close(fd)
+                raise
+        self._forget_listing(directory)
         self.usage.add(charged_bytes(st))
-        node = self._adopt(directory, name, path_fd, fd)
+        node = self._adopt_created(directory, name, fd, st)
+        if changed:
+            st = self.stat(node)
         rest = SetAttributes(None, changes.uid, changes.gid, changes.size, changes.atime, changes.mtime)
         if how != 2 and not rest.is_empty():
-            self._apply(node, who, rest, self.stat(node))
-        return node
+            self._apply(node, who, rest, st)
+            st = self.stat(node)
+        return node, st
 
-    def _retried_exclusive_create(self, directory: Node, name: str, who: Identity, verifier: bytes) -> Node:
+    def _adopt_created(self, directory: Node, name: str, fd: int, st: os.stat_result) -> Node:
+        """A regular file this server just created, open read-write as ``fd`` with attributes
+        ``st``: that one descriptor is the node's descriptor and its data descriptor (no
+        O_PATH open, no second fstat)."""
+        try:
+            handle = self._handle_for(fd, directory, name)
+        except BaseException:
+            os.close(fd)
+            raise
+        # If another thread cached this handle first, ``put`` returns its node and ours closes fd
+        # when dropped.
+        return self._cache.put(Node(handle, fd, st, fd))
+
+    def _create_existing(self, directory: Node, name: str, who: Identity, changes: SetAttributes,
+                         inline: bool) -> tuple[Node, os.stat_result]:
+        """UNCHECKED CREATE of a name that exists: as knfsd does, a regular file is returned as it
+        is but for a requested size (O_TRUNC); any other type is EEXIST.  The caller needs no
+        write permission unless a size is set, and no data descriptor is opened as the caller."""
+        with acting_as(who):
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        node, st = self._adopt_with_stat(directory, name, fd)
+        if not node.is_reg:
+            raise OSError(errno.EEXIST, "exists and is not a regular file")
+        if changes.size is not None and changes.size != st.st_size:
+            if inline:
+                raise WouldBlock("a size change may free or zero many blocks")
+            self._apply(node, who, SetAttributes(size=changes.size), st)
+            st = self.stat(node)
+        return node, st
+
+    def _retried_exclusive_create(self, directory: Node, name: str, who: Identity,
+                                  verifier: bytes) -> tuple[Node, os.stat_result]:
         fd = os.open(name, _O_PATH, dir_fd=directory.fd)
         st = os.fstat(fd)
         stored = (int(st.st_atime) & 0xFFFFFFFF).to_bytes(4, "big") + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "big")
         if not stat.S_ISREG(st.st_mode) or stored != verifier:
             os.close(fd)
             raise OSError(errno.EEXIST, "file exists (exclusive create with another verifier)")
-        return self._adopt(directory, name, fd)
+        return self._adopt_with_stat(directory, name, fd)
 
     def mkdir(self, directory: Node, name: str, who: Identity, changes: SetAttributes) -> Node:
         check_new_name(name)

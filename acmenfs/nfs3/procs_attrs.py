@@ -57,14 +57,14 @@ def nfs3_lookup(state: NfsState, ctx, args: Unpacker) -> bytes:
     fh, name = decode_diropargs(args)
     scope = state.scope(ctx, fh)
     try:
-        child, child_st = scope.backend.lookup(scope.node, name, scope.who)
+        child, child_st, dir_st = scope.backend.lookup(scope.node, name, scope.who)
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
     return b"".join((
         STATUS_OK,
         encode_fh(scope.fh_for(child.handle)),
         scope.post_op_attr(child_st),
-        scope.attrs_of(scope.node),
+        scope.post_op_attr(dir_st),
     ))
 
 

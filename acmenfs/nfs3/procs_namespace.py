@@ -37,11 +37,14 @@ def _change_directory(scope: Scope, operation: Callable[[], object]) -> tuple[ob
     return result, scope.wcc(pre, _stat_or_none(scope))
 
 
-def _new_object_reply(scope: Scope, node, dir_wcc: bytes) -> bytes:
-    try:
-        attrs = scope.post_op_attr(scope.backend.stat(node))
-    except (OSError, StaleHandle):
-        attrs = scope.post_op_attr(None)
+def _new_object_reply(scope: Scope, node, dir_wcc: bytes, st: os.stat_result | None = None) -> bytes:
+    """``st``: the new object's attributes when the backend returned them (else read here)."""
+    if st is None:
+        try:
+            st = scope.backend.stat(node)
+        except (OSError, StaleHandle):
+            pass
+    attrs = scope.post_op_attr(st)
     return STATUS_OK + encode_post_op_fh(scope.fh_for(node.handle)) + attrs + dir_wcc
 
 
@@ -55,10 +58,10 @@ def nfs3_create(state: NfsState, ctx, args: Unpacker) -> bytes:
     else:
         raise XdrError(f"bad createmode3 {how}")
     scope = state.scope(ctx, fh, write=True)
-    node, dir_wcc = _change_directory(
+    (node, st), dir_wcc = _change_directory(
         scope, lambda: scope.backend.create(scope.node, name, scope.who, how, changes, verifier)
     )
-    return _new_object_reply(scope, node, dir_wcc)
+    return _new_object_reply(scope, node, dir_wcc, st)
 
 
 def nfs3_mkdir(state: NfsState, ctx, args: Unpacker) -> bytes:

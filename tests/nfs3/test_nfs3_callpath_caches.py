@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,71 @@ def test_sattr3_decoder_refuses_every_truncation_and_bad_boolean():
         bad = no_changes[:4 * word] + struct.pack(">I", 2) + no_changes[4 * word + 4:]
         with pytest.raises(XdrError, match="bad boolean"):
             decode_sattr3(Unpacker(bad))
+
+
+# LOOKUP's name cache (LocalExportBackend._dentries): trusted while the directory's ctime is the
+# one seen, and only for directories unchanged for DENTRY_SETTLE_NS (100 ms) before that.
+SETTLE_SECONDS = 0.15
+
+
+def _lookup(sans_io, directory: bytes, name: str, **caller) -> tuple[int, bytes, int]:
+    """(status, handle, size) of a LOOKUP."""
+    body = sans_io.call(NFS_PROGRAM, LOOKUP, nfs.encode_lookup_args(directory, name), **caller)
+    status = struct.unpack_from(">I", body)[0]
+    if status != NfsStat.OK:
+        return status, b"", -1
+    handle, attrs = nfs.decode_lookup_result(body)
+    return status, handle, attrs.size
+
+
+def _dentry_hits(sans_io, exports) -> int:
+    return sans_io.server.state.backend(exports.get("/e")).dentry_hits
+
+
+def test_name_cache_answers_a_settled_directory_and_sees_every_change_behind_the_servers_back(
+        sans_io, exports, export_dir):
+    (export_dir / "d").mkdir()
+    (export_dir / "d" / "a").write_bytes(b"first")
+    time.sleep(SETTLE_SECONDS)
+    root = sans_io.mount()
+    status, directory, _ = _lookup(sans_io, root, "d")
+    assert status == NfsStat.OK
+    first = _lookup(sans_io, directory, "a")
+    hits = _dentry_hits(sans_io, exports)
+    assert _lookup(sans_io, directory, "a") == first
+    assert _dentry_hits(sans_io, exports) == hits + 1  # answered from the cache
+
+    # Changed at once (same clock tick as nothing: the server never waits) behind its back.
+    os.rename(export_dir / "d" / "a", export_dir / "d" / "b")
+    (export_dir / "d" / "a").write_bytes(b"second file")
+    now_a = _lookup(sans_io, directory, "a")
+    assert now_a[0] == NfsStat.OK and now_a[1] != first[1] and now_a[2] == len(b"second file")
+    assert _lookup(sans_io, directory, "b")[1] == first[1]
+    (export_dir / "d" / "a").unlink()
+    assert _lookup(sans_io, directory, "a")[0] == NfsStat.NOENT
+
+
+def test_a_directory_changed_within_the_settle_time_is_not_cached(sans_io, exports, export_dir):
+    root = sans_io.mount()
+    (export_dir / "fresh").write_bytes(b"x")  # the root's ctime is now
+    hits = _dentry_hits(sans_io, exports)
+    for _ in range(3):
+        assert _lookup(sans_io, root, "fresh")[0] == NfsStat.OK
+    assert _dentry_hits(sans_io, exports) == hits
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching file-system identity needs root")
+def test_name_cache_is_per_caller_and_follows_permission_changes(sans_io, exports, export_dir):
+    for name, mode in (("open", 0o755), ("private", 0o700)):
+        (export_dir / name).mkdir()
+        (export_dir / name / "a").write_bytes(b"a")
+        os.chmod(export_dir / name, mode)
+    time.sleep(SETTLE_SECONDS)
+    root = sans_io.mount()
+    opened, private = _lookup(sans_io, root, "open")[1], _lookup(sans_io, root, "private")[1]
+    for _ in range(2):  # root resolves both; the second time from the cache
+        assert _lookup(sans_io, private, "a")[0] == NfsStat.OK
+        assert _lookup(sans_io, opened, "a", uid=1000, gid=1000)[0] == NfsStat.OK
+    assert _lookup(sans_io, private, "a", uid=1000, gid=1000)[0] == NfsStat.ACCES  # root's entry is root's
+    os.chmod(export_dir / "open", 0o700)
+    assert _lookup(sans_io, opened, "a", uid=1000, gid=1000)[0] == NfsStat.ACCES

@@ -160,3 +160,17 @@ def test_usage_scan_and_counting_agree(nfsd, calls, exports, export_dir):
     counted = nfsd.server.export_usage("/e")
     exports.add(same_export(export_dir, quota_bytes=1 << 30))  # forces a rescan
     assert nfsd.server.export_usage("/e") == counted == 12288 + 8192
+
+
+def test_unchecked_create_of_an_existing_file_charges_nothing_and_keeps_its_data(nfsd, calls, exports, export_dir):
+    """Re-creating (UNCHECKED, no size) a name that exists returns that file as it is; the quota
+    usage must not count its blocks a second time (it used to, once per such CREATE)."""
+    exports.add(same_export(export_dir, quota_bytes=64 * 1024 * 1024))
+    root = calls.root()
+    fh = new_fh_of(create(calls, root, "kept"))
+    assert write(calls, fh, 0, b"k" * (256 * 1024)) == 0
+    used = nfsd.server.export_usage("/e")
+    for _ in range(3):
+        assert new_fh_of(create(calls, root, "kept")) == fh
+    assert nfsd.server.export_usage("/e") == used
+    assert read(calls, fh, 4)[1] == b"kkkk"

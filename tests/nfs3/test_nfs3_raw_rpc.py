@@ -369,3 +369,34 @@ def test_setattr_sets_mode_owner_size_and_times(calls, export_dir):
     st = os.stat(export_dir / "attrs")
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size) == (0o604, 1234, 5678, 4096)
     assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000 * 10**9 + 5, 2_000_000 * 10**9 + 7)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as the caller needs root")
+def test_unchecked_create_of_an_owned_read_only_file_can_then_be_written(nfsd, export_dir):
+    """UNCHECKED CREATE of an existing 0444 file its caller owns: the caller cannot open it for
+    writing, so the server opens it read-only; a later WRITE by its owner (allowed, as for a
+    file created 0444 and then written) must still reach the file."""
+    (export_dir / "ro-owned").write_bytes(b"old")
+    os.chown(export_dir / "ro-owned", 1000, 1000)
+    os.chmod(export_dir / "ro-owned", 0o444)
+    user = NfsCalls(nfsd, uid=1000, gid=1000)
+    try:
+        reply = create(user, user.root(), "ro-owned")
+        fh = new_fh_of(reply)
+        written = write(user, fh, 0, b"new", StableHow.FILE_SYNC)
+        assert written.status == 0
+    finally:
+        user.close()
+    assert (export_dir / "ro-owned").read_bytes() == b"new"
+
+
+def test_unchecked_create_of_a_name_that_is_not_a_regular_file_is_exist(calls, export_dir):
+    """As knfsd: UNCHECKED CREATE returns an existing regular file, but a directory, FIFO or
+    symlink of that name is NFS3ERR_EXIST, and is left as it was (a FIFO is never opened)."""
+    (export_dir / "dir").mkdir()
+    os.mkfifo(export_dir / "fifo")
+    os.symlink("dir", export_dir / "link")
+    root = calls.root()
+    for name in ("dir", "fifo", "link"):
+        assert create(calls, root, name).status == NfsStat.EXIST, name
+    assert (export_dir / "dir").is_dir() and (export_dir / "fifo").is_fifo() and (export_dir / "link").is_symlink()
