@@ -488,7 +488,7 @@ class LocalExportBackend(ExportBackend):
             self._end_inline_change(started)
 
     def _create(self, directory: Node, name: str, who: Identity, how: int, changes: SetAttributes, verifier: bytes,
-                inline: bool) -> tuple[Node, os.stat_result]:
+                inline: bool, may_retry: bool = True) -> tuple[Node, os.stat_result]:
         """The create itself, always O_EXCL: a name that exists is never opened for data (it could
         be a device or a FIFO) but handled by ``_create_existing`` (UNCHECKED) or
         ``_retried_exclusive_create`` (EXCLUSIVE)."""
@@ -500,22 +500,30 @@ class LocalExportBackend(ExportBackend):
             except FileExistsError:
                 if how == 1:
                     raise
-                if how == 2:
-                    return self._retried_exclusive_create(directory, name, who, verifier)
-                return self._create_existing(directory, name, who, changes, inline)
+                fd = -1
+            else:
+                try:
+                    st = os.fstat(fd)
+                    changed = True
+                    if how == 2:
+                        seconds = int.from_bytes(verifier[:4], "big"), int.from_bytes(verifier[4:], "big")
+                        os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
+                    elif st.st_mode & 0o7777 != mode and changes.mode is not None:
+                        os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
+                    else:
+                        changed = False
+                except BaseException:
+                    os.close(fd)
+                    raise
+        if fd < 0:  # the name exists (acting as the server again: the handle table may be written)
+            if how == 2:
+                return self._retried_exclusive_create(directory, name, who, verifier)
             try:
-                st = os.fstat(fd)
-                changed = True
-                if how == 2:
-                    seconds = int.from_bytes(verifier[:4], "big"), int.from_bytes(verifier[4:], "big")
-                    os.utime(fd, ns=(seconds[0] * 1_000_000_000, seconds[1] * 1_000_000_000))
-                elif st.st_mode & 0o7777 != mode and changes.mode is not None:
-                    os.fchmod(fd, mode)  # no umask on NFS: the client applied its own
-                else:
-                    changed = False
-            except BaseException:
-                os.close(fd)
-                raise
+                return self._create_existing(directory, name, who, changes, inline)
+            except FileNotFoundError:  # removed in between: create it after all (once)
+                if not may_retry:
+                    raise
+                return self._create(directory, name, who, how, changes, verifier, inline, may_retry=False)
         self._forget_listing(directory)
         self.usage.add(charged_bytes(st))
         node = self._adopt_created(directory, name, fd, st)
@@ -559,7 +567,8 @@ class LocalExportBackend(ExportBackend):
 
     def _retried_exclusive_create(self, directory: Node, name: str, who: Identity,
                                   verifier: bytes) -> tuple[Node, os.stat_result]:
-        fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        with acting_as(who):
+            fd = os.open(name, _O_PATH, dir_fd=directory.fd)
         st = os.fstat(fd)
         stored = (int(st.st_atime) & 0xFFFFFFFF).to_bytes(4, "big") + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "big")
         if not stat.S_ISREG(st.st_mode) or stored != verifier:

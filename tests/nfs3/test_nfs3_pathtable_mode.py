@@ -3,7 +3,10 @@ handles survive restarts and renames made through the server, removed objects ar
 
 from __future__ import annotations
 
+import os
 import struct
+
+import pytest
 
 from acmenfs.nfs3.const import NfsProc, NfsStat
 from nfs3_helpers import NO_SATTR, NfsCalls, RunningNfsServer, create, lookup, new_fh_of, pack_diropargs, pack_fh
@@ -41,3 +44,21 @@ def test_path_table_handles_survive_restart_and_follow_renames(exports, export_d
     finally:
         server.stop()
     assert (export_dir / "w").read_bytes() == b"abc"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_unchecked_create_of_an_existing_file_by_a_user_in_path_table_mode(exports, export_dir, tmp_path):
+    """UNCHECKED CREATE, by a user, of a file the server has never seen: in handle-table mode
+    too the existing file is returned as it is, with a handle that works."""
+    (export_dir / "existing").write_bytes(b"kept")
+    server = RunningNfsServer(exports, tmp_path / "state", use_kernel_handles=False)
+    try:
+        calls = NfsCalls(server, uid=1000, gid=1000)
+        reply = create(calls, calls.root(), "existing")
+        assert reply.status == 0
+        fh = new_fh_of(reply)
+        assert calls.call(NfsProc.GETATTR, pack_fh(fh)).status == 0
+        calls.close()
+    finally:
+        server.stop()
+    assert (export_dir / "existing").read_bytes() == b"kept"
