@@ -6,12 +6,15 @@ stops it by pid (SIGTERM), checking it exits 0.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import ssl
 import stat
 import subprocess
+import threading
+import time
 
 import httpx
 import pytest
@@ -150,3 +153,60 @@ def test_serve_reports_a_busy_port_and_exits_1(tmp_path):
     assert "cannot start" in result.stderr and "Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
+
+
+class _GetattrPacer:
+    """A thread doing NFS GETATTR calls back to back, keeping each reply's arrival time."""
+
+    def __init__(self, nfs_port: int, mount_port: int, export_path: str) -> None:
+        self.client = NfsClient("127.0.0.1", nfs_port, mount_port, timeout=60)
+        self.root = self.client.mount(export_path)
+        self.replies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="getattr-pacer", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.client.getattr(self.root)
+            self.replies.append(time.monotonic())
+
+    def __enter__(self) -> "_GetattrPacer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.client.close()
+
+
+@pytest.mark.skipif(not nfs_server_available(), reason="acmenfs.nfs3.server is not there yet")
+def test_a_long_copy_clone_never_stalls_nfs_in_the_same_process(serve_processes, make_data_dir):
+    """``serve`` carries REST and NFS in one process: a clone that copies (ext4: no reflinks)
+    runs in the API's thread pool, and NFS keeps answering meanwhile."""
+    data_dir = make_data_dir("ext4")
+    serve = start(serve_processes, data_dir)
+    headers = {"Authorization": f"Bearer {serve.token}"}
+    data = os.urandom(1 << 20)
+    with httpx.Client(base_url=serve.url, headers=headers, timeout=600) as api:
+        share = api.post("/v1/shares", json={"name": "big", "size": 1 << 30, "volume": {"name": "volume-1"},
+                                             "access": [{"client": "127.0.0.1"}]}).json()
+        volume = next(data_dir.rglob("volume-1"))
+        with open(volume, "r+b") as out:
+            for _ in range(384):
+                out.write(data)
+        snapshot = api.post(f"/v1/shares/{share['id']}/snapshots", json={"name": "s"}).json()
+        with _GetattrPacer(serve.nfs_port, serve.mount_port, share["export_path"]) as pacer:
+            time.sleep(0.5)
+            started = time.monotonic()
+            clone = api.post(f"/v1/snapshots/{snapshot['id']}/clone", json={"name": "copy"})
+            finished = time.monotonic()
+            time.sleep(0.2)
+        assert clone.status_code == 201, clone.text
+    during = [t for t in pacer.replies if started <= t <= finished]
+    gaps = [b - a for a, b in zip([started, *during], [*during, finished])]
+    copy_seconds = finished - started
+    # A stalled loop answers nothing while the copy runs: one gap as long as the copy.
+    assert copy_seconds > 0.2, f"the copy took only {copy_seconds:.3f} s: too short to tell"
+    assert len(during) >= 10 and max(gaps) < copy_seconds / 2, (
+        f"{len(during)} GETATTR replies during a {copy_seconds:.2f} s copy, longest gap {max(gaps):.2f} s")
