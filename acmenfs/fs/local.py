@@ -50,12 +50,12 @@ COOKIE_FLAG = 1 << 63
 # the export, for INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
 INLINE_CHANGE_PAUSE_SECONDS = 2.0
-INLINE_UNLINK_BYTES = 1024 * 1024
+INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
 # LOOKUP's name cache: a directory's entries are trusted while its ctime is the one seen when they
 # were resolved, provided it was older than this (a change within one tick of the file system's
 # clock may keep the same ctime); and how many (directory, name) entries are kept.
 DENTRY_SETTLE_NS = 100_000_000
-REMEMBERED_DENTRIES = 16384  # removing a file holding more frees its blocks in the thread pool
+REMEMBERED_DENTRIES = 16384
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 log = logging.getLogger("acmenfs.fs.local")
@@ -239,11 +239,11 @@ class LocalExportBackend(ExportBackend):
             raise StaleHandle("object deleted")
         return self._cache.put(Node(handle, fd, st))
 
-    def _adopt(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> Node:
-        """Turn a freshly opened descriptor of ``name`` into a (cached) node."""
-        return self._adopt_with_stat(directory, name, fd, data_fd)[0]
+    def _adopt(self, directory: Node, name: str, fd: int) -> Node:
+        """Turn a freshly opened (O_PATH) descriptor of ``name`` into a (cached) node."""
+        return self._adopt_with_stat(directory, name, fd)[0]
 
-    def _adopt_with_stat(self, directory: Node, name: str, fd: int, data_fd: int = -1) -> tuple[Node, os.stat_result]:
+    def _adopt_with_stat(self, directory: Node, name: str, fd: int) -> tuple[Node, os.stat_result]:
         """``_adopt``, also returning the object's attributes (one fstat serves both)."""
         try:
             st = os.fstat(fd)
@@ -252,22 +252,16 @@ class LocalExportBackend(ExportBackend):
                 known = self._cache.by_inode(st.st_dev, st.st_ino)
                 if known is not None:
                     os.close(fd)
-                    if data_fd >= 0:
-                        os.close(data_fd)
                     return known, st
             handle = self._handle_for(fd, directory, name)
         except BaseException:
             os.close(fd)
-            if data_fd >= 0:
-                os.close(data_fd)
             raise
         cached = self._cache.get(handle)
         if cached is not None:
             os.close(fd)
-            if data_fd >= 0:
-                os.close(data_fd)
             return cached, st
-        return self._cache.put(Node(handle, fd, st, data_fd)), st
+        return self._cache.put(Node(handle, fd, st)), st
 
     def stat(self, node: Node) -> os.stat_result:
         st = os.fstat(node.fd)

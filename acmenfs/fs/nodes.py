@@ -2,7 +2,8 @@
 
 Owns ``Node`` (one file-system object the server has open: its backend handle,
 an O_PATH descriptor used for fstat and as a directory fd, and lazily a data
-descriptor for READ/WRITE) and ``NodeCache`` (bounded LRU keyed by handle, with
+descriptor for READ/WRITE; a file the server just created keeps the one
+read-write descriptor it was created with for both) and ``NodeCache`` (bounded LRU keyed by handle, with
 an index by (st_dev, st_ino) so REMOVE/RENAME can drop the entry of the name
 they destroy: a cached descriptor of an unlinked file pins its page cache).
 
