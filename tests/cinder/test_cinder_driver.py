@@ -7,8 +7,10 @@ afterwards, through the appliance's REST API.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
+import time
 import uuid
 
 import pytest
@@ -188,6 +190,43 @@ def test_concurrent_clones_of_one_volume_all_succeed(driver, context, rest):
     assert errors == []
     assert len({update["provider_id"] for update in results.values()}) == 3
     assert rest.list_snapshots(source.provider_id) == []
+
+
+def test_a_volume_or_snapshot_pinned_by_a_clone_elsewhere_is_busy(driver, context, rest, appliance):
+    """A clone this driver did not start (another cinder-volume service, an operator over REST)
+    copies a snapshot (no reflinks in this data dir: 384 MiB take seconds).  Meanwhile deleting
+    the source volume is VolumeIsBusy and deleting the snapshot SnapshotIsBusy, as Cinder
+    expects; nothing is lost, and both deletes succeed once the clone is done.  (Within one
+    driver, per-volume locks make such deletes wait for the clone instead.)"""
+    source = created_volume(driver, context, size=1)
+    chunk = os.urandom(1 << 20)
+    with open(next(appliance.data_dir.rglob(source.name)), "r+b") as out:
+        for _ in range(384):
+            out.write(chunk)
+    snapshot = created_snapshot(driver, context, source)
+    name = f"elsewhere-{uuid.uuid4().hex[:8]}"
+    outcome = {}
+    clone = threading.Thread(target=lambda: outcome.update(rest.clone_snapshot(snapshot.provider_id, name)))
+    clone.start()
+    try:
+        while not rest.list_shares(name=name) and clone.is_alive():
+            time.sleep(0.01)
+        if not clone.is_alive():
+            pytest.skip("the clone finished at once (this data dir clones without copying)")
+        with pytest.raises(exception.VolumeIsBusy):
+            driver.delete_volume(source)
+        with pytest.raises(exception.SnapshotIsBusy):
+            driver.delete_snapshot(snapshot)
+    finally:
+        clone.join(120)
+    assert rest.get_share(outcome["id"])["state"] == "available"
+    assert rest.get_share(source.provider_id)["state"] == "available"
+    assert [s["id"] for s in rest.list_snapshots(source.provider_id)] == [snapshot.provider_id]
+    driver.delete_snapshot(snapshot)
+    driver.delete_volume(source)
+    with pytest.raises(ApplianceNotFound):
+        rest.get_share(source.provider_id)
+    rest.delete_share(outcome["id"])
 
 
 def test_revert_keeps_the_current_size_and_needs_no_backup_snapshot(driver, context, rest):
