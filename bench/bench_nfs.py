@@ -15,12 +15,15 @@ root, nfs-ganesha + nfs-ganesha-vfs, libnfs-utils and the libnfs bindings.
 
     python bench/bench_nfs.py [--runs 15] [--size-mib 256] [--files 2000]
                               [--only metadata] [--no-poll] [--compare-tree DIR]
+                              [--server-python PATH]
 
 ``--only`` limits the run to some metrics (repeatable: write, read, metadata).
 ``--no-poll`` also runs acmenfs with busy polling off (``--busy-poll-us 0``), as
 "acmenfs-nopoll".  ``--compare-tree DIR`` also runs, alternating with the others, an ``acmenfs nfsd``
 imported from DIR (a copy of another version's ``acmenfs`` package, e.g. before a
-change), reported as "acmenfs-ref" with its own ratio to Ganesha.
+change), reported as "acmenfs-ref" with its own ratio to Ganesha.  ``--server-python PATH`` also
+runs ``acmenfs nfsd`` under another interpreter that has acmenfs installed (e.g. a venv of
+Debian's /usr/bin/python3, built with PGO and LTO), reported as "acmenfs-otherpy".
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Ganesha:
 class Acmenfs:
     name = "acmenfs"
     python_path: str | None = None  # import acmenfs from here instead of the installed package
+    interpreter: str = sys.executable
     extra_args: tuple[str, ...] = ()
 
     def __init__(self, export_dir: Path, workdir: Path) -> None:
@@ -80,7 +84,7 @@ class Acmenfs:
         if self.python_path:
             env["PYTHONPATH"] = self.python_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
+            [self.interpreter, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
              "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
              "--client", "127.0.0.1", "--log-level", "WARNING", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env,
@@ -105,6 +109,12 @@ class AcmenfsNoPoll(Acmenfs):
     """acmenfs with busy polling off: every call pays the server's wake-up, as Ganesha's do."""
     name = "acmenfs-nopoll"
     extra_args = ("--busy-poll-us", "0")
+
+
+def other_interpreter_server(interpreter: Path) -> type:
+    """An Acmenfs variant run by another Python (one with acmenfs installed), e.g. the
+    distribution's PGO+LTO build against a self-built one."""
+    return type("AcmenfsOtherPython", (Acmenfs,), {"name": "acmenfs-otherpy", "interpreter": str(interpreter)})
 
 
 def reference_server(tree: Path) -> type:
@@ -165,6 +175,8 @@ def main() -> int:
                         help="measure only this (repeatable; default all three)")
     parser.add_argument("--no-poll", action="store_true",
                         help="also run acmenfs with --busy-poll-us 0 (reported as acmenfs-nopoll)")
+    parser.add_argument("--server-python", type=Path, default=None,
+                        help="also run acmenfs under this interpreter (reported as acmenfs-otherpy)")
     parser.add_argument("--compare-tree", type=Path, default=None,
                         help="also run acmenfs imported from this directory (holding an acmenfs package)")
     args = parser.parse_args()
@@ -182,7 +194,8 @@ def main() -> int:
         for _ in range(args.size_mib if "write" in wanted else 0):
             out.write(os.urandom(1024 * 1024))
     kinds = [Acmenfs, Ganesha] + ([AcmenfsNoPoll] if args.no_poll else []) + (
-        [reference_server(args.compare_tree)] if args.compare_tree else [])
+        [reference_server(args.compare_tree)] if args.compare_tree else []) + (
+        [other_interpreter_server(args.server_python)] if args.server_python else [])
     servers = []
     try:
         for kind in kinds:
