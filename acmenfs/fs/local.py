@@ -53,9 +53,9 @@ INLINE_CHANGE_PAUSE_SECONDS = 2.0
 INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
 # LOOKUP's name cache: a directory's entries are trusted while its ctime is the one seen when they
 # were resolved, provided it was older than this (a change within one tick of the file system's
-# clock may keep the same ctime); and how many (directory, name) entries are kept.
+# clock may keep the same ctime).  It keeps as many (directory, name) entries as the node cache
+# holds nodes: an entry whose node was evicted is of no use.
 DENTRY_SETTLE_NS = 100_000_000
-REMEMBERED_DENTRIES = 16384
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 log = logging.getLogger("acmenfs.fs.local")
@@ -320,7 +320,7 @@ class LocalExportBackend(ExportBackend):
         then sets a ctime different from the recorded one, however coarse the file system's
         clock, and the entry no longer matches.  (A clock stepped back, or a mount placed on the
         child, would go unseen: the same trust NFS clients put in a directory's ctime.)"""
-        if len(self._dentries) >= REMEMBERED_DENTRIES:
+        if len(self._dentries) >= self._cache.capacity:
             self._dentries.clear()
         self._dentries[(directory.handle, name)] = (dir_st.st_ctime_ns, who, child.handle)
 
