@@ -109,7 +109,6 @@ class NfsState:
         self.path_table = None if use_kernel_handles else PathTable(self.state_dir / "handles.sqlite3")
         self._backends: dict[bytes, tuple[Export, LocalExportBackend]] = {}
         self._backends_lock = threading.Lock()
-        self._rules: dict[tuple[bytes, str], tuple[Export, ClientRule | None]] = {}
         self._identities: dict[tuple, Identity] = {}
         self._routes: dict[tuple[bytes, str], Route] = {}
         self._generation = 0  # bumped on every export table change: older Routes are not used
@@ -135,7 +134,6 @@ class NfsState:
                     backend.usage.invalidate(export.quota_bytes)
                     self._backends[export.export_id] = (export, backend)
             self._generation += 1
-            self._rules.clear()
             self._routes.clear()
         if retired is not None:
             log.info("export %s: %s, closing its open objects", export.path,
@@ -179,16 +177,8 @@ class NfsState:
 
     # ----- authorisation -----------------------------------------------------------------
     def rule_for(self, export: Export, address: str) -> ClientRule | None:
-        """The export's rule for a client address (cached per export object and address)."""
-        key = (export.export_id, address)
-        cached = self._rules.get(key)
-        if cached is not None and cached[0] is export:
-            return cached[1]
-        rule = export.rule_for(address)
-        if len(self._rules) > 4096:
-            self._rules.clear()
-        self._rules[key] = (export, rule)
-        return rule
+        """The export's rule for a client address (NFS calls keep theirs in a ``Route``)."""
+        return export.rule_for(address)
 
     def identity_for(self, cred, rule: ClientRule) -> Identity:
         key = (cred, rule)
