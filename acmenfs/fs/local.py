@@ -302,11 +302,15 @@ class LocalExportBackend(ExportBackend):
         inline = inline_active()
         if inline and self.path_table is not None:
             raise WouldBlock("the handle table is on disk")
-        with acting_as(who):
-            if inline:
-                fd = open_cached(directory.fd, name, _O_PATH)
-            else:
-                fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        try:
+            with acting_as(who):
+                if inline:
+                    fd = open_cached(directory.fd, name, _O_PATH)
+                else:
+                    fd = os.open(name, _O_PATH, dir_fd=directory.fd)
+        except OSError as exc:
+            exc.directory_attributes = dir_st  # LOOKUP's failure reply carries them: no second fstat
+            raise
         child, st = self._adopt_with_stat(directory, name, fd)
         if self.path_table is None and name != ".." and dir_st.st_ctime_ns < settled_before:
             self._remember_dentry(directory, name, dir_st, who, child)

@@ -59,7 +59,9 @@ def nfs3_lookup(state: NfsState, ctx, args: Unpacker) -> bytes:
     try:
         child, child_st, dir_st = scope.backend.lookup(scope.node, name, scope.who)
     except (OSError, StaleHandle) as exc:
-        raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
+        dir_st = getattr(exc, "directory_attributes", None)  # read by the backend before it failed
+        body = scope.attrs_of(scope.node) if dir_st is None else scope.post_op_attr(dir_st)
+        raise NfsError(status_for(exc), str(exc), body=body) from exc
     return b"".join((
         STATUS_OK,
         encode_fh(scope.fh_for(child.handle)),

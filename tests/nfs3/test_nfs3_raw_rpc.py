@@ -400,3 +400,16 @@ def test_unchecked_create_of_a_name_that_is_not_a_regular_file_is_exist(calls, e
     for name in ("dir", "fifo", "link"):
         assert create(calls, root, name).status == NfsStat.EXIST, name
     assert (export_dir / "dir").is_dir() and (export_dir / "fifo").is_fifo() and (export_dir / "link").is_symlink()
+
+
+def test_lookup_of_a_missing_name_answers_noent_with_the_directorys_attributes(calls, export_dir):
+    (export_dir / "d").mkdir()
+    status, directory = lookup(calls, calls.root(), "d")
+    assert status == 0
+    reply = calls.call(NfsProc.LOOKUP, pack_diropargs(directory, "missing"))
+    assert reply.status == NfsStat.NOENT
+    assert reply.args.unpack_bool()  # dir_attributes follow
+    file_type, mode, nlink, uid, gid = (reply.args.unpack_uint() for _ in range(5))
+    size, used, rdev_major, rdev_minor, fsid, fileid = (reply.args.unpack_uhyper() if i in (0, 1, 4, 5)
+                                                        else reply.args.unpack_uint() for i in range(6))
+    assert file_type == 2 and fileid == os.stat(export_dir / "d").st_ino
