@@ -1,9 +1,9 @@
 """The appliance REST API (docs/rest-api.md) as a FastAPI application.
 
-Owns ``create_app(service, ...)``: request models with strict validation, the
-``/v1`` routes, Bearer-token authentication, problem-JSON error answers (RFC
-9457) for every refused or failed request, ``/metrics``, ``/openapi.json`` and
-``/docs``. Each endpoint translates one request into one ``ApplianceService``
+Owns ``create_app(service, ...)``: the ``/v1`` routes, ``/metrics``,
+``/openapi.json`` and ``/docs``, and the assembly of the middleware and error
+handlers of ``api_http`` (problem-JSON answers, Bearer authentication) around
+the request/response models of ``api_models``. Each endpoint translates one request into one ``ApplianceService``
 call and its answer into JSON; it must not touch the store, the files or the
 export table itself. Endpoints are plain ``def`` functions, which FastAPI runs
 in its thread pool, so a long service call (a copy-fallback clone) never stalls
@@ -12,496 +12,51 @@ the event loop that also carries NFS traffic.
 
 from __future__ import annotations
 
-import logging
-from http import HTTPStatus
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
-import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi import APIRouter, FastAPI, Query, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from acmenfs import __version__
+from acmenfs.appliance.api_http import (
+    BearerAuthMiddleware,
+    BodySizeLimitMiddleware,
+    CrashToProblemMiddleware,
+    HttpMetricsMiddleware,
+    _on_appliance_error,
+    _on_http_error,
+    _on_validation_error,
+)
+from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests and clients)
+    NAME_PATTERN,
+    PROBLEM_RESPONSES,
+    AccessRuleIn,
+    PoolOut,
+    ShareCreate,
+    ShareExtend,
+    ShareListOut,
+    ShareOut,
+    ShareRevert,
+    SnapshotClone,
+    SnapshotCreate,
+    SnapshotListOut,
+    SnapshotOut,
+    TokenCreate,
+    TokenCreatedOut,
+    TokenListOut,
+    VersionOut,
+    VolumeOut,
+    VolumePut,
+    _rules,
+)
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.appliance.metrics import HttpRequestStats, build_registry, render_metrics
-from acmenfs.appliance.models import ACCESS_LEVELS, MAX_OWNER_ID, MAX_SIZE, SQUASH_KINDS, VOLUME_MODES, AccessRule
-
-logger = logging.getLogger(__name__)
 
 API_VERSION = 1
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-PUBLIC_V1_PATHS = frozenset({"/v1/version"})
 MAX_BODY_BYTES = 1 << 20  # the largest real request (a share with many access rules) is a few KiB
-
-# The same rule as models.validate_name (the service checks again); a test keeps them equal.
-NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
-NAME_RULE = "1-128 characters of [A-Za-z0-9._-], not starting with '.'"
-
-
-# --------------------------------------------------------------------------- problems
-
-
-def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """The RFC 9457 problem document every error answer carries."""
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    body.update(extra)
-    return body
-
-
-def problem_response(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    return JSONResponse(
-        problem_body(status, code, detail, **extra),
-        status_code=status,
-        headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE,
-    )
-
-
-def unauthorized_response(detail: str) -> JSONResponse:
-    return problem_response(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-CODE_FOR_HTTP_STATUS = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-}
-
-
-# --------------------------------------------------------------------------- request models
-
-
-Name = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN, description=NAME_RULE)
-]
-Size = Annotated[int, Field(gt=0, le=MAX_SIZE, description="bytes, 1 .. 1 PiB")]
-Mode = Literal[tuple(VOLUME_MODES)]  # "0660" or "0666", leading zero optional
-OwnerId = Annotated[int, Field(ge=0, le=MAX_OWNER_ID, description=f"a uid or gid, 0 .. {MAX_OWNER_ID}")]
-AccessLevel = Literal[ACCESS_LEVELS]
-SquashKind = Literal[SQUASH_KINDS]
-# The client's syntax is checked by AccessRule itself (to_rule), answering invalid_access.
-Client = Annotated[str, Field(min_length=1, description="a host IP, a CIDR, or '*'")]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class AccessRuleIn(StrictModel):
-    client: Client
-    access: AccessLevel = "rw"
-    squash: SquashKind = "root"
-
-    def to_rule(self) -> AccessRule:
-        return AccessRule(client=self.client, access=self.access, squash=self.squash)
-
-
-class VolumeIn(StrictModel):
-    name: Name
-    sparse: bool = True
-    mode: Mode = "0660"
-    uid: OwnerId | None = None
-    gid: OwnerId | None = None
-
-
-class ShareCreate(StrictModel):
-    name: Name
-    size: Size
-    volume: VolumeIn | None = None
-    access: list[AccessRuleIn] | None = None
-
-
-class ShareExtend(StrictModel):
-    size: Size
-
-
-class VolumePut(StrictModel):
-    name: Name
-    size: Size | None = None
-    sparse: bool = True
-    mode: Mode = "0660"
-    uid: OwnerId | None = None
-    gid: OwnerId | None = None
-
-
-class SnapshotCreate(StrictModel):
-    name: Name
-
-
-class SnapshotClone(StrictModel):
-    name: Name
-    size: Size | None = None
-    volume_name: Name | None = None
-    volume_uid: OwnerId | None = None
-    volume_gid: OwnerId | None = None
-    access: list[AccessRuleIn] | None = None
-
-
-class ShareRevert(StrictModel):
-    snapshot_id: str = Field(min_length=1)
-
-
-class TokenCreate(StrictModel):
-    name: Name
-
-
-def _rules(access: list[AccessRuleIn] | None) -> list[AccessRule] | None:
-    return None if access is None else [rule.to_rule() for rule in access]
-
-
-# --------------------------------------------------------------------------- response models
-# They document the answers in the OpenAPI document. Endpoints return JSONResponse
-# built from the service models' to_dict(), so these are not re-validated per request;
-# the tests check real answers against them.
-
-
-class AccessRuleOut(BaseModel):
-    client: str
-    access: AccessLevel
-    squash: SquashKind
-
-
-class VolumeOut(BaseModel):
-    name: str
-    size: int
-    sparse: bool
-    mode: str
-    allocated_bytes: int
-    uid: int
-    gid: int
-
-
-class ShareNfsOut(BaseModel):
-    host: str
-    port: int
-    mount_port: int
-    location: str
-    url: str
-
-
-class ShareOut(BaseModel):
-    id: str
-    name: str
-    size: int
-    state: Literal["creating", "available", "deleting", "error"]
-    export_path: str
-    created_at: str
-    origin_snapshot_id: str | None
-    used_bytes: int
-    access: list[AccessRuleOut]
-    volume: VolumeOut | None
-    nfs: ShareNfsOut
-
-
-class ShareListOut(BaseModel):
-    shares: list[ShareOut]
-
-
-class SnapshotOut(BaseModel):
-    id: str
-    share_id: str
-    name: str
-    created_at: str
-    size: int
-    path: str
-
-
-class SnapshotListOut(BaseModel):
-    snapshots: list[SnapshotOut]
-
-
-class PoolNfsOut(BaseModel):
-    host: str
-    port: int
-    mount_port: int
-
-
-class PoolOut(BaseModel):
-    backend: str
-    total_bytes: int
-    free_bytes: int
-    used_bytes: int
-    provisioned_bytes: int
-    share_count: int
-    snapshot_count: int
-    nfs: PoolNfsOut
-
-
-class TokenOut(BaseModel):
-    id: str
-    name: str
-    created_at: str
-
-
-class TokenListOut(BaseModel):
-    tokens: list[TokenOut]
-
-
-class TokenCreatedOut(BaseModel):
-    id: str
-    name: str
-    token: str = Field(description="the secret; shown only in this answer")
-
-
-class VersionOut(BaseModel):
-    api_version: int
-    version: str
-
-
-class FieldErrorOut(BaseModel):
-    field: str
-    message: str
-
-
-class ProblemOut(BaseModel):
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[FieldErrorOut] | None = Field(None, description="validation errors (422 only)")
-
-
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemOut, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": phrase}
-    for status, phrase in (
-        (400, "Unparsable request"),
-        (401, "Missing or invalid token"),
-        (404, "Not found"),
-        (409, "Conflict"),
-        (422, "Invalid request"),
-        (507, "No space left in the pool"),
-    )
-}
-
-
-# --------------------------------------------------------------------------- middleware
-
-
-class HttpMetricsMiddleware:
-    """Counts requests by method, route template and status (outermost layer)."""
-
-    def __init__(self, app, stats: HttpRequestStats) -> None:
-        self.app = app
-        self.stats = stats
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = anyio.current_time()
-
-        async def send_recording_status(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.stats.observe(scope["method"], route, status, anyio.current_time() - started)
-
-
-class CrashToProblemMiddleware:
-    """Turns an unexpected exception into a 500 problem answer without details.
-
-    The traceback goes to the log, never to the client. Inside the metrics
-    middleware, so crashes are counted as 500s.
-    """
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracking_start(message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracking_start)
-        except Exception:
-            logger.exception("unhandled error answering %s %s", scope["method"], scope["path"])
-            if response_started:
-                raise
-            response = problem_response(
-                500, "internal_error", "internal server error; the appliance log has the details"
-            )
-            await response(scope, receive, send)
-
-
-class BearerAuthMiddleware:
-    """Refuses every ``/v1`` request except the public ones without a valid token.
-
-    Runs before routing and body parsing, so an unauthenticated caller learns
-    nothing (not even whether its JSON was valid). Token lookup is a service
-    call (SQLite), made in a worker thread to keep the event loop free.
-    """
-
-    def __init__(self, app, verify_token: Callable[[str], Any]) -> None:
-        self.app = app
-        self.verify_token = verify_token
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and self._needs_token(scope["path"]):
-            refusal = await self._refusal(scope)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def _needs_token(path: str) -> bool:
-        return (path == "/v1" or path.startswith("/v1/")) and path not in PUBLIC_V1_PATHS
-
-    async def _refusal(self, scope) -> JSONResponse | None:
-        secret = _bearer_secret(scope)
-        if secret is None:
-            return unauthorized_response(
-                "this endpoint needs an 'Authorization: Bearer <token>' header"
-            )
-        token = await anyio.to_thread.run_sync(self.verify_token, secret)
-        if token is None:
-            return unauthorized_response("the bearer token is invalid or was revoked")
-        scope.setdefault("state", {})["token"] = token
-        return None
-
-
-class BodySizeLimitMiddleware:
-    """Refuses request bodies over ``limit`` bytes with 413 (no request here needs more)."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large()(scope, receive, send)
-            return
-        received = 0
-
-        async def receive_within_limit():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise StarletteHTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, receive_within_limit, send)
-
-    def _detail(self) -> str:
-        return f"the request body is larger than {self.limit} bytes"
-
-    def _too_large(self) -> JSONResponse:
-        return problem_response(413, "request_too_large", self._detail(), headers={"Connection": "close"})
-
-
-def _bearer_secret(scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, secret = value.decode("latin-1").partition(" ")
-            secret = secret.strip()
-            if scheme.lower() == "bearer" and secret:
-                return secret
-            return None
-    return None
-
-
-# --------------------------------------------------------------------------- error handlers
-
-
-def _field_name(loc: tuple) -> str:
-    """A pydantic error location as a field path: ("body", "access", 0, "client") -> access[0].client."""
-    parts = loc[1:] if loc and loc[0] in ("body", "query", "path") else loc
-    name = ""
-    for part in parts:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        else:
-            name += f".{part}" if name else str(part)
-    return name or "body"
-
-
-def _code_for_error_location(loc: tuple) -> str:
-    names = [part for part in loc[1:] if isinstance(part, str)]
-    if any(part in ("access", "client", "squash") for part in names):
-        return "invalid_access"
-    if names and names[-1] == "size":
-        return "invalid_size"
-    if names and names[-1] in ("name", "volume_name"):
-        return "invalid_name"
-    return "invalid_request"
-
-
-def _describe_validation_error(error: dict) -> str:
-    field = _field_name(tuple(error.get("loc", ())))
-    message = error.get("msg", "invalid value")
-    if error.get("type") == "string_pattern_mismatch" and field.endswith("name"):
-        message = f"must be {NAME_RULE}"
-    if error.get("type") == "missing" and field == "body":
-        return "a JSON request body is required"
-    return f"{field}: {message}"
-
-
-async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    if any(error.get("type") == "json_invalid" for error in errors):
-        reason = next(
-            (e.get("ctx", {}).get("error") for e in errors if e.get("type") == "json_invalid"),
-            None,
-        )
-        detail = "the request body is not valid JSON" + (f" ({reason})" if reason else "")
-        return problem_response(400, "invalid_request", detail)
-    described = [
-        {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
-        for e in errors
-    ]
-    detail = "; ".join(_describe_validation_error(e) for e in errors)
-    code = _code_for_error_location(tuple(errors[0].get("loc", ()))) if errors else "invalid_request"
-    return problem_response(422, code, detail, errors=described)
-
-
-async def _on_appliance_error(request: Request, exc: ApplianceError) -> JSONResponse:
-    return problem_response(exc.status, exc.code, exc.detail)
-
-
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    status = exc.status_code
-    code = CODE_FOR_HTTP_STATUS.get(status, "http_error")
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
-    if status == 404 and detail == "Not Found":
-        detail = f"no such endpoint: {request.url.path}"
-    elif status == 405 and detail == "Method Not Allowed":
-        detail = f"method {request.method} is not allowed on {request.url.path}"
-    return problem_response(status, code, detail, headers=getattr(exc, "headers", None))
 
 
 # --------------------------------------------------------------------------- routes
