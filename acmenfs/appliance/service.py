@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from acmenfs.appliance.errors import ApplianceError, Conflict, InvalidRequest, NotFound, error_for_os_error
+from acmenfs.appliance.errors import ApplianceError, Conflict, InvalidRequest, NoSpace, NotFound, error_for_os_error
 from acmenfs.appliance.models import (
     STATE_AVAILABLE,
     STATE_CREATING,
@@ -83,6 +83,10 @@ log = logging.getLogger("acmenfs.appliance.service")
 TOKEN_PREFIX = "acmenfs_"
 
 ADMIN_TOKEN_SETTING = "admin_token_id"
+# Operations that make data refuse to start below this much free space (507 no_space), so a
+# nearly full pool is never filled further by the appliance itself, and the database reserve
+# (store.DatabaseReserve) is re-armed first whenever space came back.
+MIN_FREE_BYTES = 16 << 20
 
 
 class VolumeSpec(NamedTuple):
@@ -177,6 +181,7 @@ class ApplianceService:
             validate_name(name)
             validate_size(size)
             spec = self._parse_volume_spec(volume)
+            self._require_free_space("create share")
             record = ShareRecord(
                 id=str(uuid.uuid4()), name=name, size=size, state=STATE_CREATING, created_at=utc_now_text(),
                 volume_name=spec.name, volume_sparse=spec.sparse, volume_mode=spec.mode,
@@ -321,6 +326,7 @@ class ApplianceService:
         with self._operation("create_snapshot"), self._share_locked(share_id):
             validate_name(name)
             share = self._require_available_share(share_id)
+            self._require_free_space("create snapshot")
             record = SnapshotRecord(
                 id=str(uuid.uuid4()), share_id=share_id, name=name, size=share.size, state=STATE_CREATING,
                 created_at=utc_now_text(), volume_name=share.volume_name, volume_sparse=share.volume_sparse,
@@ -403,6 +409,7 @@ class ApplianceService:
                         "volume_uid/volume_gid given but the snapshot holds no volume file", "invalid_request"
                     )
                 new_size = size or snapshot.size
+                self._require_free_space("clone snapshot")
                 record = ShareRecord(
                     id=str(uuid.uuid4()), name=name, size=new_size, state=STATE_CREATING, created_at=utc_now_text(),
                     origin_snapshot_id=snapshot_id, volume_name=volume_name or snapshot.volume_name,
@@ -570,6 +577,14 @@ class ApplianceService:
         self._require_free_name(directory, new_name)
         os.rename(directory / old_name, directory / new_name)
         fsync_path(directory)
+
+    def _require_free_space(self, action: str) -> None:
+        """NoSpace (507) when the pool has less than MIN_FREE_BYTES left for new data."""
+        self._store.reserve.arm()
+        fs = os.statvfs(self.layout.root)
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise NoSpace(f"{action}: the pool is full ({free} bytes free); delete shares or snapshots first")
 
     @staticmethod
     def _require_free_name(directory: Path, name: str) -> None:

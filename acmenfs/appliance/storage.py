@@ -9,7 +9,8 @@ export table or decide policy (names, states, locking): the service does that.
 
 Layout of a data dir::
 
-    <data>/acmenfs.db          metadata (SQLite, WAL)
+    <data>/acmenfs.db          metadata (SQLite, WAL, exclusive locking: no -shm file)
+    <data>/acmenfs.db.reserve  space held back for the database on a full pool (store.DatabaseReserve)
     <data>/shares/<uuid>/      a share's data (a btrfs subvolume on the btrfs backend)
     <data>/snapshots/<uuid>/   a snapshot's data (read-only subvolume on btrfs)
     <data>/staging/<uuid>      work in progress: made here, renamed into place when complete

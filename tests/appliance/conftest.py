@@ -8,6 +8,7 @@ root or when loop devices cannot be used.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -134,3 +135,73 @@ def service_factory(make_data_dir):
     yield make
     for service in opened:
         service.close()
+
+
+SMALL_IMAGE_SIZE = 320 << 20  # XFS's minimum is 300 MiB; small enough to fill in a moment
+
+
+@pytest.fixture
+def small_filesystem(tmp_path_factory):
+    """``small_filesystem(kind)`` -> the mount point of a fresh 320 MiB loop file system.
+
+    Each call makes its own image (a full pool must not disturb other tests);
+    all are unmounted, detached and removed at teardown, even after failures.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("real file systems on loop devices need root")
+    base = Path(tempfile.mkdtemp(prefix="acmenfs-small-fs-", dir="/tmp"))
+    mounted: list[Path] = []
+    devices: list[str] = []
+
+    def make(kind: str) -> Path:
+        image = base / f"{kind}-{uuid.uuid4().hex[:6]}.img"
+        with open(image, "wb") as handle:
+            handle.truncate(SMALL_IMAGE_SIZE)
+        device = _run("losetup", "--find", "--show", str(image))
+        devices.append(device)
+        _run(*MKFS[kind], device)
+        mount_point = image.with_suffix(".mnt")
+        mount_point.mkdir()
+        _run("mount", device, str(mount_point))
+        mounted.append(mount_point)
+        return mount_point
+
+    try:
+        yield make
+    finally:
+        for mount_point in reversed(mounted):
+            subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True)
+        for device in reversed(devices):
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        if not any(os.path.ismount(mount) for mount in mounted):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def fill_filesystem(directory: Path) -> None:
+    """Fill ``directory``'s file system to the last byte: fallocate halving to 4 KiB, then small files."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    offset, size = 0, 1 << 30
+    try:
+        while size >= 4096:
+            try:
+                os.posix_fallocate(fd, offset, size)
+                offset += size
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                size //= 2
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for index in range(10000):  # what fallocate left: partial blocks, inline extents
+        try:
+            with open(directory / f"filler-{index}", "wb") as handle:
+                handle.write(b"x" * 2048)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            break
+    os.sync()

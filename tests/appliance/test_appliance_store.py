@@ -8,7 +8,7 @@ import pytest
 
 from acmenfs.appliance.errors import Conflict
 from acmenfs.appliance.models import AccessRule
-from acmenfs.appliance.store import MIGRATIONS, SCHEMA_VERSION, ShareRecord, SnapshotRecord, Store
+from acmenfs.appliance.store import MIGRATIONS, SCHEMA_VERSION, ShareRecord, SnapshotRecord, Store, TokenRecord
 
 
 @pytest.fixture
@@ -37,6 +37,11 @@ def test_fresh_database_is_migrated_to_the_latest_schema(tmp_path):
 def test_pragmas_are_wal_full_and_foreign_keys(store):
     connection = store._conn()
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # exclusive: the WAL index lives in process memory, never in an mmapped -shm file (SIGBUS on a full btrfs)
+    assert connection.execute("PRAGMA locking_mode").fetchone()[0] == "exclusive"
+    store.insert_token(TokenRecord("t1", "n", "now"), "hash")
+    assert not store.path.with_name(store.path.name + "-shm").exists()
+    assert store.reserve.armed()
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 

@@ -11,6 +11,7 @@ real owners.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -193,7 +194,8 @@ def test_existing_data_dir_reports_real_owners_without_a_schema_change(make_data
     untouched = old.create_share(unique("old"), 4 * MiB, volume={"name": "w"})
     old.close()
     os.chown(data_dir / "shares" / share.id / "v", *QEMU)
-    with sqlite3.connect(data_dir / "acmenfs.db") as connection:
+    # closed before reopening: the appliance holds its database exclusively (store.py)
+    with contextlib.closing(sqlite3.connect(data_dir / "acmenfs.db")) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {row[1] for row in connection.execute("PRAGMA table_info(shares)")}
     assert not {"volume_uid", "volume_gid", "uid", "gid"} & columns
