@@ -214,11 +214,16 @@ def _is_disk_full(exc: sqlite3.Error, database: Path) -> bool:
     return fs.f_bavail * fs.f_frsize < RESERVE_BYTES
 
 
+class DatabaseInUse(RuntimeError):
+    """Another process (a running appliance) holds the database."""
+
+
 class Store:
     """Thread-safe access to the SQLite database (one connection, one lock, short transactions)."""
 
-    def __init__(self, path: str | Path, reserve_bytes: int = RESERVE_BYTES) -> None:
+    def __init__(self, path: str | Path, reserve_bytes: int = RESERVE_BYTES, busy_timeout: float = 30) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self.reserve = DatabaseReserve(self.path.with_name(self.path.name + ".reserve"), reserve_bytes)
         self._lock = threading.RLock()
         self._connection: sqlite3.Connection | None = None
@@ -249,7 +254,8 @@ class Store:
         return lines
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                     timeout=self.busy_timeout)
         try:
             connection.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file (see above)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -259,7 +265,7 @@ class Store:
         except sqlite3.OperationalError as exc:
             connection.close()
             if "locked" in str(exc):
-                raise RuntimeError(f"{self.path} is in use by another process (is the appliance running?)") from exc
+                raise DatabaseInUse(f"{self.path} is in use by another process (is the appliance running?)") from exc
             raise
         return connection
 
@@ -464,7 +470,20 @@ class Store:
         return TokenRecord(*rows[0]) if rows else None
 
     def delete_token(self, token_id: str) -> bool:
-        return self._write("DELETE FROM tokens WHERE id = ?", (token_id,)) > 0
+        """Delete a token unless it is the last one (409 ``last_admin_token``); False if there is none."""
+
+        def delete(connection: sqlite3.Connection) -> bool:
+            if connection.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,)).fetchone() is None:
+                return False
+            if connection.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] <= 1:
+                raise Conflict(
+                    "this is the last API token (every token is an admin token); create another one first, "
+                    "or recover offline with 'acmenfs token reset --data-dir DIR'", "last_admin_token",
+                )
+            connection.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+            return True
+
+        return self._transact(delete)
 
     def get_setting(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))

@@ -6,7 +6,9 @@ named by id or by name), and the rendering of answers (aligned tables with human
 sizes, or ``--json``). Every command is one or two ``ApplianceClient`` calls; a
 refused call prints the problem's detail and exits 1, never a traceback. It must
 not touch the data dir beyond reading ``admin.token``, nor talk to the service
-directly.
+directly, with one exception: ``token reset``, the offline recovery of a locked
+out appliance (root only, appliance stopped), calls
+``acmenfs.appliance.service.reset_admin_token`` on the data dir.
 """
 
 from __future__ import annotations
@@ -421,6 +423,34 @@ def cmd_token_revoke(ctx: Context, args: argparse.Namespace) -> None:
     ctx.emit(_deleted("token", token_id), lambda _: f"revoked token {args.token_ref} ({token_id})")
 
 
+def cmd_token_reset(args: argparse.Namespace) -> int:
+    """Offline: a new admin token straight into a stopped appliance's database (root only)."""
+    data_dir = getattr(args, "data_dir", None) or os.environ.get("ACMENFS_DATA_DIR")
+    if not data_dir:
+        print("acmenfs: token reset needs --data-dir DIR (or $ACMENFS_DATA_DIR)", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("acmenfs: token reset must be run as root (it writes the appliance's database)", file=sys.stderr)
+        return 1
+    from acmenfs.appliance.errors import ApplianceError
+    from acmenfs.appliance.service import reset_admin_token
+    from acmenfs.appliance.store import DatabaseInUse
+
+    try:
+        secret = reset_admin_token(data_dir)
+    except DatabaseInUse:
+        print(f"acmenfs: the appliance is running on {data_dir}: stop the appliance first, then run "
+              "token reset again", file=sys.stderr)
+        return 1
+    except (ApplianceError, OSError) as exc:
+        print(f"acmenfs: token reset: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 1
+    print(f"new admin token (also saved to {Path(data_dir) / ADMIN_TOKEN_FILE}); the old tokens still work, "
+          "revoke them once the appliance runs:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -538,6 +568,10 @@ def _add_pool_and_token_commands(subparsers, parents) -> None:
     _leaf(token, "list", cmd_token_list, "list tokens", parents)
     p = _leaf(token, "revoke", cmd_token_revoke, "revoke a token", parents)
     p.add_argument("token_ref", metavar="TOKEN", help="token id or name")
+    reset_help = ("offline recovery: write a new admin token into a stopped appliance's --data-dir "
+                  "and print it (root only)")
+    p = token.add_parser("reset", help=reset_help, description=reset_help, parents=parents)
+    p.set_defaults(func=cmd_token_reset)
 
 
 def register(subparsers) -> None:
