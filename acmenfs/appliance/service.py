@@ -17,6 +17,11 @@ builds the snapshot's copy in staging and swaps it with the share directory in
 one ``renameat2(RENAME_EXCHANGE)``. ``open()`` runs ``reconcile`` to finish or
 undo whatever a killed process left (see reconcile.py).
 
+All or nothing on failure too: a change to an existing share (extend,
+``put_volume``, revert) claims space first (grow or allocate), renames last,
+writes the row after the files, and undoes its finished steps in reverse
+(``volumes.Undo``) when any later step fails, the row write included.
+
 NFS publishing: an available share is exported at ``/shares/<share-id>`` with its
 access rules and its size as quota; each available snapshot is exported
 read-only at ``/snapshots/<snapshot-id>`` with its share's rules forced to
@@ -39,7 +44,7 @@ import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 from acmenfs.appliance.errors import ApplianceError, Conflict, InvalidRequest, NoSpace, NotFound, error_for_os_error
 from acmenfs.appliance.models import (
@@ -61,22 +66,28 @@ from acmenfs.appliance.models import (
 )
 from acmenfs.appliance.reconcile import reconcile
 from acmenfs.appliance.storage import (
-    PARTIAL_VOLUME_PREFIX,
     DataLayout,
-    Progress,
     StorageBackend,
     allocated_bytes,
     choose_backend,
     create_volume_file,
     fsync_path,
-    grow_volume_file,
-    remove_tree,
     rename_durably,
     rename_exchange,
-    rename_no_replace,
     set_volume_owner,
 )
 from acmenfs.appliance.store import ShareRecord, SnapshotRecord, Store, TokenRecord
+from acmenfs.appliance.volumes import (
+    Undo,
+    VolumeSpec,
+    adopt_volume,
+    change_owner,
+    create_volume_in_share,
+    grow_volume,
+    parse_volume_spec,
+    rename_volume,
+    require_free_name,
+)
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.appliance.service")
@@ -87,16 +98,6 @@ ADMIN_TOKEN_SETTING = "admin_token_id"
 # nearly full pool is never filled further by the appliance itself, and the database reserve
 # (store.DatabaseReserve) is re-armed first whenever space came back.
 MIN_FREE_BYTES = 16 << 20
-
-
-class VolumeSpec(NamedTuple):
-    """A validated request for a new volume file (uid/gid None: root, 0)."""
-
-    name: str | None
-    sparse: bool
-    mode: int
-    uid: int | None
-    gid: int | None
 
 
 def share_export_path(share_id: str) -> str:
@@ -223,7 +224,7 @@ class ApplianceService:
         with self._operation("create_share"):
             validate_name(name)
             validate_size(size)
-            spec = self._parse_volume_spec(volume)
+            spec = parse_volume_spec(volume)
             self._require_free_space("create share")
             record = ShareRecord(
                 id=str(uuid.uuid4()), name=name, size=size, state=STATE_CREATING, created_at=utc_now_text(),
@@ -276,7 +277,7 @@ class ApplianceService:
                      f" with {len(snapshots)} snapshots" if snapshots else "")
 
     def extend_share(self, share_id: str, size: int) -> Share:
-        """Grow a share's quota and its volume file to ``size`` (never shrinks)."""
+        """Grow a share's quota and its volume file to ``size`` (never shrinks; all or nothing)."""
         with self._operation("extend_share"), self._share_locked(share_id):
             validate_size(size)
             record = self._require_available_share(share_id)
@@ -284,9 +285,12 @@ class ApplianceService:
                 raise InvalidRequest(
                     f"size {size} is smaller than the share's size {record.size}; shares never shrink", "invalid_size"
                 )
-            self._grow_volume(record, record.volume_name, size, "extend share")
             record = record.with_changes(size=size)
-            self._store.update_share(record)
+            with Undo() as undo:
+                volume = self._volume_path(record)
+                if volume is not None:
+                    self._claim_space("extend share", grow_volume, volume, size, record.volume_sparse, undo)
+                self._store.update_share(record)
             self._publish_share(record)
             return self._share_model(record)
 
@@ -308,27 +312,29 @@ class ApplianceService:
             file_mode = parse_volume_mode(mode)
             uid, gid = validate_owner_id(uid, "volume uid"), validate_owner_id(gid, "volume gid")
             record = self._require_available_share(share_id)
-            share_size = max(record.size, size or 0)
             directory = self.layout.share_dir(share_id)
+            current = self._volume_path(record)
             try:
-                if record.volume_name is not None and (directory / record.volume_name).exists():
-                    if name != record.volume_name:
-                        self._require_free_name(directory, name)  # refuse before changing anything
-                    set_volume_owner(directory / record.volume_name, uid, gid)
-                    self._rename_volume(directory, record.volume_name, name)
-                    self._grow_volume(record, name, size or 0, "grow volume file")
-                    record = record.with_changes(volume_name=name, size=share_size)
-                else:
-                    self._require_free_name(directory, name)
-                    self._create_volume_in_share(
-                        directory, name, size or record.size, VolumeSpec(name, sparse, file_mode, uid, gid)
-                    )
-                    record = record.with_changes(
-                        volume_name=name, volume_sparse=sparse, volume_mode=file_mode, size=share_size
-                    )
+                with Undo() as undo:
+                    if current is not None:
+                        # space first, the rename last: a refusal at any step changes nothing
+                        if name != record.volume_name:
+                            require_free_name(directory, name)
+                        grow_volume(current, size or 0, record.volume_sparse, undo)
+                        change_owner(current, uid, gid, undo)
+                        rename_volume(directory, current.name, name, undo)
+                        record = record.with_changes(volume_name=name, size=max(record.size, size or 0))
+                    else:
+                        require_free_name(directory, name)
+                        spec = VolumeSpec(name, sparse, file_mode, uid, gid)
+                        create_volume_in_share(directory, spec, size or record.size, undo)
+                        record = record.with_changes(
+                            volume_name=name, volume_sparse=sparse, volume_mode=file_mode,
+                            size=max(record.size, size or 0),
+                        )
+                    self._store.update_share(record)
             except OSError as exc:
                 raise error_for_os_error(exc, "put volume") from exc
-            self._store.update_share(record)
             self._publish_share(record)
             return self._share_model(record)
 
@@ -462,7 +468,7 @@ class ApplianceService:
 
                 def build(staging: Path) -> None:
                     self.backend.clone(self.layout.snapshot_dir(snapshot_id), staging, progress)
-                    self._adopt_volume(staging, snapshot.volume_name, record.volume_name, new_size,
+                    adopt_volume(staging, snapshot.volume_name, record.volume_name, new_size,
                                        snapshot.volume_sparse)
                     volume_path = staging / record.volume_name if record.volume_name else None
                     if volume_path is not None and volume_path.exists():
@@ -488,18 +494,23 @@ class ApplianceService:
                 share_dir = self.layout.share_dir(share_id)
                 try:
                     self.backend.clone(self.layout.snapshot_dir(snapshot_id), staging)
-                    self._adopt_volume(staging, snapshot.volume_name, snapshot.volume_name, share.size,
+                    adopt_volume(staging, snapshot.volume_name, snapshot.volume_name, share.size,
                                        snapshot.volume_sparse)
                     rename_exchange(staging, share_dir)
                 except OSError as exc:
                     self._discard(staging, share_id)
                     raise error_for_os_error(exc, "revert share") from exc
+                share = share.with_changes(
+                    volume_name=snapshot.volume_name, volume_sparse=snapshot.volume_sparse,
+                    volume_mode=snapshot.volume_mode,
+                )
+                try:
+                    self._store.update_share(share)
+                except BaseException:
+                    rename_exchange(staging, share_dir)  # the previous content back in place
+                    self._discard(staging, share_id)
+                    raise
                 self._discard(staging, share_id)  # now holds the share's previous content
-            share = share.with_changes(
-                volume_name=snapshot.volume_name, volume_sparse=snapshot.volume_sparse,
-                volume_mode=snapshot.volume_mode,
-            )
-            self._store.update_share(share)
             self._publish_share(share)
             log.info("reverted share %s to snapshot %s (%s)", share_id, snapshot_id, snapshot.name)
             return self._share_model(share)
@@ -575,35 +586,6 @@ class ApplianceService:
         log.info("%s: share %s (%s) available", action, record.id, record.name)
         return self._share_model(record)
 
-    def _adopt_volume(self, directory: Path, old_name: str | None, new_name: str | None, size: int,
-                      sparse: bool) -> None:
-        """Rename a copied volume file to ``new_name`` and grow it to ``size``."""
-        if old_name is None or new_name is None or not (directory / old_name).exists():
-            return
-        if new_name != old_name:
-            self._rename_volume(directory, old_name, new_name)
-        grow_volume_file(directory / new_name, size, sparse)
-
-    def _create_volume_in_share(self, directory: Path, name: str, size: int, spec: VolumeSpec) -> None:
-        """Make a complete volume file under a hidden partial name, then rename it to ``name`` (never replacing)."""
-        partial = directory / f"{PARTIAL_VOLUME_PREFIX}{uuid.uuid4().hex}"
-        try:
-            create_volume_file(partial, size, spec.sparse, spec.mode, spec.uid or 0, spec.gid or 0)
-            rename_no_replace(partial, directory / name)
-        except FileExistsError as exc:
-            remove_tree(partial)
-            raise Conflict(f"the share already holds a file named {name!r}", "name_conflict") from exc
-        except BaseException:
-            remove_tree(partial)
-            raise
-
-    def _rename_volume(self, directory: Path, old_name: str, new_name: str) -> None:
-        if new_name == old_name:
-            return
-        self._require_free_name(directory, new_name)
-        os.rename(directory / old_name, directory / new_name)
-        fsync_path(directory)
-
     def _require_free_space(self, action: str) -> None:
         """NoSpace (507) when the pool has less than MIN_FREE_BYTES left for new data."""
         self._store.reserve.arm()
@@ -612,19 +594,17 @@ class ApplianceService:
         if free < MIN_FREE_BYTES:
             raise NoSpace(f"{action}: the pool is full ({free} bytes free); delete shares or snapshots first")
 
-    @staticmethod
-    def _require_free_name(directory: Path, name: str) -> None:
-        if os.path.lexists(directory / name):
-            raise Conflict(f"the share already holds a file named {name!r}", "name_conflict")
+    def _volume_path(self, record: ShareRecord) -> Path | None:
+        """The share's volume file if it has one on disk."""
+        if record.volume_name is None:
+            return None
+        path = self.layout.share_dir(record.id) / record.volume_name
+        return path if path.exists() else None
 
-    def _grow_volume(self, record: ShareRecord, volume_name: str | None, size: int, action: str) -> None:
-        if volume_name is None:
-            return
-        path = self.layout.share_dir(record.id) / volume_name
-        if not path.exists():
-            return
+    @staticmethod
+    def _claim_space(action: str, step: Callable, *arguments) -> None:
         try:
-            grow_volume_file(path, size, record.volume_sparse)
+            step(*arguments)
         except OSError as exc:
             raise error_for_os_error(exc, action) from exc
 
@@ -719,25 +699,6 @@ class ApplianceService:
                 raise InvalidRequest(f"access entries must be access rules, not {rule!r}", "invalid_access")
             rules[rule.client] = rule  # a later rule for the same client replaces an earlier one
         return tuple(rules.values())
-
-    @staticmethod
-    def _parse_volume_spec(volume: dict | None) -> VolumeSpec:
-        """``{"name", "sparse"?, "mode"?, "uid"?, "gid"?}`` (None values count as absent)."""
-        if volume is None:
-            return VolumeSpec(None, True, 0o660, None, None)
-        if not isinstance(volume, dict):
-            raise InvalidRequest(f"volume must be an object, not {volume!r}", "invalid_request")
-        unknown = set(volume) - {"name", "sparse", "mode", "uid", "gid"}
-        if unknown:
-            raise InvalidRequest(f"unknown volume fields: {', '.join(sorted(unknown))}", "invalid_request")
-        name = validate_name(volume.get("name"), "volume name")
-        sparse = volume.get("sparse", True)
-        if not isinstance(sparse, bool):
-            raise InvalidRequest(f"volume sparse must be true or false, not {sparse!r}", "invalid_request")
-        return VolumeSpec(
-            name, sparse, parse_volume_mode(volume.get("mode", "0660")),
-            validate_owner_id(volume.get("uid"), "volume uid"), validate_owner_id(volume.get("gid"), "volume gid"),
-        )
 
     # -- internals: models and exports -----------------------------------------------------------
 

@@ -215,16 +215,54 @@ def set_volume_owner(path: Path, uid: int | None, gid: int | None) -> None:
         os.close(fd)
 
 
-def grow_volume_file(path: Path, size: int, sparse: bool) -> None:
-    """Grow an existing volume file to ``size`` bytes (never shrinks)."""
+def grow_volume_file(path: Path, size: int, sparse: bool) -> int:
+    """Grow an existing volume file to ``size`` bytes (never shrinks); returns its previous size.
+
+    All or nothing: if growing fails (ENOSPC halfway through a thick
+    fallocate, EFBIG), the file is cut back to its previous size and the
+    blocks the attempt allocated are freed before the error is raised.
+    """
     fd = os.open(path, os.O_WRONLY)
     try:
         current = os.fstat(fd).st_size
         if size > current:
-            _set_length(fd, current, size, sparse)
-            os.fsync(fd)
+            try:
+                _set_length(fd, current, size, sparse)
+                os.fsync(fd)
+            except BaseException:
+                _cut_back(fd, current, size)
+                raise
+        return current
     finally:
         os.close(fd)
+
+
+def shrink_volume_file(path: Path, size: int) -> None:
+    """Undo a grow: cut the file back to ``size`` and free every block past it."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _cut_back(fd, size, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _cut_back(fd: int, size: int, attempted: int) -> None:
+    os.ftruncate(fd, size)
+    if attempted > size:  # a failed fallocate may keep blocks past the end of the file
+        _punch_hole(fd, size, attempted - size)
+    os.fsync(fd)
+
+
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    result = _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             ctypes.c_int64(offset), ctypes.c_int64(length))
+    if result != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise OSError(code, f"fallocate(PUNCH_HOLE): {os.strerror(code)}")
 
 
 def _set_length(fd: int, current: int, size: int, sparse: bool) -> None:

@@ -23,7 +23,8 @@ import pytest
 from acmenfs.appliance.api import VolumeOut
 from acmenfs.appliance.errors import InvalidRequest
 from acmenfs.appliance.models import MAX_OWNER_ID, validate_owner_id
-from acmenfs.appliance.service import PARTIAL_VOLUME_PREFIX, ApplianceService
+from acmenfs.appliance.service import ApplianceService
+from acmenfs.appliance.storage import PARTIAL_VOLUME_PREFIX
 from acmenfs.appliance.store import SCHEMA_VERSION
 from acmenfs.cli.manage import parse_owner
 from acmenfs.nfs3.exports import ExportTable
