@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, FastAPI, Query, Security
+from fastapi import APIRouter, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from acmenfs import __version__
 from acmenfs.appliance.api_http import (
     BearerAuthMiddleware,
+    MetricsAuth,
     BodySizeLimitMiddleware,
     CrashToProblemMiddleware,
     HttpMetricsMiddleware,
@@ -184,11 +185,14 @@ def _admin_routes(router: APIRouter, service) -> None:
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(service, *, nfs_stats: Callable[[], dict] | None = None) -> FastAPI:
+def create_app(
+    service, *, nfs_stats: Callable[[], dict] | None = None, metrics_auth: MetricsAuth = MetricsAuth()
+) -> FastAPI:
     """The REST application for ``service``.
 
     ``nfs_stats`` returns the NFS server's live counters (``NfsServer.stats``)
     for /metrics; without it the NFS metric families are empty.
+    ``metrics_auth`` says who may read /metrics (default: anyone).
     """
     app = FastAPI(
         title="acmenfs appliance API",
@@ -218,7 +222,10 @@ def create_app(service, *, nfs_stats: Callable[[], dict] | None = None) -> FastA
 
     @app.get("/metrics", tags=["meta"], summary="Prometheus metrics",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics():
+    def metrics(request: Request):
+        refusal = metrics_auth.refusal(request.scope, service.verify_token)
+        if refusal is not None:
+            return refusal
         body, content_type = render_metrics(registry)
         return Response(body, media_type=content_type)
 

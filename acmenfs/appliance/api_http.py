@@ -1,14 +1,18 @@
 """The REST API's HTTP plumbing: problem answers, middleware and error handlers.
 
 Owns the RFC 9457 problem documents, the ASGI middleware (request metrics,
-crash-to-500, Bearer authentication, body size limit) and the exception
-handlers that turn validation, appliance and HTTP errors into problem JSON.
+crash-to-500, Bearer authentication, body size limit), the exception
+handlers that turn validation, appliance and HTTP errors into problem JSON,
+and ``MetricsAuth`` (who may read /metrics: anyone, token holders, or a
+client list).
 It must not know any route or call the service beyond ``verify_token``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable
 
@@ -25,6 +29,49 @@ from acmenfs.appliance.metrics import HttpRequestStats
 logger = logging.getLogger("acmenfs.appliance.api")
 
 PUBLIC_V1_PATHS = frozenset({"/v1/version"})
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class MetricsAuth:
+    """Who may read /metrics: ``mode`` "none" (anyone), "token" (any API token) or "clients"."""
+
+    mode: str = "none"
+    clients: tuple[IpNetwork, ...] = ()
+
+    def refusal(self, scope, verify_token: Callable[[str], Any]) -> JSONResponse | None:
+        """None if the request may read /metrics, else the problem answer (401 or 403)."""
+        if self.mode == "token":
+            secret = _bearer_secret(scope)
+            if secret is None or verify_token(secret) is None:
+                return unauthorized_response("/metrics needs 'Authorization: Bearer <token>' (--metrics-auth token)")
+        elif self.mode == "clients" and not self._allowed(scope.get("client")):
+            return problem_response(403, "forbidden", "this client may not read /metrics (--metrics-auth)")
+        return None
+
+    def _allowed(self, client) -> bool:
+        try:
+            address = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address is not None and any(address in network for network in self.clients)
+
+
+def parse_metrics_auth(text: str) -> MetricsAuth:
+    """``none``, ``token``, or a comma-separated list of client IPs/CIDRs (ValueError otherwise)."""
+    text = text.strip()
+    if text in ("none", "token"):
+        return MetricsAuth(text)
+    clients = []
+    for item in text.split(","):
+        try:
+            clients.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"--metrics-auth takes 'none', 'token' or a list of client IPs/CIDRs, "
+                             f"not {text!r}") from None
+    return MetricsAuth("clients", tuple(clients))
 
 
 # --------------------------------------------------------------------------- problems
@@ -61,6 +108,7 @@ def unauthorized_response(detail: str) -> JSONResponse:
 CODE_FOR_HTTP_STATUS = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "request_too_large",

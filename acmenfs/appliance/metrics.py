@@ -78,15 +78,30 @@ POOL_FIELDS: dict[str, str] = {
 }
 
 
+# Label values that come from a request are mapped into known sets, so no caller (signed in
+# or not) can add label values: made-up methods count as "other", and the route is a route
+# template of the app or "unmatched" (the REST layer's choice; never the raw path).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_LABEL = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else OTHER_LABEL
+
+
+def status_label(status: int) -> str:
+    return str(status) if isinstance(status, int) and 100 <= status <= 599 else OTHER_LABEL
+
+
 class HttpRequestStats:
-    """Thread-safe counters of REST requests by (method, route template, status)."""
+    """Thread-safe counters of REST requests by (method, route template, status), each label bounded."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, str], list[float]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, str(status))
+        key = (method_label(method), route, status_label(status))
         with self._lock:
             entry = self._requests.setdefault(key, [0, 0.0])
             entry[0] += 1

@@ -24,6 +24,7 @@ from typing import Callable, TextIO
 import uvicorn
 
 from acmenfs.appliance.api import create_app
+from acmenfs.appliance.api_http import parse_metrics_auth
 from acmenfs.appliance.models import NfsEndpoint
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.exports import ExportTable
@@ -51,6 +52,7 @@ class ServeConfig:
     advertise_host: str | None = None  # the NFS host put in share locations
     register_portmapper: bool = False  # PMAP SET of NFS and MOUNT on start
     busy_poll: float = DEFAULT_WINDOW  # seconds the loop polls after NFS work (0 = off)
+    metrics_auth: str = "none"  # who may read /metrics: none, token, or client IPs/CIDRs
 
 
 class StartupError(Exception):
@@ -148,7 +150,7 @@ class ApplianceRunner:
     async def _start_api(self) -> None:
         config = self.config
         nfs_stats = self.nfs_server.stats if self.nfs_server is not None else None
-        app = create_app(self.service, nfs_stats=nfs_stats)
+        app = create_app(self.service, nfs_stats=nfs_stats, metrics_auth=parse_metrics_auth(config.metrics_auth))
         uvicorn_config = uvicorn.Config(
             app, host=config.bind, port=config.api_port, log_config=None,
             log_level=config.log_level, lifespan="off", loop="none",

@@ -32,6 +32,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _metrics_auth(text: str) -> str:
+    from acmenfs.appliance.api_http import parse_metrics_auth
+
+    try:
+        parse_metrics_auth(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
@@ -65,6 +75,10 @@ def register(subparsers) -> None:
                         help="log verbosity (default: %(default)s)")
     parser.add_argument("--rpcbind", action="store_true",
                         help="register NFS and MOUNT with the local portmapper (rpcbind); default off")
+    parser.add_argument("--metrics-auth", type=_metrics_auth, default="none", metavar="none|token|CLIENTS",
+                        help="who may read /metrics: anyone (none, the default), holders of an API token "
+                        "(token), or a comma-separated list of client IPs/CIDRs; set it when --bind is "
+                        "not a loopback address")
     add_busy_poll_option(parser)
     parser.add_argument("--no-nfs", action="store_true",
                         help="run the REST API without the NFS server (testing only)")
@@ -97,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         backend=None if args.backend == "auto" else args.backend,
         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level,
         nfs_enabled=not args.no_nfs, advertise_host=args.nfs_host,
-        register_portmapper=args.rpcbind, busy_poll=args.busy_poll_us / 1e6,
+        register_portmapper=args.rpcbind, busy_poll=args.busy_poll_us / 1e6, metrics_auth=args.metrics_auth,
     )
     try:
         run_appliance(config)

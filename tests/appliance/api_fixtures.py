@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 
 from acmenfs.appliance.api import create_app
+from acmenfs.appliance.api_http import parse_metrics_auth
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.exports import ExportTable
 
@@ -52,13 +53,14 @@ def nfs_server_available() -> bool:
 class LiveApi:
     """The REST app for a real service, served by uvicorn in a thread on 127.0.0.1."""
 
-    def __init__(self, data_dir: Path, nfs_stats=None) -> None:
+    def __init__(self, data_dir: Path, nfs_stats=None, metrics_auth: str = "none") -> None:
         self.service = ApplianceService(data_dir, exports=ExportTable())
         self.service.open()
         self.admin_token = self.service.ensure_admin_token()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(self.service, nfs_stats=nfs_stats), host="127.0.0.1",
+        app = create_app(self.service, nfs_stats=nfs_stats, metrics_auth=parse_metrics_auth(metrics_auth))
+        config = uvicorn.Config(app, host="127.0.0.1",
                                 port=self.port, log_config=None, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="live-api", daemon=True)
