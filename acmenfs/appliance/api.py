@@ -26,12 +26,14 @@ from acmenfs.appliance.api_http import (
     MetricsAuth,
     BodySizeLimitMiddleware,
     CrashToProblemMiddleware,
+    JsonBodyMiddleware,
     HttpMetricsMiddleware,
     _on_appliance_error,
     _on_http_error,
     _on_validation_error,
 )
 from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests and clients)
+    CLIENT_PATTERN,
     NAME_PATTERN,
     PROBLEM_RESPONSES,
     AccessRuleIn,
@@ -118,7 +120,8 @@ def _share_routes(router: APIRouter, service) -> None:
 
     @router.delete("/shares/{share_id}/access", response_model=ShareOut, tags=["access"],
                    summary="Remove a client's access rule (idempotent)")
-    def remove_access(share_id: str, client: Annotated[str, Query(min_length=1)]):
+    def remove_access(share_id: str, client: Annotated[str, Query(min_length=1, max_length=64,
+                                                                  pattern=CLIENT_PATTERN)]):
         return share_json(service.remove_access(share_id, client))
 
     @router.post("/shares/{share_id}/revert", response_model=ShareOut, tags=["shares"],
@@ -211,6 +214,7 @@ def create_app(
     app.add_exception_handler(ApplianceError, _on_appliance_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(BearerAuthMiddleware, verify_token=service.verify_token)
     app.add_middleware(CrashToProblemMiddleware)

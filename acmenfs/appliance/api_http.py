@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from acmenfs.appliance.api_models import NAME_RULE, PROBLEM_MEDIA_TYPE
+from acmenfs.appliance.api_models import CLIENT_RULE, NAME_RULE, PROBLEM_MEDIA_TYPE
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.appliance.metrics import HttpRequestStats
 
@@ -251,6 +252,42 @@ class BodySizeLimitMiddleware:
         return problem_response(413, "request_too_large", self._detail(), headers={"Connection": "close"})
 
 
+class JsonBodyMiddleware:
+    """Refuses a request body that is not declared JSON with 415 (every body here is JSON).
+
+    Runs after authentication. A request without a body passes whatever its
+    Content-Type; ``application/json`` and any ``+json`` type pass.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and _has_body(scope) and not _is_json(scope):
+            await problem_response(415, "unsupported_media_type",
+                                   "the request body must be JSON (Content-Type: application/json)")(
+                scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _header(scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def _has_body(scope) -> bool:
+    length = _header(scope, b"content-length")
+    return _header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() != "0")
+
+
+def _is_json(scope) -> bool:
+    media_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 def _bearer_secret(scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -293,6 +330,8 @@ def _describe_validation_error(error: dict) -> str:
     message = error.get("msg", "invalid value")
     if error.get("type") == "string_pattern_mismatch" and field.endswith("name"):
         message = f"must be {NAME_RULE}"
+    elif error.get("type") == "string_pattern_mismatch" and field.endswith("client"):
+        message = f"must be {CLIENT_RULE}, not {error.get('input')!r}"
     if error.get("type") == "missing" and field == "body":
         return "a JSON request body is required"
     return f"{field}: {message}"
@@ -328,4 +367,16 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
         detail = f"no such endpoint: {request.url.path}"
     elif status == 405 and detail == "Method Not Allowed":
         detail = f"method {request.method} is not allowed on {request.url.path}"
-    return problem_response(status, code, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if status == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+    return problem_response(status, code, detail, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document gives the request's path (Starlette names only one route's)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)

@@ -19,6 +19,21 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
 NAME_RULE = "1-128 characters of [A-Za-z0-9._-], not starting with '.'"
 
+# An access rule's client, exactly as strict as the API enforces it (pydantic checks this pattern
+# before models.AccessRule parses the address; a test checks that every match parses there):
+# '*', an IPv4 address or CIDR (no leading zeros), or an IPv6 address or CIDR in hex notation.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}(/(3[0-2]|[12]?[0-9]))?"
+_H = r"[0-9a-fA-F]{1,4}"
+_IPV6_FORMS = (
+    rf"({_H}:){{7}}{_H}", rf"({_H}:){{1,7}}:", rf"({_H}:){{1,6}}:{_H}", rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
+    rf"({_H}:){{1,4}}(:{_H}){{1,3}}", rf"({_H}:){{1,3}}(:{_H}){{1,4}}", rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
+    rf"{_H}:(:{_H}){{1,6}}", rf":((:{_H}){{1,7}}|:)",
+)
+_IPV6 = rf"({'|'.join(_IPV6_FORMS)})(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
+CLIENT_PATTERN = rf"^(\*|{_IPV4}|{_IPV6})$"
+CLIENT_RULE = "'*', an IPv4 address or CIDR (10.0.0.0/24), or an IPv6 address or CIDR (fd00::/64)"
+
 
 # --------------------------------------------------------------------------- request models
 
@@ -31,8 +46,7 @@ Mode = Literal[tuple(VOLUME_MODES)]  # "0660" or "0666", leading zero optional
 OwnerId = Annotated[int, Field(ge=0, le=MAX_OWNER_ID, description=f"a uid or gid, 0 .. {MAX_OWNER_ID}")]
 AccessLevel = Literal[ACCESS_LEVELS]
 SquashKind = Literal[SQUASH_KINDS]
-# The client's syntax is checked by AccessRule itself (to_rule), answering invalid_access.
-Client = Annotated[str, Field(min_length=1, description="a host IP, a CIDR, or '*'")]
+Client = Annotated[str, Field(min_length=1, max_length=64, pattern=CLIENT_PATTERN, description=CLIENT_RULE)]
 
 
 class StrictModel(BaseModel):
@@ -221,6 +235,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid token"),
         (404, "Not found"),
         (409, "Conflict"),
+        (415, "The request body is not JSON"),
         (422, "Invalid request"),
         (507, "No space left in the pool"),
     )

@@ -52,9 +52,9 @@ class Reconciler:
         return self.fixes
 
     def _fix(self, message: str, *arguments: object) -> None:
-        line = "reconcile: " + (message % arguments if arguments else message)
-        log.warning("%s", line)
-        self.fixes.append(line)
+        text = message % arguments if arguments else message
+        log.warning("%s", text)  # the logger's name already says "reconcile"
+        self.fixes.append("reconcile: " + text)
 
     def _empty_directory(self, directory: Path, what: str) -> None:
         for entry in sorted(os.listdir(directory)):

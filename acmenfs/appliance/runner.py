@@ -123,8 +123,7 @@ class ApplianceRunner:
             config.data_dir, exports=self.exports, backend=config.backend,
             nfs=NfsEndpoint(host, config.nfs_port, config.mount_port),
         )
-        for line in self.service.open():
-            logger.info("reconcile: %s", line)
+        self.service.open()  # logs its own reconcile and migration lines
         self.admin_token = self.service.ensure_admin_token()
 
     async def _start_nfs(self) -> None:

@@ -487,7 +487,7 @@ class ApplianceService:
         """
         with self._operation("revert_share"), self._share_locked(share_id):
             share = self._require_available_share(share_id)
-            with self._pinned(snapshot_id) as snapshot:
+            with self._pinned(snapshot_id, missing_code="snapshot_not_found") as snapshot:
                 if snapshot.share_id != share_id:
                     raise InvalidRequest(f"snapshot {snapshot_id} belongs to another share", "invalid_request")
                 staging = self.layout.staging_dir(str(uuid.uuid4()))
@@ -636,17 +636,21 @@ class ApplianceService:
             raise Conflict(f"share {record.name!r} is {record.state}, not available", "share_busy")
         return record
 
-    def _require_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+    def _require_snapshot(self, snapshot_id: str, missing_code: str = "not_found") -> SnapshotRecord:
         record = self._store.get_snapshot(snapshot_id) if _is_uuid(snapshot_id) else None
         if record is None:
-            raise NotFound(f"no snapshot {snapshot_id}")
+            raise NotFound(f"no snapshot {snapshot_id}", missing_code)
         return record
 
     @contextmanager
-    def _pinned(self, snapshot_id: str) -> Iterator[SnapshotRecord]:
-        """Hold an available snapshot so it cannot be deleted while it is copied from."""
+    def _pinned(self, snapshot_id: str, missing_code: str = "not_found") -> Iterator[SnapshotRecord]:
+        """Hold an available snapshot so it cannot be deleted while it is copied from.
+
+        ``missing_code``: the 404 code when it does not exist (``snapshot_not_found`` when the
+        request's path names another object, so the caller can tell which one is missing).
+        """
         with self._mutex:
-            record = self._require_snapshot(snapshot_id)
+            record = self._require_snapshot(snapshot_id, missing_code)
             if record.state != STATE_AVAILABLE:
                 raise Conflict(f"snapshot {record.name!r} is {record.state}, not available", "share_busy")
             self._pinned_snapshots[snapshot_id] += 1

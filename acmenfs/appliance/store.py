@@ -287,6 +287,7 @@ class Store:
                 migration(connection)
                 connection.execute(f"PRAGMA user_version = {version + 1}")
             applied.append(f"store: migrated schema {version} -> {version + 1} ({migration.__name__})")
+            log.info("%s", applied[-1])
         if self.schema_version() > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} has schema version {self.schema_version()}, newer than this acmenfs ({SCHEMA_VERSION})"
