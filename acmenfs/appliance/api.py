@@ -36,6 +36,9 @@ from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests
     CLIENT_PATTERN,
     NAME_PATTERN,
     PROBLEM_RESPONSES,
+    SHARE_LINKS,
+    SNAPSHOT_LINKS,
+    TOKEN_LINKS,
     AccessRuleIn,
     PoolOut,
     ShareCreate,
@@ -54,6 +57,7 @@ from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests
     VolumeOut,
     VolumePut,
     _rules,
+    created_links,
 )
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.appliance.metrics import HttpRequestStats, build_registry, render_metrics
@@ -73,12 +77,17 @@ def _no_content() -> Response:
     return Response(status_code=204)
 
 
+def _operation_id(route) -> str:
+    """operationId = the route function's name (the links in api_models name them)."""
+    return route.name
+
+
 def _share_routes(router: APIRouter, service) -> None:
     def share_json(share, status: int = 200) -> JSONResponse:
         return _json(share.to_dict(service.nfs), status)
 
     @router.post("/shares", status_code=201, response_model=ShareOut, tags=["shares"],
-                 summary="Create a share (and its volume file)")
+                 summary="Create a share (and its volume file)", responses=created_links(SHARE_LINKS))
     def create_share(body: ShareCreate):
         volume = body.volume.model_dump() if body.volume else None
         share = service.create_share(body.name, body.size, volume=volume, access=_rules(body.access))
@@ -132,7 +141,7 @@ def _share_routes(router: APIRouter, service) -> None:
 
 def _snapshot_routes(router: APIRouter, service) -> None:
     @router.post("/shares/{share_id}/snapshots", status_code=201, response_model=SnapshotOut,
-                 tags=["snapshots"], summary="Snapshot a share")
+                 tags=["snapshots"], summary="Snapshot a share", responses=created_links(SNAPSHOT_LINKS))
     def create_snapshot(share_id: str, body: SnapshotCreate):
         return _json(service.create_snapshot(share_id, body.name).to_dict(), 201)
 
@@ -154,7 +163,8 @@ def _snapshot_routes(router: APIRouter, service) -> None:
         return _no_content()
 
     @router.post("/snapshots/{snapshot_id}/clone", status_code=201, response_model=ShareOut,
-                 tags=["snapshots"], summary="Make a new share from a snapshot")
+                 tags=["snapshots"], summary="Make a new share from a snapshot",
+                 responses=created_links(SHARE_LINKS))
     def clone_snapshot(snapshot_id: str, body: SnapshotClone):
         share = service.clone_snapshot(
             snapshot_id, body.name, size=body.size, volume_name=body.volume_name,
@@ -173,6 +183,7 @@ def _admin_routes(router: APIRouter, service) -> None:
         return _json({"tokens": [token.to_dict() for token in service.list_tokens()]})
 
     @router.post("/tokens", status_code=201, response_model=TokenCreatedOut, tags=["tokens"],
+                 responses=created_links(TOKEN_LINKS),
                  summary="Create a token (its secret is shown only in this answer)")
     def create_token(body: TokenCreate):
         token, secret = service.create_token(body.name)
@@ -203,6 +214,7 @@ def create_app(
         description="Shares, snapshots, clones and access lists of an acmenfs appliance. "
         "Every /v1 path except /v1/version needs 'Authorization: Bearer <token>'.",
         openapi_url="/openapi.json",
+        generate_unique_id_function=_operation_id,
         docs_url="/docs",
         redoc_url=None,
     )
@@ -235,7 +247,8 @@ def create_app(
 
     bearer = HTTPBearer(auto_error=False, description="a token from `acmenfs token create` "
                         "or <data-dir>/admin.token")
-    router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=PROBLEM_RESPONSES)
+    router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=PROBLEM_RESPONSES,
+                       generate_unique_id_function=_operation_id)
     _share_routes(router, service)
     _snapshot_routes(router, service)
     _admin_routes(router, service)

@@ -240,3 +240,29 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (507, "No space left in the pool"),
     )
 }
+
+
+# OpenAPI links (operationIds are the route function names): what a created object's id opens,
+# so clients and contract tests can follow create share -> snapshot -> clone -> delete.
+def _links(parameter: str, expression: str, *operations: str) -> dict[str, Any]:
+    return {
+        operation: {"operationId": operation, "parameters": {parameter: expression}}
+        for operation in operations
+    }
+
+
+SHARE_LINKS = _links(
+    "share_id", "$response.body#/id", "get_share", "delete_share", "extend_share", "put_volume", "add_access",
+    "remove_access", "create_snapshot", "list_snapshots",
+)
+SNAPSHOT_LINKS = {
+    **_links("snapshot_id", "$response.body#/id", "get_snapshot", "clone_snapshot", "delete_snapshot"),
+    "revert_share": {"operationId": "revert_share", "parameters": {"share_id": "$response.body#/share_id"},
+                     "requestBody": {"snapshot_id": "$response.body#/id"}},
+}
+TOKEN_LINKS = _links("token_id", "$response.body#/id", "revoke_token")
+
+
+def created_links(links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` argument that documents the links of a 201 answer."""
+    return {201: {"description": "Created", "links": links}}
