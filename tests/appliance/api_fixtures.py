@@ -180,3 +180,12 @@ class ServeProcess:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+@pytest.fixture
+def serve_processes():
+    """A list to append started ``ServeProcess`` objects to; each is stopped at teardown."""
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -8,7 +8,6 @@ root or when loop devices cannot be used.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -175,33 +174,3 @@ def small_filesystem(tmp_path_factory):
             subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
         if not any(os.path.ismount(mount) for mount in mounted):
             shutil.rmtree(base, ignore_errors=True)
-
-
-def fill_filesystem(directory: Path) -> None:
-    """Fill ``directory``'s file system to the last byte: fallocate halving to 4 KiB, then small files."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    offset, size = 0, 1 << 30
-    try:
-        while size >= 4096:
-            try:
-                os.posix_fallocate(fd, offset, size)
-                offset += size
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                size //= 2
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    for index in range(10000):  # what fallocate left: partial blocks, inline extents
-        try:
-            with open(directory / f"filler-{index}", "wb") as handle:
-                handle.write(b"x" * 2048)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            break
-    os.sync()

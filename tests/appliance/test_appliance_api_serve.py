@@ -22,17 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acmenfs.nfs3.client import NfsClient, NfsError
 from acmenfs.oncrpc.client import RpcClient
-from api_fixtures import ACMENFS, ServeProcess, nfs_server_available
+from api_fixtures import ACMENFS, ServeProcess, nfs_server_available, serve_processes  # noqa: F401
 
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
 
-
-@pytest.fixture
-def serve_processes():
-    started: list[ServeProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def start(serve_processes, data_dir, *args, **kwargs) -> ServeProcess:

@@ -17,19 +17,12 @@ import pytest
 
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.client import NfsClient
-from api_fixtures import LiveApi, ServeProcess, nfs_server_available
-from conftest import fill_filesystem
+from api_fixtures import LiveApi, ServeProcess, nfs_server_available, serve_processes  # noqa: F401
+from pool_fill import fill_filesystem
 
 MiB = 1 << 20
 PROBLEM = "application/problem+json"
 
-
-@pytest.fixture
-def serve_processes():
-    started: list[ServeProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def assert_no_space(answer: httpx.Response) -> None:
