@@ -35,10 +35,8 @@ snapshot so it cannot be deleted under them (deleting a pinned snapshot answers
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import secrets
 import threading
 import uuid
 from collections import Counter, defaultdict
@@ -76,7 +74,8 @@ from acmenfs.appliance.storage import (
     rename_exchange,
     set_volume_owner,
 )
-from acmenfs.appliance.store import ShareRecord, SnapshotRecord, Store, TokenRecord
+from acmenfs.appliance.store import ShareRecord, SnapshotRecord, Store
+from acmenfs.appliance.tokens import ADMIN_TOKEN_SETTING, hash_secret, issue_admin_token, new_token
 from acmenfs.appliance.volumes import (
     Undo,
     VolumeSpec,
@@ -91,9 +90,6 @@ from acmenfs.appliance.volumes import (
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.appliance.service")
-TOKEN_PREFIX = "acmenfs_"
-
-ADMIN_TOKEN_SETTING = "admin_token_id"
 # Operations that make data refuse to start below this much free space (507 no_space), so a
 # nearly full pool is never filled further by the appliance itself, and the database reserve
 # (store.DatabaseReserve) is re-armed first whenever space came back.
@@ -113,53 +109,6 @@ def _is_uuid(text: object) -> bool:
         return isinstance(text, str) and str(uuid.UUID(text)) == text
     except ValueError:
         return False
-
-
-def _hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _new_token(store: Store, name: str) -> tuple[Token, str]:
-    validate_name(name)
-    # The prefix keeps a secret from starting with "-" (which a command line would read
-    # as an option) and lets secret scanners recognise it.
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    record = TokenRecord(id=str(uuid.uuid4()), name=name, created_at=utc_now_text())
-    store.insert_token(record, _hash_secret(secret))
-    return Token(record.id, record.name, record.created_at), secret
-
-
-def _issue_admin_token(store: Store, layout: DataLayout) -> str:
-    """A new token 'admin', written to <data>/admin.token (0600) and recorded as the admin token."""
-    token, secret = _new_token(store, "admin")
-    partial = layout.admin_token.with_name("admin.token.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (secret + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    rename_durably(partial, layout.admin_token)
-    store.set_setting(ADMIN_TOKEN_SETTING, token.id)
-    return secret
-
-
-def reset_admin_token(data_dir: str | Path) -> str:
-    """Offline recovery: a new admin token for a stopped appliance's data dir (also in admin.token).
-
-    Raises ``NotFound`` if there is no appliance database there and
-    ``store.DatabaseInUse`` while the appliance runs (it holds the database).
-    """
-    layout = DataLayout(Path(data_dir).resolve())
-    if not layout.database.is_file():
-        raise NotFound(f"no appliance database in {layout.root}")
-    store = Store(layout.database, busy_timeout=1)
-    store.open()
-    try:
-        return _issue_admin_token(store, layout)
-    finally:
-        store.close()
 
 
 class ApplianceService:
@@ -533,7 +482,7 @@ class ApplianceService:
     def create_token(self, name: str) -> tuple[Token, str]:
         """A new API token; the secret is returned once and only its sha256 is kept."""
         with self._operation("create_token"):
-            return _new_token(self._store, name)
+            return new_token(self._store, name)
 
     def list_tokens(self) -> list[Token]:
         return [Token(r.id, r.name, r.created_at) for r in self._store.list_tokens()]
@@ -546,14 +495,14 @@ class ApplianceService:
     def verify_token(self, secret: str) -> Token | None:
         if not isinstance(secret, str) or not secret:
             return None
-        record = self._store.find_token(_hash_secret(secret))
+        record = self._store.find_token(hash_secret(secret))
         return Token(record.id, record.name, record.created_at) if record else None
 
     def ensure_admin_token(self) -> str | None:
         """On the first start only: create token 'admin', write it to <data>/admin.token (0600)."""
         if self._store.get_setting(ADMIN_TOKEN_SETTING) is not None:
             return None
-        return _issue_admin_token(self._store, self.layout)
+        return issue_admin_token(self._store, self.layout)
 
     def operation_counts(self) -> dict:
         """``{"operations": {op: count}, "errors": {op: {code: count}}}`` since start."""

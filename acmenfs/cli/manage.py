@@ -8,7 +8,7 @@ refused call prints the problem's detail and exits 1, never a traceback. It must
 not touch the data dir beyond reading ``admin.token``, nor talk to the service
 directly, with one exception: ``token reset``, the offline recovery of a locked
 out appliance (root only, appliance stopped), calls
-``acmenfs.appliance.service.reset_admin_token`` on the data dir.
+``acmenfs.appliance.tokens.reset_admin_token`` on the data dir.
 """
 
 from __future__ import annotations
@@ -433,7 +433,7 @@ def cmd_token_reset(args: argparse.Namespace) -> int:
         print("acmenfs: token reset must be run as root (it writes the appliance's database)", file=sys.stderr)
         return 1
     from acmenfs.appliance.errors import ApplianceError
-    from acmenfs.appliance.service import reset_admin_token
+    from acmenfs.appliance.tokens import reset_admin_token
     from acmenfs.appliance.store import DatabaseInUse
 
     try:
