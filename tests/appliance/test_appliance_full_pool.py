@@ -11,12 +11,14 @@ ext4 answered 500 ``internal_error`` for "database or disk is full".
 from __future__ import annotations
 
 import logging
+import os
 
 import httpx
 import pytest
 
 from acmenfs.appliance.service import ApplianceService
-from acmenfs.nfs3.client import NfsClient
+from acmenfs.nfs3.client import NfsClient, NfsError
+from acmenfs.nfs3.const import NfsStat, StableHow
 from api_fixtures import LiveApi, ServeProcess, nfs_server_available, serve_processes  # noqa: F401
 from pool_fill import fill_filesystem
 
@@ -113,3 +115,35 @@ def test_service_opens_on_a_full_pool_and_can_delete(kind, small_filesystem):
         assert reopened.list_shares() == []
     finally:
         reopened.close()
+
+
+@pytest.mark.skipif(not nfs_server_available(), reason="acmenfs.nfs3.server is not there yet")
+def test_an_nfs_client_filling_btrfs_does_not_take_the_appliance_down(small_filesystem, serve_processes):
+    """The issue's scenario: an NFS client writes into its share until ENOSPC, then the API is used."""
+    mount_point = small_filesystem("btrfs")
+    serve = ServeProcess(mount_point / "data")
+    serve_processes.append(serve)
+    serve.start()
+    headers = {"Authorization": f"Bearer {serve.token}"}
+    with httpx.Client(base_url=serve.url, headers=headers, timeout=60) as api:
+        share = api.post("/v1/shares", json={"name": "big", "size": 1 << 30,
+                                             "access": [{"client": "127.0.0.1", "squash": "none"}]}).json()
+        chunk = os.urandom(MiB)
+        with NfsClient("127.0.0.1", serve.nfs_port, serve.mount_port, timeout=60) as nfs:
+            root = nfs.mount(share["export_path"])
+            fh = nfs.create(root, "fill")
+            offset = 0
+            with pytest.raises(NfsError) as full:
+                while offset < 1 << 30:
+                    nfs.write(fh, offset, chunk, stable=StableHow.FILE_SYNC)
+                    offset += len(chunk)
+            assert full.value.status in (NfsStat.NOSPC, NfsStat.DQUOT), full.value
+            assert offset > 100 * MiB  # the pool really filled up
+            for attempt in range(3):
+                assert_no_space(api.post("/v1/shares", json={"name": f"after-{attempt}", "size": MiB}))
+                assert_no_space(api.post(f"/v1/shares/{share['id']}/snapshots", json={"name": f"s-{attempt}"}))
+            assert serve.process.poll() is None, serve.stderr_text()
+            assert nfs.read(fh, 0, 16)[0] == chunk[:16]  # NFS still reads
+        assert api.get(f"/v1/shares/{share['id']}").status_code == 200
+        assert api.delete(f"/v1/shares/{share['id']}").status_code == 204  # and frees the pool
+    assert serve.stop() == 0, serve.stderr_text()
