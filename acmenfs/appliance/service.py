@@ -22,7 +22,7 @@ All or nothing on failure too: a change to an existing share (extend,
 writes the row after the files, and undoes its finished steps in reverse
 (``volumes.Undo``) when any later step fails, the row write included.
 
-NFS publishing: an available share is exported at ``/shares/<share-id>`` with its
+NFS publishing (publishing.py): an available share is exported at ``/shares/<share-id>`` with its
 access rules and its size as quota; each available snapshot is exported
 read-only at ``/snapshots/<snapshot-id>`` with its share's rules forced to
 ``ro``. A share with an empty access list is exported to nobody.
@@ -48,25 +48,31 @@ from acmenfs.appliance.errors import ApplianceError, Conflict, InvalidRequest, N
 from acmenfs.appliance.models import (
     STATE_AVAILABLE,
     STATE_CREATING,
-    STATE_ERROR,
     AccessRule,
     NfsEndpoint,
     PoolStats,
     Share,
     Snapshot,
     Token,
-    VolumeFile,
     parse_volume_mode,
     utc_now_text,
     validate_name,
     validate_owner_id,
     validate_size,
 )
+from acmenfs.appliance.publishing import (  # noqa: F401  (export paths re-exported)
+    publish_share,
+    publish_snapshot,
+    share_export_path,
+    share_model,
+    snapshot_export_path,
+    snapshot_model,
+    unpublish,
+)
 from acmenfs.appliance.reconcile import reconcile
 from acmenfs.appliance.storage import (
     DataLayout,
     StorageBackend,
-    allocated_bytes,
     choose_backend,
     create_volume_file,
     fsync_path,
@@ -87,21 +93,13 @@ from acmenfs.appliance.volumes import (
     rename_volume,
     require_free_name,
 )
-from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
+from acmenfs.nfs3.exports import ExportTable
 
 log = logging.getLogger("acmenfs.appliance.service")
 # Operations that make data refuse to start below this much free space (507 no_space), so a
 # nearly full pool is never filled further by the appliance itself, and the database reserve
 # (store.DatabaseReserve) is re-armed first whenever space came back.
 MIN_FREE_BYTES = 16 << 20
-
-
-def share_export_path(share_id: str) -> str:
-    return f"/shares/{share_id}"
-
-
-def snapshot_export_path(snapshot_id: str) -> str:
-    return f"/snapshots/{snapshot_id}"
 
 
 def _is_uuid(text: object) -> bool:
@@ -194,10 +192,10 @@ class ApplianceService:
         records = self._store.list_shares(name)
         if export_path is not None:
             records = [record for record in records if share_export_path(record.id) == export_path]
-        return [self._share_model(record) for record in records]
+        return [share_model(self.layout, record) for record in records]
 
     def get_share(self, share_id: str) -> Share:
-        return self._share_model(self._require_share(share_id))
+        return share_model(self.layout, self._require_share(share_id))
 
     def delete_share(self, share_id: str, cascade: bool = False) -> None:
         """Delete a share; with ``cascade`` its snapshots too (else 409 share_has_snapshots)."""
@@ -218,7 +216,7 @@ class ApplianceService:
                 self._store.mark_share_tree_deleting(share_id)
             for snapshot in snapshots:
                 self._remove_snapshot_data_and_row(snapshot)
-            self._unpublish(share_export_path(share_id))
+            unpublish(self.exports, share_export_path(share_id))
             self._discard(self.layout.share_dir(share_id), share_id)
             self._store.delete_share(share_id)
             self._forget_share_lock(share_id)
@@ -241,7 +239,7 @@ class ApplianceService:
                     self._claim_space("extend share", grow_volume, volume, size, record.volume_sparse, undo)
                 self._store.update_share(record)
             self._publish_share(record)
-            return self._share_model(record)
+            return share_model(self.layout, record)
 
     def put_volume(
         self, share_id: str, name: str, size: int | None = None, sparse: bool = True, mode: str = "0660",
@@ -285,7 +283,7 @@ class ApplianceService:
             except OSError as exc:
                 raise error_for_os_error(exc, "put volume") from exc
             self._publish_share(record)
-            return self._share_model(record)
+            return share_model(self.layout, record)
 
     # -- access -----------------------------------------------------------------------------
 
@@ -315,7 +313,7 @@ class ApplianceService:
         self._store.update_share(record)
         if record.state == STATE_AVAILABLE:
             self._publish_share(record)
-        return self._share_model(record)
+        return share_model(self.layout, record)
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -346,16 +344,16 @@ class ApplianceService:
                 if isinstance(exc, OSError):
                     raise error_for_os_error(exc, "create snapshot") from exc
                 raise
-            self._publish_snapshot(record, share.access)
+            publish_snapshot(self.exports, self.layout, record, share.access)
             log.info("created snapshot %s (%s) of share %s", record.id, name, share_id)
-            return self._snapshot_model(record)
+            return snapshot_model(record)
 
     def list_snapshots(self, share_id: str) -> list[Snapshot]:
         self._require_share(share_id)
-        return [self._snapshot_model(record) for record in self._store.list_snapshots(share_id)]
+        return [snapshot_model(record) for record in self._store.list_snapshots(share_id)]
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        return self._snapshot_model(self._require_snapshot(snapshot_id))
+        return snapshot_model(self._require_snapshot(snapshot_id))
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         with self._operation("delete_snapshot"):
@@ -462,7 +460,7 @@ class ApplianceService:
                 self._discard(staging, share_id)  # now holds the share's previous content
             self._publish_share(share)
             log.info("reverted share %s to snapshot %s (%s)", share_id, snapshot_id, snapshot.name)
-            return self._share_model(share)
+            return share_model(self.layout, share)
 
     # -- pool, tokens, metrics --------------------------------------------------------------
 
@@ -533,7 +531,7 @@ class ApplianceService:
         record = record.with_changes(state=STATE_AVAILABLE)
         self._publish_share(record)
         log.info("%s: share %s (%s) available", action, record.id, record.name)
-        return self._share_model(record)
+        return share_model(self.layout, record)
 
     def _require_free_space(self, action: str) -> None:
         """NoSpace (507) when the pool has less than MIN_FREE_BYTES left for new data."""
@@ -563,7 +561,7 @@ class ApplianceService:
         self._store.delete_snapshot(record.id)
 
     def _remove_snapshot_data_and_row(self, record: SnapshotRecord) -> None:
-        self._unpublish(snapshot_export_path(record.id))
+        unpublish(self.exports, snapshot_export_path(record.id))
         self._discard(self.layout.snapshot_dir(record.id), record.id)
         self._store.delete_snapshot(record.id)
 
@@ -653,59 +651,5 @@ class ApplianceService:
             rules[rule.client] = rule  # a later rule for the same client replaces an earlier one
         return tuple(rules.values())
 
-    # -- internals: models and exports -----------------------------------------------------------
-
-    def _share_model(self, record: ShareRecord) -> Share:
-        directory = self.layout.share_dir(record.id)
-        return Share(
-            id=record.id, name=record.name, size=record.size, state=record.state,
-            export_path=share_export_path(record.id), created_at=record.created_at,
-            origin_snapshot_id=record.origin_snapshot_id,
-            used_bytes=allocated_bytes(directory) if record.state == STATE_AVAILABLE else 0,
-            access=record.access, volume=self._volume_model(record, directory),
-        )
-
-    @staticmethod
-    def _volume_model(record: ShareRecord, directory: Path) -> VolumeFile | None:
-        if record.volume_name is None or record.state != STATE_AVAILABLE:
-            return None
-        try:
-            info = os.lstat(directory / record.volume_name)
-        except FileNotFoundError:
-            return None
-        return VolumeFile(
-            name=record.volume_name, size=info.st_size, sparse=record.volume_sparse,
-            mode=info.st_mode & 0o7777, allocated_bytes=info.st_blocks * 512, uid=info.st_uid, gid=info.st_gid,
-        )
-
-    def _snapshot_model(self, record: SnapshotRecord) -> Snapshot:
-        return Snapshot(
-            id=record.id, share_id=record.share_id, name=record.name, created_at=record.created_at,
-            size=record.size, path=snapshot_export_path(record.id),
-        )
-
     def _publish_share(self, record: ShareRecord) -> None:
-        """Export the share (and its snapshots, read-only) with its current rules and quota."""
-        if self.exports is None:
-            return
-        rules = tuple(ClientRule(rule.client, rule.access, rule.squash) for rule in record.access)
-        self.exports.add(Export(
-            path=share_export_path(record.id), directory=str(self.layout.share_dir(record.id)),
-            rules=rules, quota_bytes=record.size,
-        ))
-        for snapshot in self._store.list_snapshots(record.id):
-            if snapshot.state == STATE_AVAILABLE:
-                self._publish_snapshot(snapshot, record.access)
-
-    def _publish_snapshot(self, record: SnapshotRecord, share_rules: tuple[AccessRule, ...]) -> None:
-        if self.exports is None:
-            return
-        rules = tuple(ClientRule(rule.client, "ro", rule.squash) for rule in share_rules)
-        self.exports.add(Export(
-            path=snapshot_export_path(record.id), directory=str(self.layout.snapshot_dir(record.id)),
-            rules=rules, read_only=True,
-        ))
-
-    def _unpublish(self, export_path: str) -> None:
-        if self.exports is not None:
-            self.exports.remove(export_path)
+        publish_share(self.exports, self.layout, record, self._store.list_snapshots(record.id))
