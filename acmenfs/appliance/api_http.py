@@ -203,7 +203,7 @@ class BearerAuthMiddleware:
 
     @staticmethod
     def _needs_token(path: str) -> bool:
-        return (path == "/v1" or path.startswith("/v1/")) and path not in PUBLIC_V1_PATHS
+        return _is_api_path(path) and path not in PUBLIC_V1_PATHS
 
     async def _refusal(self, scope) -> JSONResponse | None:
         secret = _bearer_secret(scope)
@@ -253,22 +253,27 @@ class BodySizeLimitMiddleware:
 
 
 class JsonBodyMiddleware:
-    """Refuses a request body that is not declared JSON with 415 (every body here is JSON).
+    """Refuses a ``/v1`` request body that is not declared JSON with 415 (every API body is JSON).
 
     Runs after authentication. A request without a body passes whatever its
-    Content-Type; ``application/json`` and any ``+json`` type pass.
+    Content-Type; ``application/json`` and any ``+json`` type pass. Paths
+    outside ``/v1`` (a web console's forms) are not its business.
     """
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and _has_body(scope) and not _is_json(scope):
+        if scope["type"] == "http" and _is_api_path(scope["path"]) and _has_body(scope) and not _is_json(scope):
             await problem_response(415, "unsupported_media_type",
                                    "the request body must be JSON (Content-Type: application/json)")(
                 scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _is_api_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
 
 
 def _header(scope, wanted: bytes) -> str | None:
