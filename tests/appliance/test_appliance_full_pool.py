@@ -147,3 +147,26 @@ def test_an_nfs_client_filling_btrfs_does_not_take_the_appliance_down(small_file
         assert api.get(f"/v1/shares/{share['id']}").status_code == 200
         assert api.delete(f"/v1/shares/{share['id']}").status_code == 204  # and frees the pool
     assert serve.stop() == 0, serve.stderr_text()
+
+
+def test_only_space_freeing_writes_spend_the_database_reserve(small_filesystem):
+    """On a full btrfs, an insert answers NoSpace and leaves the reserve; a delete spends it and works."""
+    from acmenfs.appliance.errors import NoSpace
+    from acmenfs.appliance.store import ShareRecord, Store
+
+    mount_point = small_filesystem("btrfs")
+    store = Store(mount_point / "acmenfs.db")
+    store.open()
+    try:
+        assert store.reserve.armed()
+        for index in range(3):
+            store.insert_share(ShareRecord(f"id-{index}", f"s{index}", MiB, "available", "now"))
+        fill_filesystem(mount_point)
+        with pytest.raises(NoSpace):
+            store.insert_share(ShareRecord("id-new", "new", MiB, "available", "now"))
+        assert store.reserve.armed()  # a write that makes things never spends it
+        store.delete_share("id-0")  # would be NoSpace without the reserve
+        assert [share.id for share in store.list_shares()] == ["id-1", "id-2"]
+        assert not store.reserve.armed()
+    finally:
+        store.close()
