@@ -60,6 +60,20 @@ class MetricsAuth:
         return address is not None and any(address in network for network in self.clients)
 
 
+def open_metrics_warning(bind: str, metrics_auth: MetricsAuth) -> str | None:
+    """A warning when /metrics is open to anyone on a non-loopback address, else None."""
+    if metrics_auth.mode != "none":
+        return None
+    try:
+        if ipaddress.ip_address(bind).is_loopback:
+            return None
+    except ValueError:
+        if bind == "localhost":
+            return None
+    return (f"/metrics is readable by anyone who reaches {bind}; pass --metrics-auth token "
+            "or --metrics-auth <client IPs/CIDRs> to restrict it")
+
+
 def parse_metrics_auth(text: str) -> MetricsAuth:
     """``none``, ``token``, or a comma-separated list of client IPs/CIDRs (ValueError otherwise)."""
     text = text.strip()

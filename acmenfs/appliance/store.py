@@ -157,6 +157,7 @@ class DatabaseReserve:
     def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
         self.path = path
         self.size = size
+        self._warned = False  # "cannot arm" is said once per full-pool episode, not per request
 
     def armed(self) -> bool:
         try:
@@ -180,8 +181,13 @@ class DatabaseReserve:
             os.unlink(self.path)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
+            if not self._warned:
+                log.warning("store: the pool is full: the database reserve (%d bytes) waits for free space; "
+                            "delete shares or snapshots", self.size)
+                self._warned = True
             return False
         os.close(fd)
+        self._warned = False
         log.info("store: database reserve of %d bytes armed at %s", self.size, self.path)
         return True
 

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from acmenfs.appliance.api_http import open_metrics_warning, parse_metrics_auth
+
+    warning = open_metrics_warning(args.bind, parse_metrics_auth(args.metrics_auth))
+    if warning:
+        logging.getLogger("acmenfs.serve").warning("%s", warning)
     config = ServeConfig(
         data_dir=Path(args.data_dir).resolve(), bind=args.bind, api_port=args.api_port,
         nfs_port=args.nfs_port, mount_port=args.mount_port,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from acmenfs.appliance.api_http import parse_metrics_auth
+from acmenfs.appliance.api_http import open_metrics_warning, parse_metrics_auth
 from api_fixtures import LiveApi, ServeProcess, live_api  # noqa: F401  (fixtures)
 
 
@@ -77,3 +77,15 @@ def test_serve_metrics_auth_option(tmp_path):
         assert answer.status_code == 200 and "acmenfs_http_requests" in answer.text
     finally:
         assert serve.stop() == 0
+
+
+@pytest.mark.parametrize("bind, auth, warned", [
+    ("127.0.0.1", "none", False), ("::1", "none", False), ("localhost", "none", False),
+    ("0.0.0.0", "none", True), ("192.0.2.10", "none", True), ("::", "none", True),
+    ("0.0.0.0", "token", False), ("0.0.0.0", "10.0.0.0/8", False),
+])
+def test_serve_warns_when_metrics_are_open_beyond_loopback(bind, auth, warned):
+    warning = open_metrics_warning(bind, parse_metrics_auth(auth))
+    assert (warning is not None) == warned
+    if warned:
+        assert "--metrics-auth" in warning
