@@ -39,6 +39,7 @@ from acmenfs.fs.nodes import Node, NodeCache
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active, open_cached
 from acmenfs.fs.pathtable import PathTable
 from acmenfs.fs.quota import UsageCounter, allocated_bytes, charged_bytes, unallocated_bytes
+from acmenfs.fs.setid import SETID_BITS, drop_setid
 
 NAME_MAX = 255
 KERNEL_KIND = b"K"
@@ -373,6 +374,8 @@ class LocalExportBackend(ExportBackend):
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         _require(pre, who, 2, owner_override=True)
+        if pre.st_mode & SETID_BITS and len(data):  # as the kernel does for a caller without CAP_FSETID
+            drop_setid(fd, pre, who)
         if self.usage.quota_bytes is not None:
             self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size))
         written = os.pwrite(fd, data, offset)
@@ -424,6 +427,8 @@ class LocalExportBackend(ExportBackend):
             _require(st, who, 2, owner_override=True)
             if changes.size != st.st_size:  # a size extension is sparse: no quota check
                 fd = node.data_fd(writable=True)
+                if st.st_mode & SETID_BITS:
+                    drop_setid(fd, st, who)
                 os.ftruncate(fd, changes.size)
                 self.usage.add(charged_bytes(os.fstat(fd)) - charged_bytes(st))
         with acting_as(who):

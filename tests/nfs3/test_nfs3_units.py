@@ -1,5 +1,5 @@
 """Bytes-level tests of the NFS layer's pure parts: handles, XDR structures, errno mapping,
-squashing, name checks and READDIR cookies."""
+squashing, name checks, set-id clearing and READDIR cookies."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from acmenfs.fs.backend import BadHandle, SetAttributes, StaleHandle
 from acmenfs.fs.credentials import Identity, squash
 from acmenfs.fs.local import COOKIE_FLAG, check_name, name_cookie, permitted
+from acmenfs.fs.setid import setid_bits_to_drop
 from acmenfs.nfs3.const import NfsStat
 from acmenfs.nfs3.errors import status_for
 from acmenfs.nfs3.handles import MAX_BACKEND_HANDLE, HandleCodec, load_or_create_secret
@@ -116,6 +117,22 @@ def test_mode_bit_permissions():
     read_only = _stat(0o400, 1000, 100)
     assert permitted(read_only, owner, 2, owner_override=True) and not permitted(read_only, owner, 2)
     assert permitted(read_only, Identity(0, 0), 6) and not permitted(read_only, Identity(0, 0), 1)
+
+
+@pytest.mark.parametrize("mode, who, dropped", [
+    (0o6777, Identity(0, 0), 0),  # CAP_FSETID
+    (0o6777, Identity(1000, 100), 0o6000),  # the owner too
+    (0o4755, Identity(5, 5), 0o4000),
+    (0o2777, Identity(5, 100), 0o2000),  # group-exec: a real setgid program, dropped even for the group
+    (0o2767, Identity(5, 100), 0),  # no group-exec, caller in the group: kept
+    (0o2767, Identity(5, 5, (100,)), 0),  # ... also through a supplementary group
+    (0o2767, Identity(5, 5), 0o2000),  # ... caller outside the group: dropped (Linux 6.2+)
+    (0o0777, Identity(5, 5), 0),
+])
+def test_setid_bits_a_data_change_drops(mode, who, dropped):
+    assert setid_bits_to_drop(_stat(mode, 1000, 100), who) == dropped
+    directory = os.stat_result((0o040000 | mode, 1, 1, 1, 1000, 100, 0, 0, 0, 0))
+    assert setid_bits_to_drop(directory, who) == 0  # only regular files
 
 
 @pytest.mark.parametrize("name, code", [("a/b", errno.EACCES), ("a\0", errno.EACCES), ("", errno.EACCES),
