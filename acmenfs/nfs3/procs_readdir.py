@@ -95,7 +95,7 @@ def nfs3_readdir(state: NfsState, ctx, args: Unpacker):
     return _finish(scope, dir_st, parts, True, False)
 
 
-def _plus_entries(scope: Scope, dots: list, entries: list[DirEntry]):
+def _plus_entries(scope: Scope, dir_st, dots: list, entries: list[DirEntry]):
     """(entry, backend handle, attributes) of the dot entries, then of each listed name still there."""
     yield from dots
     backend, who, directory = scope.backend, scope.who, scope.node
@@ -105,7 +105,7 @@ def _plus_entries(scope: Scope, dots: list, entries: list[DirEntry]):
         except FileNotFoundError:
             continue  # removed since the listing was taken
         except (OSError, StaleHandle) as exc:
-            raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(directory)) from exc
+            raise NfsError(status_for(exc), str(exc), body=scope.post_op_attr(dir_st)) from exc
         yield entry, handle, st
 
 
@@ -121,7 +121,7 @@ def nfs3_readdirplus(state: NfsState, ctx, args: Unpacker):
     budget = min(maxcount, MAX_REPLY) - _FIXED_SIZE
     parts: list[bytes] = []
     root_dev = scope.backend.root_dev
-    for entry, handle, st in _plus_entries(scope, dots, entries):
+    for entry, handle, st in _plus_entries(scope, dir_st, dots, entries):
         name = encode_opaque(entry.name.encode("utf-8", "surrogateescape"))
         directory_part = ENTRY_HEAD.pack(1, fileid_of(st, root_dev)) + name + UINT64.pack(entry.cookie)
         encoded = directory_part + scope.post_op_attr(st) + TRUE + encode_fh(scope.fh_for(handle))

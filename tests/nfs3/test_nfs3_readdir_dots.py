@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from acmenfs.nfs3.const import NfsProc, NfsStat
-from nfs3_helpers import NfsCalls, lookup, pack_fh, skip_post_op_attr
+from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_fh, skip_post_op_attr
 
 FATTR3 = struct.Struct(">IIIIIQQIIQQ")  # type .. fileid; the times follow (24 bytes)
 
@@ -79,6 +79,15 @@ def tree(export_dir):
     (export_dir / "sub" / "file").write_bytes(b"x")
     (export_dir / "top").write_bytes(b"y")
     return export_dir
+
+
+@pytest.fixture(params=["kernel-handles", "handle-table"])
+def nfsd(request, exports, tmp_path):
+    """The server in both handle modes (the handle table is what a server not running as root uses)."""
+    server = RunningNfsServer(exports, tmp_path / "state",
+                              use_kernel_handles=None if request.param == "kernel-handles" else False)
+    yield server
+    server.stop()
 
 
 def ino(path) -> int:

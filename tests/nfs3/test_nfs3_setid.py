@@ -40,6 +40,8 @@ import json, os, sys
 for fd, operation in json.loads(sys.argv[1]):
     if operation.startswith("write"):
         os.pwrite(fd, b"" if operation == "write-empty" else b"data", 0)
+    elif operation == "chgrp":
+        os.fchown(fd, -1, 3000)
     else:
         os.ftruncate(fd, 12345)
 """
@@ -157,3 +159,25 @@ def test_a_mode_set_with_the_size_in_one_setattr_wins(nfsd, export_dir):
         calls.close()
     st = os.stat(path)
     assert (stat.S_IMODE(st.st_mode), st.st_size) == (0o6755, 99)
+
+
+@pytest.mark.parametrize("caller", [(0, 0, ()), (1000, 1000, (3000,))], ids=["root", "owner"])
+def test_setattr_of_the_group_clears_setid_bits_as_chown_does(nfsd, export_dir, tmp_path, caller):
+    """Not a data change, but the same bits: SETATTR gid runs as the caller, so the kernel's
+    chown rule applies (bits cleared even for root, S_ISGID kept without group-exec)."""
+    expected = kernel_modes(tmp_path, caller, "chgrp")
+    calls = NfsCalls(nfsd, uid=caller[0], gid=caller[1], gids=caller[2])
+    try:
+        root = calls.root()
+        for mode in MODES:
+            path = export_dir / f"nfs-{mode:o}"
+            path.write_bytes(b"x")
+            os.chown(path, 1000, 1000)
+            os.chmod(path, mode)
+            fh = lookup(calls, root, path.name)[1]
+            args = pack_fh(fh) + struct.pack(">IIIIIIII", 0, 0, 1, 3000, 0, 0, 0, 0)
+            assert calls.call(NfsProc.SETATTR, args).status == 0
+    finally:
+        calls.close()
+    found = {mode: stat.S_IMODE(os.stat(export_dir / f"nfs-{mode:o}").st_mode) for mode in MODES}
+    assert {oct(k): oct(v) for k, v in found.items()} == {oct(k): oct(v) for k, v in expected.items()}

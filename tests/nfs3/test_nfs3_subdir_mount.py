@@ -20,7 +20,7 @@ import pytest
 from acmenfs.nfs3.const import MountStat, NfsProc, NfsStat
 from acmenfs.nfs3.exports import ClientRule, Export
 from acmenfs.oncrpc.xdr import Unpacker
-from nfs3_helpers import NfsCalls, lookup, pack_diropargs, pack_fh, require_tool
+from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_diropargs, pack_fh, require_tool
 
 
 @pytest.fixture
@@ -41,6 +41,15 @@ def tree(export_dir, tmp_path):
     os.symlink("loop", export_dir / "loop")
     (tmp_path / "outside").mkdir()
     return export_dir
+
+
+@pytest.fixture(params=["kernel-handles", "handle-table"])
+def nfsd(request, exports, tmp_path):
+    """The server in both handle modes (the handle table is what a server not running as root uses)."""
+    server = RunningNfsServer(exports, tmp_path / "state",
+                              use_kernel_handles=None if request.param == "kernel-handles" else False)
+    yield server
+    server.stop()
 
 
 def test_mnt_of_a_subdirectory_gives_the_handle_lookup_gives(calls, tree):
@@ -81,6 +90,7 @@ def test_dotdot_from_a_mounted_subdirectory_stops_at_the_export_root(calls, tree
     ("/eother", MountStat.NOENT),  # an export path is matched by whole components
     ("e/sub", MountStat.NOENT),
     ("/e/" + "n" * 256, MountStat.NAMETOOLONG),
+    ("/e/sub\0/inner", MountStat.ACCES),  # a name LOOKUP refuses
 ])
 def test_paths_that_leave_the_export_or_do_not_name_a_directory_are_refused(calls, tree, path, expected):
     assert calls.mnt(path)[0] == expected
