@@ -714,7 +714,9 @@ class LocalExportBackend(ExportBackend):
                 self._listings[directory.handle] = (key, cookies, entries)
                 while len(self._listings) > LISTING_CACHE_SIZE:
                     self._listings.popitem(last=False)
-        else:
+        else:  # read for whichever caller came first: this one must be allowed to read it too
+            with acting_as(who):
+                os.close(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory.fd))
             _, cookies, entries = cached
         return entries[bisect.bisect_right(cookies, cookie) :] if cookie else entries
 

@@ -166,3 +166,28 @@ def test_libnfs_bindings_list_dot_and_dotdot(nfsd_process, export_dir):
     client = libnfs.NFS(nfsd_process.url())
     assert sorted(client.listdir("/d")) == [".", "..", "f"]
     assert sorted(client.listdir("/")) == [".", "..", "d"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as the caller needs root")
+@pytest.mark.parametrize("plus", [False, True], ids=["readdir", "readdirplus"])
+def test_a_cookie_does_not_list_a_directory_the_caller_may_not_read(nfsd, export_dir, plus):
+    """Pages after the first come from a listing cached per directory: one read for a caller
+    allowed to read the directory must not serve another who may not (any cookie with the
+    top bit set is of our form, so a caller can make one up)."""
+    secret = export_dir / "secret"
+    secret.mkdir()
+    os.chmod(secret, 0o711)  # search, but no read, for others
+    for i in range(50):
+        (secret / f"name-{i:02d}").touch()
+    admin, user = NfsCalls(nfsd), NfsCalls(nfsd, uid=1000, gid=1000)
+    try:
+        fh = lookup(admin, admin.root(), "secret")[1]
+        status, verifier, entries, eof = readdir_page(admin, fh, count=400)  # the listing is now cached
+        assert status == 0 and not eof
+        page = readdirplus_page if plus else readdir_page
+        for cookie in (0, 1, 2, entries[-1][2], 1 << 63):
+            assert page(user, fh, cookie, verifier)[0] == NfsStat.ACCES, cookie
+        assert readdir_page(admin, fh, entries[-1][2], verifier)[0] == 0
+    finally:
+        admin.close()
+        user.close()
