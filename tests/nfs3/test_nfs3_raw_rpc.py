@@ -16,7 +16,7 @@ import pytest
 from acmenfs.nfs3.const import MountStat, NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.exports import ClientRule, Export
 from nfs3_helpers import (
-    NO_SATTR, NfsCalls, create, lookup, new_fh_of, pack_diropargs, pack_fh, skip_post_op_attr, skip_wcc,
+    NO_SATTR, NfsCalls, create, lookup, new_fh_of, pack_diropargs, pack_fh, readdir, skip_post_op_attr, skip_wcc,
 )
 
 
@@ -30,20 +30,6 @@ def write_result(reply) -> tuple[int, int, bytes]:
     assert reply.status == 0, reply.status
     skip_wcc(reply.args)
     return reply.args.unpack_uint(), reply.args.unpack_uint(), reply.args.unpack_fopaque(8)
-
-
-def readdir(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: bytes = b"\0" * 8, count: int = 4096):
-    reply = calls.call(NfsProc.READDIR, pack_fh(fh) + struct.pack(">Q", cookie) + verifier + struct.pack(">I", count))
-    if reply.status != 0:
-        return reply.status, None, [], False
-    skip_post_op_attr(reply.args)
-    verf = reply.args.unpack_fopaque(8)
-    entries = []
-    while reply.args.unpack_bool():
-        fileid = reply.args.unpack_uhyper()
-        name = reply.args.unpack_string()
-        entries.append((name, reply.args.unpack_uhyper(), fileid))
-    return reply.status, verf, entries, reply.args.unpack_bool()
 
 
 def test_retransmitted_create_and_remove_are_answered_from_the_drc(nfsd, calls, export_dir):

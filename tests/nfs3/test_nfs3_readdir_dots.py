@@ -14,29 +14,15 @@ import struct
 import pytest
 
 from acmenfs.nfs3.const import NfsProc, NfsStat
-from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_fh, skip_post_op_attr
+from nfs3_helpers import NfsCalls, lookup, pack_fh, skip_post_op_attr
+from nfs3_helpers import readdir as readdir_page
 
 FATTR3 = struct.Struct(">IIIIIQQIIQQ")  # type .. fileid; the times follow (24 bytes)
 
 
-def readdir_page(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: bytes = b"\0" * 8, count: int = 4096):
-    """-> (status, verifier, [(name, fileid, cookie)], eof)"""
-    reply = calls.call(NfsProc.READDIR, pack_fh(fh) + struct.pack(">Q", cookie) + verifier + struct.pack(">I", count))
-    if reply.status != 0:
-        return reply.status, None, [], False
-    skip_post_op_attr(reply.args)
-    verifier = reply.args.unpack_fopaque(8)
-    entries = []
-    while reply.args.unpack_bool():
-        fileid = reply.args.unpack_uhyper()
-        name = reply.args.unpack_string()
-        entries.append((name, fileid, reply.args.unpack_uhyper()))
-    return reply.status, verifier, entries, reply.args.unpack_bool()
-
-
 def readdirplus_page(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: bytes = b"\0" * 8,
                      dircount: int = 4096, maxcount: int = 32768):
-    """-> (status, verifier, [(name, fileid, cookie, attr fileid, attr type, handle)], eof, wire names bytes)"""
+    """-> (status, verifier, [(name, cookie, fileid, attr fileid, attr type, handle)], eof, wire names bytes)"""
     args = pack_fh(fh) + struct.pack(">Q", cookie) + verifier + struct.pack(">II", dircount, maxcount)
     reply = calls.call(NfsProc.READDIRPLUS, args)
     if reply.status != 0:
@@ -55,7 +41,7 @@ def readdirplus_page(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: byte
             reply.args.unpack_fopaque(24)
             attr_type, attr_fileid = attrs[0], attrs[10]
         handle = reply.args.unpack_opaque(64) if reply.args.unpack_bool() else None
-        entries.append((name, fileid, entry_cookie, attr_fileid, attr_type, handle))
+        entries.append((name, entry_cookie, fileid, attr_fileid, attr_type, handle))
     return reply.status, verifier, entries, reply.args.unpack_bool(), names_bytes
 
 
@@ -70,7 +56,7 @@ def all_pages(page, calls: NfsCalls, fh: bytes, **sizes) -> tuple[list, int]:
         if eof:
             return seen, pages
         assert entries, "a page without entries and without eof"
-        cookie = entries[-1][2]
+        cookie = entries[-1][1]
 
 
 @pytest.fixture
@@ -81,13 +67,9 @@ def tree(export_dir):
     return export_dir
 
 
-@pytest.fixture(params=["kernel-handles", "handle-table"])
-def nfsd(request, exports, tmp_path):
-    """The server in both handle modes (the handle table is what a server not running as root uses)."""
-    server = RunningNfsServer(exports, tmp_path / "state",
-                              use_kernel_handles=None if request.param == "kernel-handles" else False)
-    yield server
-    server.stop()
+@pytest.fixture
+def nfsd(nfsd_both_handle_modes):
+    return nfsd_both_handle_modes
 
 
 def ino(path) -> int:
@@ -103,9 +85,9 @@ def test_readdir_lists_dot_and_dotdot_first_with_their_fileids(calls, tree):
                                         (inner, tree / "sub" / "inner", tree / "sub", set())):
         status, _, entries, eof = readdir_page(calls, fh)
         assert status == 0 and eof
-        assert [(name, fileid) for name, fileid, _ in entries[:2]] == [(".", ino(directory)), ("..", ino(parent))]
+        assert [(name, fileid) for name, _, fileid in entries[:2]] == [(".", ino(directory)), ("..", ino(parent))]
         assert {name for name, _, _ in entries[2:]} == rest
-        cookies = [cookie for _, _, cookie in entries]
+        cookies = [cookie for _, cookie, _ in entries]
         assert len(set(cookies)) == len(cookies) and 0 not in cookies
 
 
@@ -119,10 +101,10 @@ def test_readdirplus_dot_entries_carry_handles_and_attributes(calls, tree):
         status, _, entries, eof, _ = readdirplus_page(calls, fh)
         assert status == 0 and eof
         dot, dotdot = entries[0], entries[1]
-        assert dot[0] == "." and dot[1] == dot[3] == ino(directory) and dot[4] == 2 and dot[5] == fh
-        assert dotdot[0] == ".." and dotdot[1] == dotdot[3] == ino(parent) and dotdot[4] == 2
+        assert dot[0] == "." and dot[2] == dot[3] == ino(directory) and dot[4] == 2 and dot[5] == fh
+        assert dotdot[0] == ".." and dotdot[2] == dotdot[3] == ino(parent) and dotdot[4] == 2
         assert dotdot[5] == parent_fh == lookup(calls, fh, "..")[1]
-        for name, fileid, _, attr_fileid, _, handle in entries[2:]:
+        for name, _, fileid, attr_fileid, _, handle in entries[2:]:
             assert fileid == attr_fileid and lookup(calls, fh, name) == (0, handle)
 
 
@@ -151,7 +133,7 @@ def test_a_reply_too_small_for_the_dot_entry_is_toosmall(calls, tree):
 def test_dot_cookies_are_accepted_with_our_verifier_and_refused_with_a_foreign_one(calls, tree):
     root = calls.root()
     status, verifier, entries, _ = readdir_page(calls, root)
-    dot_cookie, dotdot_cookie = entries[0][2], entries[1][2]
+    dot_cookie, dotdot_cookie = entries[0][1], entries[1][1]
     status, _, after_dot, eof = readdir_page(calls, root, dot_cookie, verifier)
     assert status == 0 and eof and [name for name, _, _ in after_dot] == [name for name, _, _ in entries[1:]]
     status, _, after_dotdot, eof = readdir_page(calls, root, dotdot_cookie, verifier)
@@ -185,9 +167,9 @@ def test_a_cookie_does_not_list_a_directory_the_caller_may_not_read(nfsd, export
         status, verifier, entries, eof = readdir_page(admin, fh, count=400)  # the listing is now cached
         assert status == 0 and not eof
         page = readdirplus_page if plus else readdir_page
-        for cookie in (0, 1, 2, entries[-1][2], 1 << 63):
+        for cookie in (0, 1, 2, entries[-1][1], 1 << 63):
             assert page(user, fh, cookie, verifier)[0] == NfsStat.ACCES, cookie
-        assert readdir_page(admin, fh, entries[-1][2], verifier)[0] == 0
+        assert readdir_page(admin, fh, entries[-1][1], verifier)[0] == 0
     finally:
         admin.close()
         user.close()

@@ -47,15 +47,20 @@ for fd, operation in json.loads(sys.argv[1]):
 """
 
 
+def setid_file(path, mode: int):
+    """A file of 1000:1000 with ``mode`` (chmod: no umask) and some contents."""
+    path.write_bytes(b"old contents")
+    os.chown(path, 1000, 1000)
+    os.chmod(path, mode)
+    return path
+
+
 def kernel_modes(tmp_path, caller: tuple[int, int, tuple], operation: str) -> dict[int, int]:
     """mode -> mode after ``operation`` done locally by a process running as ``caller``."""
     fds, modes = [], {}
     try:
         for mode in MODES:
-            path = tmp_path / f"kernel-{operation}-{mode:o}"
-            path.write_bytes(b"old contents")
-            os.chown(path, 1000, 1000)
-            os.chmod(path, mode)
+            path = setid_file(tmp_path / f"kernel-{operation}-{mode:o}", mode)
             fds.append((os.open(path, os.O_RDWR), mode))
         uid, gid, groups = caller
         identity = {} if uid == 0 else {"user": uid, "group": gid, "extra_groups": list(groups)}
@@ -109,10 +114,7 @@ def test_setid_bits_after_data_changes_match_the_kernel(nfsd, export_dir, tmp_pa
     try:
         root = calls.root()
         for mode in MODES:
-            path = export_dir / f"nfs-{mode:o}"
-            path.write_bytes(b"old contents")
-            os.chown(path, 1000, 1000)
-            os.chmod(path, mode)
+            path = setid_file(export_dir / f"nfs-{mode:o}", mode)
             reply = nfs_operation(calls, root, path.name, operation)
             assert reply.status == 0, (oct(mode), reply.status)
             if operation != "create-size":  # CREATE's reply starts with the handle
@@ -170,10 +172,7 @@ def test_setattr_of_the_group_clears_setid_bits_as_chown_does(nfsd, export_dir, 
     try:
         root = calls.root()
         for mode in MODES:
-            path = export_dir / f"nfs-{mode:o}"
-            path.write_bytes(b"x")
-            os.chown(path, 1000, 1000)
-            os.chmod(path, mode)
+            path = setid_file(export_dir / f"nfs-{mode:o}", mode)
             fh = lookup(calls, root, path.name)[1]
             args = pack_fh(fh) + struct.pack(">IIIIIIII", 0, 0, 1, 3000, 0, 0, 0, 0)
             assert calls.call(NfsProc.SETATTR, args).status == 0

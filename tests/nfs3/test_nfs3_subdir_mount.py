@@ -20,7 +20,7 @@ import pytest
 from acmenfs.nfs3.const import MountStat, NfsProc, NfsStat
 from acmenfs.nfs3.exports import ClientRule, Export
 from acmenfs.oncrpc.xdr import Unpacker
-from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_diropargs, pack_fh, require_tool
+from nfs3_helpers import NfsCalls, lookup, pack_diropargs, pack_fh, require_tool
 
 
 @pytest.fixture
@@ -43,13 +43,9 @@ def tree(export_dir, tmp_path):
     return export_dir
 
 
-@pytest.fixture(params=["kernel-handles", "handle-table"])
-def nfsd(request, exports, tmp_path):
-    """The server in both handle modes (the handle table is what a server not running as root uses)."""
-    server = RunningNfsServer(exports, tmp_path / "state",
-                              use_kernel_handles=None if request.param == "kernel-handles" else False)
-    yield server
-    server.stop()
+@pytest.fixture
+def nfsd(nfsd_both_handle_modes):
+    return nfsd_both_handle_modes
 
 
 def test_mnt_of_a_subdirectory_gives_the_handle_lookup_gives(calls, tree):
