@@ -132,7 +132,8 @@ def _require(st: os.stat_result, who: Identity, want: int, owner_override: bool 
 def _is_noop(changes: SetAttributes, st: os.stat_result) -> bool:
     """True when SETATTR would change nothing (e.g. truncating an empty new file to 0)."""
     return (
-        (changes.size is None or (changes.size == st.st_size and stat.S_ISREG(st.st_mode)))
+        (changes.size is None or (changes.size == st.st_size and stat.S_ISREG(st.st_mode)
+                                  and not st.st_mode & SETID_BITS))  # truncate(2) to the same size clears them
         and changes.mode is None
         and changes.uid is None
         and changes.gid is None
@@ -425,10 +426,10 @@ class LocalExportBackend(ExportBackend):
             if not node.is_reg:
                 raise OSError(errno.EINVAL, "not a regular file")
             _require(st, who, 2, owner_override=True)
+            if st.st_mode & SETID_BITS:  # as truncate(2), even to the current size
+                drop_setid(node.data_fd(writable=True), st, who)
             if changes.size != st.st_size:  # a size extension is sparse: no quota check
                 fd = node.data_fd(writable=True)
-                if st.st_mode & SETID_BITS:
-                    drop_setid(fd, st, who)
                 os.ftruncate(fd, changes.size)
                 self.usage.add(charged_bytes(os.fstat(fd)) - charged_bytes(st))
         with acting_as(who):
@@ -561,7 +562,7 @@ class LocalExportBackend(ExportBackend):
         node, st = self._adopt_with_stat(directory, name, fd)
         if not node.is_reg:
             raise OSError(errno.EEXIST, "exists and is not a regular file")
-        if changes.size is not None and changes.size != st.st_size:
+        if changes.size is not None and (changes.size != st.st_size or st.st_mode & SETID_BITS):
             if inline:
                 raise WouldBlock("a size change may free or zero many blocks")
             self._apply(node, who, SetAttributes(size=changes.size), st)

@@ -34,7 +34,8 @@ CALLERS = {  # name -> (uid, gid, supplementary gids); the files belong to 1000:
 }
 MODES = (0o6777, 0o4777, 0o2777, 0o2767, 0o6666, 0o0777)
 SYSTEM_PYTHON = "/usr/bin/python3"  # the child runs as other users: the venv may not be readable to them
-OPERATIONS = ("write-unstable", "write-file-sync", "write-empty", "setattr-size", "create-size")
+OPERATIONS = ("write-unstable", "write-file-sync", "write-empty", "setattr-size", "create-size", "setattr-same-size",
+              "create-same-size")  # the files hold 12 bytes: a "same" size is a truncate(2) to 12
 _CHILD = """
 import json, os, sys
 for fd, operation in json.loads(sys.argv[1]):
@@ -43,7 +44,7 @@ for fd, operation in json.loads(sys.argv[1]):
     elif operation == "chgrp":
         os.fchown(fd, -1, 3000)
     else:
-        os.ftruncate(fd, 12345)
+        os.ftruncate(fd, 12 if operation.endswith("same-size") else 12345)
 """
 
 
@@ -100,9 +101,10 @@ def nfs_operation(calls: NfsCalls, directory: bytes, name: str, operation: str):
         return write_call(calls, fh, StableHow.FILE_SYNC)
     if operation == "write-empty":  # the kernel leaves the bits to a write of nothing
         return write_call(calls, fh, StableHow.UNSTABLE, b"")
-    if operation == "setattr-size":
-        return calls.call(NfsProc.SETATTR, pack_fh(fh) + sattr3_size(12345) + struct.pack(">I", 0))
-    return calls.call(NfsProc.CREATE, pack_diropargs(directory, name) + struct.pack(">I", 0) + sattr3_size(12345))
+    size = 12 if operation.endswith("same-size") else 12345
+    if operation.startswith("setattr"):
+        return calls.call(NfsProc.SETATTR, pack_fh(fh) + sattr3_size(size) + struct.pack(">I", 0))
+    return calls.call(NfsProc.CREATE, pack_diropargs(directory, name) + struct.pack(">I", 0) + sattr3_size(size))
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
@@ -117,7 +119,7 @@ def test_setid_bits_after_data_changes_match_the_kernel(nfsd, export_dir, tmp_pa
             path = setid_file(export_dir / f"nfs-{mode:o}", mode)
             reply = nfs_operation(calls, root, path.name, operation)
             assert reply.status == 0, (oct(mode), reply.status)
-            if operation != "create-size":  # CREATE's reply starts with the handle
+            if not operation.startswith("create"):  # CREATE's reply starts with the handle
                 assert stat.S_IMODE(post_op_mode(reply)) == expected[mode], oct(mode)
     finally:
         calls.close()
