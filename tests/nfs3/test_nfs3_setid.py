@@ -48,10 +48,11 @@ for fd, operation in json.loads(sys.argv[1]):
 """
 
 
-def setid_file(path, mode: int):
-    """A file of 1000:1000 with ``mode`` (chmod: no umask) and some contents."""
+def setid_file(path, mode: int, owner: int = 1000):
+    """A file of owner:owner with ``mode`` (chmod after chown, which clears set-id bits) and
+    some contents."""
     path.write_bytes(b"old contents")
-    os.chown(path, 1000, 1000)
+    os.chown(path, owner, owner)
     os.chmod(path, mode)
     return path
 
@@ -182,3 +183,24 @@ def test_setattr_of_the_group_clears_setid_bits_as_chown_does(nfsd, export_dir, 
         calls.close()
     found = {mode: stat.S_IMODE(os.stat(export_dir / f"nfs-{mode:o}").st_mode) for mode in MODES}
     assert {oct(k): oct(v) for k, v in found.items()} == {oct(k): oct(v) for k, v in expected.items()}
+
+
+def test_libnfs_bindings_writing_as_a_user_clear_the_bits_and_as_root_keep_them(nfsd_process, export_dir):
+    libnfs = pytest.importorskip("libnfs")
+    for name, owner in (("nobody-writes", 0), ("root-writes", 0), ("owner-truncates", 1000)):
+        setid_file(export_dir / name, 0o6777, owner)
+    nobody = libnfs.NFS(nfsd_process.url(uid=65534, gid=65534))
+    handle = nobody.open("/nobody-writes", "r+")
+    handle.write(bytearray(b"x"))
+    handle.close()
+    root = libnfs.NFS(nfsd_process.url(uid=0, gid=0))
+    handle = root.open("/root-writes", "r+")
+    handle.write(bytearray(b"x"))
+    handle.close()
+    owner = libnfs.NFS(nfsd_process.url(uid=1000, gid=1000))
+    owner.open("/owner-truncates", "w").close()  # O_TRUNC: a SETATTR of size 0
+    modes = {name: stat.S_IMODE(os.stat(export_dir / name).st_mode)
+             for name in ("nobody-writes", "root-writes", "owner-truncates")}
+    assert modes == {"nobody-writes": 0o777, "root-writes": 0o6777, "owner-truncates": 0o777}
+    assert (export_dir / "nobody-writes").read_bytes().startswith(b"x")
+    assert (export_dir / "owner-truncates").stat().st_size == 0
