@@ -133,6 +133,7 @@ def test_a_reply_too_small_for_the_dot_entry_is_toosmall(calls, tree):
 def test_dot_cookies_are_accepted_with_our_verifier_and_refused_with_a_foreign_one(calls, tree):
     root = calls.root()
     status, verifier, entries, _ = readdir_page(calls, root)
+    assert [name for name, _, _ in entries[:2]] == [".", ".."]
     dot_cookie, dotdot_cookie = entries[0][1], entries[1][1]
     status, _, after_dot, eof = readdir_page(calls, root, dot_cookie, verifier)
     assert status == 0 and eof and [name for name, _, _ in after_dot] == [name for name, _, _ in entries[1:]]
