@@ -9,7 +9,7 @@ ordinary handle of that export (".." from it climbs to the export root and stops
 
 Decisions (knfsd's mountd resolves a dirpath on the server with realpath(); we resolve it
 inside the export only):
-- "." and empty components are skipped; ".." goes back to the directory the walk came
+- "." and empty components are skipped (also when matching export paths); ".." goes back to the directory the walk came
   from, and ".." at the export root leaves the export: MNT3ERR_ACCES.
 - A symbolic link is followed if its target is relative and, resolved from the link's
   directory, stays inside the export; an absolute target names a path in another name
@@ -54,7 +54,7 @@ def find_export(exports: ExportTable, path: str) -> tuple[Export, list[str]]:
     """(export, the components of ``path`` below its path); the longest export path wins."""
     if not path.startswith("/"):
         raise MountRefused(MountStat.NOENT, "not an absolute path")
-    parts = [part for part in path.split("/") if part]
+    parts = [part for part in path.split("/") if part and part != "."]  # "/a/./b" is "/a/b"
     for length in range(len(parts), -1, -1):
         export = exports.get("/" + "/".join(parts[:length]))
         if export is not None:

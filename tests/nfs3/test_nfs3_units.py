@@ -1,5 +1,5 @@
 """Bytes-level tests of the NFS layer's pure parts: handles, XDR structures, errno mapping,
-squashing, name checks, set-id clearing and READDIR cookies."""
+squashing, name checks, set-id clearing, MOUNT path matching and READDIR cookies."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from acmenfs.fs.backend import BadHandle, SetAttributes, StaleHandle
 from acmenfs.fs.credentials import Identity, squash
 from acmenfs.fs.local import COOKIE_FLAG, check_name, name_cookie, permitted
 from acmenfs.fs.setid import setid_bits_to_drop
-from acmenfs.nfs3.const import NfsStat
+from acmenfs.nfs3.const import MountStat, NfsStat
 from acmenfs.nfs3.errors import status_for
+from acmenfs.nfs3.exports import Export, ExportTable
 from acmenfs.nfs3.handles import MAX_BACKEND_HANDLE, HandleCodec, load_or_create_secret
+from acmenfs.nfs3.mountpath import MountRefused, find_export
 from acmenfs.nfs3.xdr import FATTR3_SIZE, decode_sattr3, encode_fattr3, encode_sattr3, encode_wcc_data
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
@@ -147,3 +149,15 @@ def test_bad_names(name, code):
 def test_cookies_are_flagged_and_deterministic(name):
     cookie = name_cookie(name)
     assert cookie & COOKIE_FLAG and cookie == name_cookie(name) and cookie < 2**64
+
+
+def test_mount_paths_match_the_longest_export_by_whole_components():
+    table = ExportTable([Export("/a", "/x"), Export("/a/b", "/y")])
+    assert [(e.path, rest) for e, rest in [find_export(table, "/a/b/c"), find_export(table, "/a//c/"),
+                                           find_export(table, "/a/bc"), find_export(table, "/a/./b")]] == [
+        ("/a/b", ["c"]), ("/a", ["c"]), ("/a", ["bc"]), ("/a/b", [])]
+    for path in ("/ab", "a/b", "/", ""):
+        with pytest.raises(MountRefused) as refused:
+            find_export(table, path)
+        assert refused.value.status == MountStat.NOENT
+    assert find_export(ExportTable([Export("/", "/z")]), "/any/where")[1] == ["any", "where"]
