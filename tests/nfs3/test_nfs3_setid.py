@@ -5,8 +5,9 @@ The reference is the kernel itself: the same operation on an identical file, don
 process running as the caller (uid, gid, groups; no capabilities) through a descriptor opened
 by root, which is exactly the server's situation minus CAP_FSETID.  Every procedure that can
 write data or change a size is covered (WRITE at each stability, SETATTR size, CREATE UNCHECKED
-with a size), for uid 0 (bits kept), the owner, a group member, a supplementary-group member and
-others, on modes where the group-exec bit and group membership matter.
+with a size; a size equal to the current one clears them too, as truncate(2) does, and a WRITE of
+no bytes does not), for uid 0 (bits kept), the owner, a group member, a supplementary-group member
+and others, on modes where the group-exec bit and group membership matter.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ CALLERS = {  # name -> (uid, gid, supplementary gids); the files belong to 1000:
 }
 MODES = (0o6777, 0o4777, 0o2777, 0o2767, 0o6666, 0o0777)
 SYSTEM_PYTHON = "/usr/bin/python3"  # the child runs as other users: the venv may not be readable to them
-OPERATIONS = ("write-unstable", "write-file-sync", "write-empty", "setattr-size", "create-size", "setattr-same-size",
+OPERATIONS = ("write-unstable", "write-data-sync", "write-file-sync", "write-empty", "setattr-size", "create-size", "setattr-same-size",
               "create-same-size")  # the files hold 12 bytes: a "same" size is a truncate(2) to 12
 _CHILD = """
 import json, os, sys
@@ -98,6 +99,8 @@ def nfs_operation(calls: NfsCalls, directory: bytes, name: str, operation: str):
     assert status == 0
     if operation == "write-unstable":
         return write_call(calls, fh, StableHow.UNSTABLE)
+    if operation == "write-data-sync":
+        return write_call(calls, fh, StableHow.DATA_SYNC)
     if operation == "write-file-sync":
         return write_call(calls, fh, StableHow.FILE_SYNC)
     if operation == "write-empty":  # the kernel leaves the bits to a write of nothing
