@@ -39,6 +39,7 @@ from acmenfs.fs.nodes import Node, NodeCache
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active, open_cached
 from acmenfs.fs.pathtable import PathTable
 from acmenfs.fs.quota import UsageCounter, allocated_bytes, charged_bytes, unallocated_bytes
+from acmenfs.fs.setid import SETID_BITS, drop_setid
 
 NAME_MAX = 255
 KERNEL_KIND = b"K"
@@ -131,7 +132,8 @@ def _require(st: os.stat_result, who: Identity, want: int, owner_override: bool 
 def _is_noop(changes: SetAttributes, st: os.stat_result) -> bool:
     """True when SETATTR would change nothing (e.g. truncating an empty new file to 0)."""
     return (
-        (changes.size is None or (changes.size == st.st_size and stat.S_ISREG(st.st_mode)))
+        (changes.size is None or (changes.size == st.st_size and stat.S_ISREG(st.st_mode)
+                                  and not st.st_mode & SETID_BITS))  # truncate(2) to the same size clears them
         and changes.mode is None
         and changes.uid is None
         and changes.gid is None
@@ -373,6 +375,8 @@ class LocalExportBackend(ExportBackend):
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         _require(pre, who, 2, owner_override=True)
+        if pre.st_mode & SETID_BITS and len(data):  # as the kernel does for a caller without CAP_FSETID
+            drop_setid(fd, pre, who)
         if self.usage.quota_bytes is not None:
             self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size))
         written = os.pwrite(fd, data, offset)
@@ -422,6 +426,8 @@ class LocalExportBackend(ExportBackend):
             if not node.is_reg:
                 raise OSError(errno.EINVAL, "not a regular file")
             _require(st, who, 2, owner_override=True)
+            if st.st_mode & SETID_BITS:  # as truncate(2), even to the current size
+                drop_setid(node.data_fd(writable=True), st, who)
             if changes.size != st.st_size:  # a size extension is sparse: no quota check
                 fd = node.data_fd(writable=True)
                 os.ftruncate(fd, changes.size)
@@ -556,7 +562,7 @@ class LocalExportBackend(ExportBackend):
         node, st = self._adopt_with_stat(directory, name, fd)
         if not node.is_reg:
             raise OSError(errno.EEXIST, "exists and is not a regular file")
-        if changes.size is not None and changes.size != st.st_size:
+        if changes.size is not None and (changes.size != st.st_size or st.st_mode & SETID_BITS):
             if inline:
                 raise WouldBlock("a size change may free or zero many blocks")
             self._apply(node, who, SetAttributes(size=changes.size), st)
@@ -709,7 +715,9 @@ class LocalExportBackend(ExportBackend):
                 self._listings[directory.handle] = (key, cookies, entries)
                 while len(self._listings) > LISTING_CACHE_SIZE:
                     self._listings.popitem(last=False)
-        else:
+        else:  # read for whichever caller came first: this one must be allowed to read it too
+            with acting_as(who):
+                os.close(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory.fd))
             _, cookies, entries = cached
         return entries[bisect.bisect_right(cookies, cookie) :] if cookie else entries
 

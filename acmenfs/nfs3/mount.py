@@ -1,9 +1,12 @@
 """MOUNT v3 (RFC 1813 appendix I): NULL, MNT, DUMP, UMNT, UMNTALL, EXPORT.
 
 Owns the mount list (who mounted what, for DUMP; informational only, as in
-every NFSv3 server) and the MNT decision: unknown path -> MNT3ERR_NOENT, client
-not in the export's rules -> MNT3ERR_ACCES, otherwise the export root's file
-handle and the flavors we accept (AUTH_SYS, AUTH_NONE).  No sockets here.
+every NFSv3 server) and the MNT decision: the export is found by its path or,
+for a directory below it, by the longest export path that prefixes the dirpath
+(``mountpath``); client not in the export's rules -> MNT3ERR_ACCES; the rest of
+the path is resolved inside the export as the squashed caller (see ``mountpath``
+for "..", symbolic links and errors); otherwise that directory's file handle and
+the flavors we accept (AUTH_SYS, AUTH_NONE).  No sockets here.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 
 from acmenfs.nfs3.const import MNTPATHLEN, MountProc, MountStat
+from acmenfs.nfs3.mountpath import MountRefused, find_export, resolve_in_export
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import FALSE, TRUE, UINT32, encode_fh, encode_opaque
 from acmenfs.oncrpc.xdr import Unpacker
@@ -35,23 +39,32 @@ class MountService:
 
     def mnt(self, ctx, args: Unpacker) -> bytes:
         path = normalize_dirpath(args.unpack_string(MNTPATHLEN))
-        export = self.state.exports.get(path)
-        if export is None:
-            log.info("MNT %s from %s: no such export", path, ctx.client[0])
-            return UINT32.pack(MountStat.NOENT)
-        if self.state.rule_for(export, ctx.client[0]) is None:
-            log.info("MNT %s from %s: client not allowed", path, ctx.client[0])
-            return UINT32.pack(MountStat.ACCES)
+        try:
+            fh = self._handle_for(ctx, path)
+        except MountRefused as refused:
+            log.info("MNT %s from %s: %s", path, ctx.client[0], refused)
+            return UINT32.pack(refused.status)
+        with self._lock:
+            self._mounts.add((ctx.client[0], path))
+        flavors = UINT32.pack(len(AUTH_FLAVORS)) + b"".join(UINT32.pack(f) for f in AUTH_FLAVORS)
+        return UINT32.pack(MountStat.OK) + encode_fh(fh) + flavors
+
+    def _handle_for(self, ctx, path: str) -> bytes:
+        """The file handle MNT answers for ``path``; MountRefused if it must not."""
+        export, below = find_export(self.state.exports, path)
+        rule = self.state.rule_for(export, ctx.client[0])
+        if rule is None:
+            raise MountRefused(MountStat.ACCES, "client not allowed")
         try:
             backend = self.state.backend(export)
         except OSError as exc:
             log.error("MNT %s: cannot open %s: %s", path, export.directory, exc)
-            return UINT32.pack(MountStat.NOENT if isinstance(exc, FileNotFoundError) else MountStat.IO)
-        with self._lock:
-            self._mounts.add((ctx.client[0], path))
-        fh = self.state.codec.encode(export.export_id, backend.root_handle)
-        flavors = UINT32.pack(len(AUTH_FLAVORS)) + b"".join(UINT32.pack(f) for f in AUTH_FLAVORS)
-        return UINT32.pack(MountStat.OK) + encode_fh(fh) + flavors
+            raise MountRefused(MountStat.NOENT if isinstance(exc, FileNotFoundError) else MountStat.IO,
+                               str(exc)) from exc
+        handle = backend.root_handle
+        if below:
+            handle = resolve_in_export(backend, self.state.identity_for(ctx.cred, rule), below).handle
+        return self.state.codec.encode(export.export_id, handle)
 
     def dump(self, ctx, args: Unpacker) -> bytes:
         with self._lock:

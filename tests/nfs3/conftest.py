@@ -32,6 +32,16 @@ def nfsd(exports: ExportTable, tmp_path: Path):
     server.stop()
 
 
+@pytest.fixture(params=["kernel-handles", "handle-table"])
+def nfsd_both_handle_modes(request, exports: ExportTable, tmp_path: Path):
+    """``nfsd`` once with kernel handles (when available) and once with the handle table, the
+    mode of a server not running as root; a test module uses it as its ``nfsd``."""
+    server = RunningNfsServer(exports, tmp_path / "state",
+                              use_kernel_handles=None if request.param == "kernel-handles" else False)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def nfsd_process(export_dir: Path, tmp_path: Path):
     server = NfsdProcess(export_dir, tmp_path / "state", tmp_path / "nfsd.log")

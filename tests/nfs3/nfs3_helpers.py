@@ -190,6 +190,21 @@ def new_fh_of(reply: NfsReply) -> bytes:
     return reply.args.unpack_opaque(64)
 
 
+def readdir(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: bytes = b"\0" * 8, count: int = 4096):
+    """READDIR -> (status, verifier, [(name, cookie, fileid)], eof)."""
+    reply = calls.call(NfsProc.READDIR, pack_fh(fh) + struct.pack(">Q", cookie) + verifier + struct.pack(">I", count))
+    if reply.status != 0:
+        return reply.status, None, [], False
+    skip_post_op_attr(reply.args)
+    verf = reply.args.unpack_fopaque(8)
+    entries = []
+    while reply.args.unpack_bool():
+        fileid = reply.args.unpack_uhyper()
+        name = reply.args.unpack_string()
+        entries.append((name, reply.args.unpack_uhyper(), fileid))
+    return reply.status, verf, entries, reply.args.unpack_bool()
+
+
 def read_exact(path: Path) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()

@@ -16,7 +16,7 @@ import pytest
 from acmenfs.nfs3.const import MountStat, NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.exports import ClientRule, Export
 from nfs3_helpers import (
-    NO_SATTR, NfsCalls, create, lookup, new_fh_of, pack_diropargs, pack_fh, skip_post_op_attr, skip_wcc,
+    NO_SATTR, NfsCalls, create, lookup, new_fh_of, pack_diropargs, pack_fh, readdir, skip_post_op_attr, skip_wcc,
 )
 
 
@@ -30,20 +30,6 @@ def write_result(reply) -> tuple[int, int, bytes]:
     assert reply.status == 0, reply.status
     skip_wcc(reply.args)
     return reply.args.unpack_uint(), reply.args.unpack_uint(), reply.args.unpack_fopaque(8)
-
-
-def readdir(calls: NfsCalls, fh: bytes, cookie: int = 0, verifier: bytes = b"\0" * 8, count: int = 4096):
-    reply = calls.call(NfsProc.READDIR, pack_fh(fh) + struct.pack(">Q", cookie) + verifier + struct.pack(">I", count))
-    if reply.status != 0:
-        return reply.status, None, [], False
-    skip_post_op_attr(reply.args)
-    verf = reply.args.unpack_fopaque(8)
-    entries = []
-    while reply.args.unpack_bool():
-        fileid = reply.args.unpack_uhyper()
-        name = reply.args.unpack_string()
-        entries.append((name, reply.args.unpack_uhyper(), fileid))
-    return reply.status, verf, entries, reply.args.unpack_bool()
 
 
 def test_retransmitted_create_and_remove_are_answered_from_the_drc(nfsd, calls, export_dir):
@@ -105,7 +91,7 @@ def test_readdir_pages_large_directories_and_rejects_bad_cookies(calls, export_d
         if eof:
             break
         cookie = entries[-1][1]
-    assert pages > 5 and sorted(seen) == sorted(names)
+    assert pages > 5 and seen[:2] == [".", ".."] and sorted(seen[2:]) == sorted(names)
     assert readdir(calls, root, cookie=12345, verifier=verifier)[0] == NfsStat.BAD_COOKIE
     assert readdir(calls, root, cookie=cookie, verifier=b"garbage!")[0] == NfsStat.BAD_COOKIE
     assert readdir(calls, root, count=100)[0] == NfsStat.TOOSMALL
@@ -117,7 +103,8 @@ def test_readdir_cookies_stay_valid_while_the_directory_changes(calls, export_di
     root = calls.root()
     status, verifier, first, eof = readdir(calls, root, count=1500)
     assert status == 0 and not eof
-    removed = {name for name, _, _ in first}
+    assert [name for name, _, _ in first[:2]] == [".", ".."]
+    removed = {name for name, _, _ in first[2:]}
     for name in removed:
         (export_dir / name).unlink()
     rest, cookie = [], first[-1][1]
@@ -354,7 +341,7 @@ def test_readdirplus_handles_match_lookup_and_dircount_is_respected(calls, expor
         assert names_bytes <= 1024
         if reply.args.unpack_bool():
             break
-    assert len(seen) == 300 and pages >= 300 * 28 // 1024
+    assert len(seen) == 302 and seen[".."] == seen["."] == root and pages >= 300 * 28 // 1024
     assert lookup(calls, root, "p123") == (0, seen["p123"])
 
 

@@ -1,5 +1,5 @@
 """Bytes-level tests of the NFS layer's pure parts: handles, XDR structures, errno mapping,
-squashing, name checks and READDIR cookies."""
+squashing, name checks, set-id clearing, MOUNT path matching and READDIR cookies."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from acmenfs.fs.backend import BadHandle, SetAttributes, StaleHandle
 from acmenfs.fs.credentials import Identity, squash
 from acmenfs.fs.local import COOKIE_FLAG, check_name, name_cookie, permitted
-from acmenfs.nfs3.const import NfsStat
+from acmenfs.fs.setid import setid_bits_to_drop
+from acmenfs.nfs3.const import MountStat, NfsStat
 from acmenfs.nfs3.errors import status_for
+from acmenfs.nfs3.exports import Export, ExportTable
 from acmenfs.nfs3.handles import MAX_BACKEND_HANDLE, HandleCodec, load_or_create_secret
+from acmenfs.nfs3.mountpath import MountRefused, find_export
 from acmenfs.nfs3.xdr import FATTR3_SIZE, decode_sattr3, encode_fattr3, encode_sattr3, encode_wcc_data
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
@@ -118,6 +121,22 @@ def test_mode_bit_permissions():
     assert permitted(read_only, Identity(0, 0), 6) and not permitted(read_only, Identity(0, 0), 1)
 
 
+@pytest.mark.parametrize("mode, who, dropped", [
+    (0o6777, Identity(0, 0), 0),  # CAP_FSETID
+    (0o6777, Identity(1000, 100), 0o6000),  # the owner too
+    (0o4755, Identity(5, 5), 0o4000),
+    (0o2777, Identity(5, 100), 0o2000),  # group-exec: a real setgid program, dropped even for the group
+    (0o2767, Identity(5, 100), 0),  # no group-exec, caller in the group: kept
+    (0o2767, Identity(5, 5, (100,)), 0),  # ... also through a supplementary group
+    (0o2767, Identity(5, 5), 0o2000),  # ... caller outside the group: dropped (Linux 6.2+)
+    (0o0777, Identity(5, 5), 0),
+])
+def test_setid_bits_a_data_change_drops(mode, who, dropped):
+    assert setid_bits_to_drop(_stat(mode, 1000, 100), who) == dropped
+    directory = os.stat_result((0o040000 | mode, 1, 1, 1, 1000, 100, 0, 0, 0, 0))
+    assert setid_bits_to_drop(directory, who) == 0  # only regular files
+
+
 @pytest.mark.parametrize("name, code", [("a/b", errno.EACCES), ("a\0", errno.EACCES), ("", errno.EACCES),
                                         ("n" * 256, errno.ENAMETOOLONG)])
 def test_bad_names(name, code):
@@ -130,3 +149,15 @@ def test_bad_names(name, code):
 def test_cookies_are_flagged_and_deterministic(name):
     cookie = name_cookie(name)
     assert cookie & COOKIE_FLAG and cookie == name_cookie(name) and cookie < 2**64
+
+
+def test_mount_paths_match_the_longest_export_by_whole_components():
+    table = ExportTable([Export("/a", "/x"), Export("/a/b", "/y")])
+    assert [(e.path, rest) for e, rest in [find_export(table, "/a/b/c"), find_export(table, "/a//c/"),
+                                           find_export(table, "/a/bc"), find_export(table, "/a/./b")]] == [
+        ("/a/b", ["c"]), ("/a", ["c"]), ("/a", ["bc"]), ("/a/b", [])]
+    for path in ("/ab", "a/b", "/", ""):
+        with pytest.raises(MountRefused) as refused:
+            find_export(table, path)
+        assert refused.value.status == MountStat.NOENT
+    assert find_export(ExportTable([Export("/", "/z")]), "/any/where")[1] == ["any", "where"]
