@@ -51,6 +51,7 @@ from cinder import utils
 from cinder.volume import driver
 from cinder.volume import volume_utils
 
+from acmenfs.cinder import migration
 from acmenfs.cinder import options
 from acmenfs.cinder.appliance_client import (
     SUPPORTED_API_VERSION,
@@ -286,12 +287,17 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return {"provider_location": self._location_of(share).share, "provider_id": share["id"]}
 
     def _find_share(self, volume: Any) -> dict | None:
-        """The volume's share by provider_id, else by name; None when gone."""
+        """The volume's share by provider_id, else by the export path in
+        provider_location, else by name; None when gone."""
         client = self._require_client()
         try:
             if volume.provider_id:
                 return client.get_share(volume.provider_id)
-            matches = client.list_shares(name=volume.name)
+            if volume.provider_location and ":/" in volume.provider_location:
+                export_path = "/" + volume.provider_location.split(":/", 1)[1]
+                matches = client.list_shares(export_path=export_path)
+            else:
+                matches = client.list_shares(name=volume.name)
         except ApplianceNotFound:
             return None
         except ApplianceError as error:
@@ -834,18 +840,6 @@ class AcmeNfsDriver(driver.VolumeDriver):
     # ------------------------------------------------------------------
     def update_migrated_volume(self, context: Any, volume: Any, new_volume: Any,
                                original_volume_status: str) -> dict:
-        """Rename the migrated file to the original volume's name when it is not in use.
-
-        The share keeps its name (share names are labels); ``provider_id`` points
-        at the new share.
-        """
-        update = {"provider_location": new_volume.provider_location, "provider_id": new_volume.provider_id}
-        if original_volume_status == "available":
-            try:
-                share = self._share(new_volume)
-                self._require_client().put_volume(share["id"], volume.name, **self._owner_fields())
-                return {"_name_id": None, **update}
-            except (ApplianceError, exception.VolumeBackendAPIException) as error:
-                LOG.warning("acmenfs: could not rename migrated volume file %(new)s to %(old)s: %(error)s",
-                            {"new": new_volume.name, "old": volume.name, "error": error})
-        return {"_name_id": new_volume._name_id or new_volume.id, **update}
+        """``_name_id`` and ``provider_location`` only (see ``migration``)."""
+        return migration.migrated_volume_update(self._require_client(), self._share, volume, new_volume,
+                                                original_volume_status, self._owner_fields())

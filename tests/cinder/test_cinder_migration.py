@@ -185,7 +185,7 @@ def test_migrated_volume_is_managed_by_its_new_backend(services, appliances, tar
     connection = manager.initialize_connection(ctxt, volume, {"ip": "10.9.8.7", "host": "compute-7"})
     assert connection["data"]["export"] == volume.provider_location
     assert connection["data"]["name"] == volume.name
-    manager.terminate_connection(ctxt, volume, {"ip": "10.9.8.7", "host": "compute-7"})
+    manager.terminate_connection(ctxt, volume.id, {"ip": "10.9.8.7", "host": "compute-7"})
 
     volume.update({"status": "extending"})
     volume.save()
