@@ -356,9 +356,9 @@ def db_volume(ctxt, size=1, backend=BACKEND, **fields_):
 
     volume_type = volume_types.get_default_volume_type(ctxt)
     fields_.setdefault("volume_type_id", volume_type["id"])
+    fields_.setdefault("status", "creating")
     volume = objects.Volume(context=ctxt, size=size, host=f"{CINDER_HOST}@{backend}#{backend}",
-                            status="creating", attach_status=fields.VolumeAttachStatus.DETACHED,
-                            project_id=ctxt.project_id, user_id=ctxt.user_id, availability_zone="nova",
+                            attach_status=fields.VolumeAttachStatus.DETACHED, project_id=ctxt.project_id, user_id=ctxt.user_id, availability_zone="nova",
                             **fields_)
     volume.create()
     return volume

@@ -1,0 +1,89 @@
+"""Manage an existing share and a snapshot taken before, revert, attach: Cinder's real
+VolumeManager drives every step, and the file Nova would open is read over NFS after.
+
+The share's file is ``disk.img``; manage_existing renames it to ``volume-<id>``, but
+the snapshot (taken before) still holds ``disk.img``, and the appliance's revert
+brings the snapshot's name back with its contents. Nova opens the connection
+info's ``name`` in the export: it must exist and hold the snapshot's bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+import pytest
+
+from cinder import context as cinder_context
+from cinder.objects import fields
+
+from acmenfs.nfs3.client import NfsClient
+from conftest import BACKEND, VolumeService, backend_section, db_snapshot, db_volume, require_nfs
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+QEMU = (64055, 64055)
+
+
+@pytest.fixture(scope="module")
+def manager(cinder_conf, appliance):
+    require_nfs(appliance)
+    backend_section("manage_revert", appliance, acmenfs_volume_owner="%d:%d" % QEMU)
+    service = VolumeService("manage_revert")
+    yield service.manager
+    service.stop()
+
+
+def nfs_file(appliance, rest, share_id: str, name: str, data: bytes | None = None,
+             length: int = 0) -> tuple[bytes, tuple[int, int]]:
+    """Write ``data`` into, or read ``length`` bytes of, ``name`` in the share as Nova's
+    host would reach it; also returns the file's owner."""
+    share = rest.add_access(share_id, "127.0.0.1", squash="none")
+    try:
+        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
+            fh = client.lookup(client.mount(share["export_path"]), name)
+            attributes = client.getattr(fh)
+            out = io.BytesIO()
+            if data is not None:
+                client.upload(fh, io.BytesIO(data), len(data))
+            else:
+                client.download(fh, out, length)
+            return out.getvalue(), (attributes.uid, attributes.gid)
+    finally:
+        rest.remove_access(share_id, "127.0.0.1")
+
+
+def test_revert_to_a_snapshot_taken_before_manage_keeps_the_volume_name(manager, appliance, rest):
+    ctxt = cinder_context.get_admin_context()
+    legacy = rest.create_share(f"legacy-{uuid.uuid4().hex[:8]}", GIB, volume={"name": "disk.img"})
+    before = os.urandom(MIB)
+    nfs_file(appliance, rest, legacy["id"], "disk.img", data=before)
+    rest.create_snapshot(legacy["id"], "before-manage")
+
+    volume = db_volume(ctxt, size=1, backend="manage_revert", status="managing")
+    manager.manage_existing(ctxt, volume, {"source-id": legacy["id"]})
+    volume.refresh()
+    assert (volume.status, volume.provider_id) == ("available", legacy["id"])
+    nfs_file(appliance, rest, legacy["id"], volume.name, data=os.urandom(MIB))  # written after manage
+    snapshot = db_snapshot(ctxt, volume)
+    manager.manage_existing_snapshot(ctxt, snapshot, {"source-name": "before-manage"})
+    snapshot.refresh()
+    assert snapshot.status == fields.SnapshotStatus.AVAILABLE
+
+    volume.update({"status": "reverting"})
+    volume.save()
+    snapshot.update({"status": fields.SnapshotStatus.RESTORING})
+    snapshot.save()
+    manager.revert_to_snapshot(ctxt, volume, snapshot)
+    volume.refresh()
+    assert volume.status == "available"
+
+    connection = manager.initialize_connection(ctxt, volume, {"ip": "10.4.4.4", "host": "compute-4"})
+    assert connection["data"]["name"] == volume.name
+    assert rest.get_share(legacy["id"])["volume"]["name"] == volume.name
+    contents, owner = nfs_file(appliance, rest, legacy["id"], connection["data"]["name"], length=MIB)
+    assert contents == before
+    # The snapshot's file was root's (taken before manage chowned it): owned by qemu again.
+    assert owner == QEMU
+    manager.terminate_connection(ctxt, volume.id, {"ip": "10.4.4.4", "host": "compute-4"})
