@@ -463,18 +463,34 @@ class AcmeNfsDriver(driver.VolumeDriver):
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def revert_to_snapshot(self, context: Any, volume: Any, snapshot: Any) -> None:
-        """Atomic appliance revert; the volume keeps its current size."""
+        """Appliance revert, then the volume's own file name, owner and size back."""
         client = self._require_client()
         snapshot_id = self._appliance_snapshot_id(snapshot)
         if snapshot_id is None:
             raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
         try:
             share = client.revert_share(self._share_id(volume), snapshot_id)
+            share = self._restore_volume_file_name(share, volume)
             wanted = _gib_to_bytes(volume.size)
             if (share.get("volume") or {}).get("size", wanted) < wanted or share.get("size", wanted) < wanted:
                 client.extend_share(share["id"], wanted)
         except ApplianceError as error:
             raise _backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
+
+    def _restore_volume_file_name(self, share: dict, volume: Any) -> dict:
+        """A revert brings back the snapshot's file name (``disk.img`` for a snapshot
+        taken before manage_existing renamed it) and owner: rename to the name Nova
+        opens, and chown to acmenfs_volume_owner when set."""
+        reverted = share.get("volume")
+        owner = self._owner_fields()
+        if not reverted:
+            LOG.warning("acmenfs: snapshot reverted into volume %s holds no volume file", volume.id)
+            return share
+        if reverted.get("name") == volume.name and all(reverted.get(key) == value for key, value in owner.items()):
+            return share
+        LOG.info("acmenfs: revert of volume %(id)s brought back file %(old)s; renaming it to %(new)s",
+                 {"id": volume.id, "old": reverted.get("name"), "new": volume.name})
+        return self._require_client().put_volume(share["id"], volume.name, **owner)
 
     # ------------------------------------------------------------------
     # exports and connections
