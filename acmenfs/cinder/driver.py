@@ -41,7 +41,6 @@ from typing import Any, Iterator
 from oslo_log import log as logging
 from oslo_utils import units
 
-from cinder.common import constants
 from cinder import coordination
 from cinder import exception
 from cinder.i18n import _
@@ -53,6 +52,7 @@ from cinder.volume import volume_utils
 
 from acmenfs.cinder import migration
 from acmenfs.cinder import options
+from acmenfs.cinder import stats
 from acmenfs.cinder.appliance_client import (
     SUPPORTED_API_VERSION,
     ApplianceAuthError,
@@ -317,7 +317,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return volume.provider_id or self._share(volume)["id"]
 
     def _volume_file_spec(self, volume: Any) -> dict:
-        return {"name": volume.name, "sparse": self._sparse, "mode": self._file_mode, **self._owner_fields()}
+        return {"name": volume.name, "sparse": stats.volume_is_sparse(volume, self._sparse), "mode": self._file_mode, **self._owner_fields()}
 
     # ------------------------------------------------------------------
     # volumes
@@ -590,30 +590,11 @@ class AcmeNfsDriver(driver.VolumeDriver):
             raise _backend_error("reading pool capacity", error) from error
         ratio = volume_utils.get_max_over_subscription_ratio(
             self.configuration.safe_get("max_over_subscription_ratio"), supports_auto=True)
-        sparse = self._sparse
-        pool_stats = {
-            "pool_name": self._pool_name,
-            "total_capacity_gb": round(pool["total_bytes"] / units.Gi, 2),
-            "free_capacity_gb": round(pool["free_bytes"] / units.Gi, 2),
-            "allocated_capacity_gb": round(pool.get("used_bytes", 0) / units.Gi, 2),
-            "provisioned_capacity_gb": round(pool.get("provisioned_bytes", 0) / units.Gi, 2),
-            "reserved_percentage": self.configuration.safe_get("reserved_percentage") or 0,
-            "max_over_subscription_ratio": ratio,
-            "thin_provisioning_support": sparse,
-            "thick_provisioning_support": not sparse,
-            "multiattach": True,
-            "online_extend_support": True,
-            "QoS_support": False,
-            "total_volumes": pool.get("share_count", 0),
-        }
-        self._stats = {
-            "volume_backend_name": self._pool_name,
-            "vendor_name": VENDOR_NAME,
-            "driver_version": self.VERSION,
-            "storage_protocol": constants.NFS,
-            "sparse_copy_volume": True,
-            "pools": [pool_stats],
-        }
+        pool_stats = stats.pool_stats(pool, pool_name=self._pool_name, sparse_default=self._sparse,
+                                      reserved_percentage=self.configuration.safe_get("reserved_percentage") or 0,
+                                      max_over_subscription_ratio=ratio)
+        self._stats = stats.backend_stats(pool_stats, backend_name=self._pool_name, vendor_name=VENDOR_NAME,
+                                          driver_version=self.VERSION)
 
     def get_pool(self, volume: Any) -> str:
         return self._pool_name
