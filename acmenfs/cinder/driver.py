@@ -27,6 +27,12 @@ Decisions worth knowing:
   do_setup warns when secure file operations are on and no owner is set.
 - Image copies run as the volume file's owner over NFS from user space when the
   host cannot mount (``acmenfs_data_path``), else through os-brick mounts.
+- Backups: cinder-backup mounts the share itself (os-brick), so the driver's
+  user-space path cannot serve it. With root squash the driver reports secure
+  file operations, so cinder-backup never chowns as root (the appliance refuses
+  a squashed root's chown); it must run as acmenfs_volume_owner's uid or group.
+- Migration returns only ``_name_id`` and ``provider_location`` (``migration``);
+  stats and thin/thick per volume type live in ``stats``.
 """
 
 from __future__ import annotations
@@ -164,6 +170,14 @@ class AcmeNfsDriver(driver.VolumeDriver):
     def _squash(self) -> str:
         secure = _setting_is_true(self.configuration.safe_get("nas_secure_file_operations"))
         return "root" if secure else "none"
+
+    def secure_file_operations_enabled(self) -> bool:
+        """True with root-squashed exports (``nas_secure_file_operations`` true/auto),
+        as in Cinder's RemoteFS drivers: cinder-backup then opens volume files as
+        itself instead of running ``chown`` as root through an export that squashes
+        root (``utils.temporary_chown``, which the appliance refuses). cinder-backup
+        must then run as ``acmenfs_volume_owner``'s uid, or with its gid (0660)."""
+        return self._squash == "root"
 
     @property
     def _execute_as_root(self) -> bool:
