@@ -38,14 +38,12 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import threading
 from typing import Any, Iterator
 
 from oslo_log import log as logging
-from oslo_utils import units
 
 from cinder import coordination
 from cinder import exception
@@ -56,6 +54,7 @@ from cinder import utils
 from cinder.volume import driver
 from cinder.volume import volume_utils
 
+from acmenfs.cinder import manage
 from acmenfs.cinder import migration
 from acmenfs.cinder import options
 from acmenfs.cinder import stats
@@ -68,6 +67,7 @@ from acmenfs.cinder.appliance_client import (
     ApplianceNotFound,
     ApplianceUnreachable,
 )
+from acmenfs.cinder.common import backend_error, bytes_to_gib_rounded_up, gib_to_bytes
 from acmenfs.cinder.datapath import MountDataPath, NfsLocation, UserspaceDataPath, choose_data_path
 
 LOG = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ FILE_MODE_OPEN = "0666"
 TEMPORARY_CLONE_SNAPSHOT_PREFIX = "clone-source-"
 MAX_OWNER_ID = (1 << 32) - 2  # the appliance's limit (2^32-1 is chown's "unchanged")
 VOLUME_OWNER_SYNTAX = f"UID:GID, numbers 0..{MAX_OWNER_ID}, e.g. 64055:64055"
-
-
-def _gib_to_bytes(size_gib: int) -> int:
-    return int(size_gib) * units.Gi
-
-
-def _bytes_to_gib_rounded_up(size: int) -> int:
-    return max(1, int(math.ceil(size / units.Gi)))
 
 
 def _setting_is_true(value: str | None) -> bool:
@@ -107,11 +99,6 @@ def parse_volume_owner(text: str | None) -> tuple[int, int] | None:
         return int(uid_text), int(gid_text)
     raise exception.InvalidConfigurationValue(
         option="acmenfs_volume_owner", value=f"{text} (expected {VOLUME_OWNER_SYNTAX})")
-
-
-def _backend_error(action: str, error: Exception) -> exception.VolumeBackendAPIException:
-    return exception.VolumeBackendAPIException(data=_("acmenfs: %(action)s failed: %(error)s")
-                                               % {"action": action, "error": error})
 
 
 def _local_address_towards(host: str) -> str:
@@ -232,7 +219,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
                 data=_("acmenfs: the appliance at %(url)s refused the API token "
                        "(check acmenfs_api_token): %(error)s") % {"url": url, "error": error}) from error
         except ApplianceError as error:
-            raise _backend_error("reading the pool", error) from error
+            raise backend_error("reading the pool", error) from error
 
     def _check_volume_owner(self) -> None:
         """Parse acmenfs_volume_owner; warn when root-squashed Nova hosts could not open root's files."""
@@ -315,7 +302,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceNotFound:
             return None
         except ApplianceError as error:
-            raise _backend_error(f"looking up the share of volume {volume.id}", error) from error
+            raise backend_error(f"looking up the share of volume {volume.id}", error) from error
         return matches[0] if matches else None
 
     def _share(self, volume: Any) -> dict:
@@ -339,10 +326,10 @@ class AcmeNfsDriver(driver.VolumeDriver):
     def create_volume(self, volume: Any) -> dict:
         client = self._require_client()
         try:
-            share = client.create_share(volume.name, _gib_to_bytes(volume.size),
+            share = client.create_share(volume.name, gib_to_bytes(volume.size),
                                         volume=self._volume_file_spec(volume))
         except ApplianceError as error:
-            raise _backend_error(f"creating the share of volume {volume.id}", error) from error
+            raise backend_error(f"creating the share of volume {volume.id}", error) from error
         LOG.info("acmenfs: volume %(id)s is share %(share)s", {"id": volume.id, "share": share["id"]})
         return self._model_update(share)
 
@@ -366,18 +353,18 @@ class AcmeNfsDriver(driver.VolumeDriver):
                 raise exception.VolumeIsBusy(
                     message=_("acmenfs: volume %(id)s is busy on the appliance: %(error)s")
                     % {"id": volume.id, "error": error}, volume_name=volume.name) from error
-            raise _backend_error(f"deleting volume {volume.id}", error) from error
+            raise backend_error(f"deleting volume {volume.id}", error) from error
         except ApplianceError as error:
-            raise _backend_error(f"deleting volume {volume.id}", error) from error
+            raise backend_error(f"deleting volume {volume.id}", error) from error
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def extend_volume(self, volume: Any, new_size: int) -> None:
         """Grow share and volume file; fine while attached (the file only grows)."""
         client = self._require_client()
         try:
-            client.extend_share(self._share_id(volume), _gib_to_bytes(new_size))
+            client.extend_share(self._share_id(volume), gib_to_bytes(new_size))
         except ApplianceError as error:
-            raise _backend_error(f"extending volume {volume.id} to {new_size} GiB", error) from error
+            raise backend_error(f"extending volume {volume.id} to {new_size} GiB", error) from error
 
     # ------------------------------------------------------------------
     # snapshots and clones
@@ -406,7 +393,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             created = self._create_appliance_snapshot(self._share_id(snapshot.volume), snapshot.name)
         except ApplianceError as error:
-            raise _backend_error(f"creating snapshot {snapshot.id}", error) from error
+            raise backend_error(f"creating snapshot {snapshot.id}", error) from error
         return {"provider_id": created["id"]}
 
     def _appliance_snapshot_id(self, snapshot: Any) -> str | None:
@@ -431,16 +418,16 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceConflict as error:
             raise exception.SnapshotIsBusy(snapshot_name=snapshot.name) from error
         except ApplianceError as error:
-            raise _backend_error(f"deleting snapshot {snapshot.id}", error) from error
+            raise backend_error(f"deleting snapshot {snapshot.id}", error) from error
 
     def _clone(self, snapshot_id: str, volume: Any) -> dict:
         """Appliance clone of a snapshot into the new volume's share (renamed, grown, chowned when configured)."""
         try:
             share = self._require_client().clone_snapshot(
-                snapshot_id, volume.name, size=_gib_to_bytes(volume.size), volume_name=volume.name,
+                snapshot_id, volume.name, size=gib_to_bytes(volume.size), volume_name=volume.name,
                 **self._owner_fields("volume_"))
         except ApplianceError as error:
-            raise _backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
+            raise backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
         return self._model_update(share)
 
     @coordination.synchronized("acmenfs-volume-{snapshot.volume_id}")
@@ -461,7 +448,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
             temporary = self._create_appliance_snapshot(
                 self._share_id(src_vref), f"{TEMPORARY_CLONE_SNAPSHOT_PREFIX}{volume.id}")
         except ApplianceError as error:
-            raise _backend_error(f"snapshotting volume {src_vref.id} for a clone", error) from error
+            raise backend_error(f"snapshotting volume {src_vref.id} for a clone", error) from error
         try:
             return self._clone(temporary["id"], volume)
         finally:
@@ -485,11 +472,11 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             share = client.revert_share(self._share_id(volume), snapshot_id)
             share = self._restore_volume_file_name(share, volume)
-            wanted = _gib_to_bytes(volume.size)
+            wanted = gib_to_bytes(volume.size)
             if (share.get("volume") or {}).get("size", wanted) < wanted or share.get("size", wanted) < wanted:
                 client.extend_share(share["id"], wanted)
         except ApplianceError as error:
-            raise _backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
+            raise backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
 
     def _restore_volume_file_name(self, share: dict, volume: Any) -> dict:
         """A revert brings back the snapshot's file name (``disk.img`` for a snapshot
@@ -527,7 +514,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
             share = self._require_client().add_access(self._share_id(volume), connector["ip"], access=access,
                                                       squash=self._squash)
         except ApplianceError as error:
-            raise _backend_error(f"granting {connector['ip']} access to volume {volume.id}", error) from error
+            raise backend_error(f"granting {connector['ip']} access to volume {volume.id}", error) from error
         location = self._location_of(share)
         return {
             "driver_volume_type": self.driver_volume_type,
@@ -571,7 +558,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceNotFound:
             return
         except ApplianceError as error:
-            raise _backend_error(f"removing access to volume {volume.id}", error) from error
+            raise backend_error(f"removing access to volume {volume.id}", error) from error
 
     def create_export(self, context: Any, volume: Any, connector: dict | None) -> None:
         """Nothing to export (the share exists); when Cinder attaches locally on a
@@ -601,7 +588,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             pool = self._require_client().pool()
         except ApplianceError as error:
-            raise _backend_error("reading pool capacity", error) from error
+            raise backend_error("reading pool capacity", error) from error
         ratio = volume_utils.get_max_over_subscription_ratio(
             self.configuration.safe_get("max_over_subscription_ratio"), supports_auto=True)
         pool_stats = stats.pool_stats(pool, pool_name=self._pool_name, sparse_default=self._sparse,
@@ -641,7 +628,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
                         # file's owner (see UserspaceDataPath).
                         client.add_access(share["id"], address, access="rw", squash="none")
                     except ApplianceError as error:
-                        raise _backend_error(f"granting this host ({address}) access to share "
+                        raise backend_error(f"granting this host ({address}) access to share "
                                              f"{share['id']}", error) from error
             self._host_access_users[share["id"]] = (users + 1, added, address)
         try:
@@ -699,9 +686,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
         """After a mounted copy (qemu-img writes the image's size), back to the volume size."""
         try:
             self._require_client().put_volume(self._share_id(volume), volume.name,
-                                              size=_gib_to_bytes(volume.size))
+                                              size=gib_to_bytes(volume.size))
         except ApplianceError as error:
-            raise _backend_error(f"resizing volume file of {volume.id}", error) from error
+            raise backend_error(f"resizing volume file of {volume.id}", error) from error
 
     def copy_volume_to_image(self, context: Any, volume: Any, image_service: Any, image_meta: dict) -> None:
         if self._data_path_mode == options.DATA_PATH_MOUNT:
@@ -719,53 +706,15 @@ class AcmeNfsDriver(driver.VolumeDriver):
     # ------------------------------------------------------------------
     # manage / unmanage
     # ------------------------------------------------------------------
-    def _share_by_reference(self, existing_ref: dict) -> dict:
-        client = self._require_client()
-        reference = existing_ref or {}
-        try:
-            if reference.get("source-id"):
-                return client.get_share(reference["source-id"])
-            name = reference.get("source-name")
-            if name:
-                matches = (client.list_shares(export_path=name) if name.startswith("/")
-                           else client.list_shares(name=name))
-                if matches:
-                    return matches[0]
-        except ApplianceNotFound:
-            pass
-        except ApplianceError as error:
-            raise _backend_error("looking up a share to manage", error) from error
-        if not (reference.get("source-id") or reference.get("source-name")):
-            reason = _("give 'source-name' (share name or export path) or 'source-id' (share uuid)")
-        else:
-            reason = _("no such share on the appliance")
-        raise exception.ManageExistingInvalidReference(existing_ref=existing_ref, reason=reason)
-
-    def _managed_volume_file(self, existing_ref: dict) -> tuple[dict, dict]:
-        share = self._share_by_reference(existing_ref)
-        if not share.get("volume"):
-            raise exception.ManageExistingInvalidReference(
-                existing_ref=existing_ref, reason=_("share %s holds no volume file") % share["id"])
-        return share, share["volume"]
-
     def manage_existing_get_size(self, volume: Any, existing_ref: dict) -> int:
-        _, volume_file = self._managed_volume_file(existing_ref)
-        return _bytes_to_gib_rounded_up(volume_file["size"])
+        _, volume_file = manage.managed_volume_file(self._require_client(), existing_ref)
+        return bytes_to_gib_rounded_up(volume_file["size"])
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def manage_existing(self, volume: Any, existing_ref: dict) -> dict:
-        """Adopt a share: its volume file is renamed to the volume's name,
-        grown to whole GiB (the size manage_existing_get_size reported) and
-        given the configured acmenfs_volume_owner (when set)."""
-        share, volume_file = self._managed_volume_file(existing_ref)
-        size = _gib_to_bytes(_bytes_to_gib_rounded_up(volume_file["size"]))
-        try:
-            share = self._require_client().put_volume(share["id"], volume.name, size=size, **self._owner_fields())
-            if share.get("size", size) < size:
-                share = self._require_client().extend_share(share["id"], size)
-        except ApplianceError as error:
-            raise _backend_error(f"managing share {share['id']} as volume {volume.id}", error) from error
-        return self._model_update(share)
+        """Adopt a share (see ``manage.adopt``)."""
+        return self._model_update(manage.adopt(self._require_client(), volume, existing_ref,
+                                               self._owner_fields()))
 
     def unmanage(self, volume: Any) -> None:
         """Cinder forgets the volume; the share and its file stay as they are."""
@@ -774,76 +723,26 @@ class AcmeNfsDriver(driver.VolumeDriver):
 
     def get_manageable_volumes(self, cinder_volumes: list, marker: Any, limit: Any, offset: Any,
                                sort_keys: Any, sort_dirs: Any) -> list:
-        managed = {volume.provider_id: volume.id for volume in cinder_volumes if volume.provider_id}
-        try:
-            shares = self._require_client().list_shares()
-        except ApplianceError as error:
-            raise _backend_error("listing shares", error) from error
-        entries = []
-        for share in shares:
-            volume_file = share.get("volume")
-            cinder_id = managed.get(share["id"])
-            reason = None
-            if cinder_id:
-                reason = _("already managed")
-            elif not volume_file:
-                reason = _("share holds no volume file")
-            elif share.get("state") != "available":
-                reason = _("share is %s") % share.get("state")
-            entries.append({
-                "reference": {"source-id": share["id"]},
-                "size": _bytes_to_gib_rounded_up((volume_file or {}).get("size", share["size"])),
-                "safe_to_manage": reason is None,
-                "reason_not_safe": reason,
-                "cinder_id": cinder_id,
-                "extra_info": {"name": share["name"], "export_path": share["export_path"]},
-            })
+        entries = manage.manageable_volumes(self._require_client(), cinder_volumes)
         return volume_utils.paginate_entries_list(entries, marker, limit, offset, sort_keys, sort_dirs)
 
     def _snapshot_by_reference(self, snapshot: Any, existing_ref: dict) -> dict:
-        reference = existing_ref or {}
-        share = self._share(snapshot.volume)
-        try:
-            candidates = self._require_client().list_snapshots(share["id"])
-        except ApplianceError as error:
-            raise _backend_error("listing snapshots", error) from error
-        for candidate in candidates:
-            if candidate["id"] == reference.get("source-id") or candidate["name"] == reference.get("source-name"):
-                return candidate
-        raise exception.ManageExistingInvalidReference(
-            existing_ref=existing_ref,
-            reason=_("no snapshot with that 'source-name' or 'source-id' on the volume's share"))
+        return manage.snapshot_by_reference(self._require_client(), self._share(snapshot.volume)["id"],
+                                            existing_ref)
 
     def manage_existing_snapshot(self, snapshot: Any, existing_ref: dict) -> dict:
         return {"provider_id": self._snapshot_by_reference(snapshot, existing_ref)["id"]}
 
     def manage_existing_snapshot_get_size(self, snapshot: Any, existing_ref: dict) -> int:
         found = self._snapshot_by_reference(snapshot, existing_ref)
-        return _bytes_to_gib_rounded_up(found.get("size") or _gib_to_bytes(snapshot.volume.size))
+        return bytes_to_gib_rounded_up(found.get("size") or gib_to_bytes(snapshot.volume.size))
 
     def unmanage_snapshot(self, snapshot: Any) -> None:
         LOG.info("acmenfs: snapshot %s unmanaged; left on the appliance", snapshot.id)
 
     def get_manageable_snapshots(self, cinder_snapshots: list, marker: Any, limit: Any, offset: Any,
                                  sort_keys: Any, sort_dirs: Any) -> list:
-        managed = {snapshot.provider_id: snapshot.id for snapshot in cinder_snapshots if snapshot.provider_id}
-        client = self._require_client()
-        entries = []
-        try:
-            for share in client.list_shares():
-                for found in client.list_snapshots(share["id"]):
-                    cinder_id = managed.get(found["id"])
-                    entries.append({
-                        "reference": {"source-id": found["id"]},
-                        "size": _bytes_to_gib_rounded_up(found.get("size") or share["size"]),
-                        "safe_to_manage": cinder_id is None,
-                        "reason_not_safe": _("already managed") if cinder_id else None,
-                        "cinder_id": cinder_id,
-                        "source_reference": {"source-id": share["id"]},
-                        "extra_info": {"name": found["name"]},
-                    })
-        except ApplianceError as error:
-            raise _backend_error("listing snapshots", error) from error
+        entries = manage.manageable_snapshots(self._require_client(), cinder_snapshots)
         return volume_utils.paginate_entries_list(entries, marker, limit, offset, sort_keys, sort_dirs)
 
     # ------------------------------------------------------------------

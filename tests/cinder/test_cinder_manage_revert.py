@@ -19,7 +19,7 @@ from cinder import context as cinder_context
 from cinder.objects import fields
 
 from acmenfs.nfs3.client import NfsClient
-from conftest import BACKEND, VolumeService, backend_section, db_snapshot, db_volume, require_nfs
+from conftest import VolumeService, backend_section, db_snapshot, db_volume, require_nfs
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
