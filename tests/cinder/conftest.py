@@ -348,6 +348,30 @@ def start_volume_manager():
     return VolumeService(BACKEND).manager
 
 
+def volume_file_io(appliance: Appliance, rest, share_id: str, name: str, *, data: bytes | None = None,
+                   length: int = 0) -> tuple[bytes, tuple[int, int]]:
+    """Write ``data`` into the volume file ``name`` of a share and/or read its first
+    ``length`` bytes, over NFS as root under this host's own no-squash rule (removed
+    after). Returns the bytes read and the file's (uid, gid)."""
+    import io
+
+    from acmenfs.nfs3.client import NfsClient
+
+    share = rest.add_access(share_id, "127.0.0.1", squash="none")
+    try:
+        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
+            fh = client.lookup(client.mount(share["export_path"]), name)
+            if data is not None:
+                client.upload(fh, io.BytesIO(data), len(data))
+            out = io.BytesIO()
+            if length:
+                client.download(fh, out, length)
+            attributes = client.getattr(fh)
+            return out.getvalue(), (attributes.uid, attributes.gid)
+    finally:
+        rest.remove_access(share_id, "127.0.0.1")
+
+
 def db_volume(ctxt, size=1, backend=BACKEND, **fields_):
     """A volume row as the API would leave it for the manager's create_volume."""
     from cinder import objects

@@ -24,7 +24,6 @@ volume owner (``acmenfs_volume_owner``) or in its group (files are 0660).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import uuid
 
@@ -45,7 +44,7 @@ from cinder.volume import volume_utils
 from acmenfs.nfs3.client import NFS3_FHSIZE, NfsClient, NfsError, decode_setattr_result
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.oncrpc.xdr import Packer
-from conftest import VolumeService, backend_section, db_volume, require_nfs
+from conftest import VolumeService, backend_section, db_volume, require_nfs, volume_file_io
 
 MIB = 1024 ** 2
 QEMU = (64055, 64055)
@@ -171,23 +170,6 @@ def backups(tmp_path, volume_service, mounts):
         cfg.CONF.clear_override(name)
 
 
-def nfs_bytes(appliance, rest, share_id: str, name: str, data: bytes | None = None, length: int = 0):
-    """Write or read the volume file with this test's own rule (removed after); and its owner."""
-    share = rest.add_access(share_id, "127.0.0.1", squash="none")
-    try:
-        client = NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port)
-        with client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            if data is not None:
-                client.upload(fh, io.BytesIO(data), len(data))
-            out = io.BytesIO()
-            client.download(fh, out, length)
-            attributes = client.getattr(fh)
-            return out.getvalue(), (attributes.uid, attributes.gid)
-    finally:
-        rest.remove_access(share_id, "127.0.0.1")
-
-
 def created_volume(manager, ctxt, status: str):
     volume = db_volume(ctxt, size=1, backend=BACKEND)
     manager.create_volume(ctxt, volume)
@@ -203,7 +185,7 @@ def test_backup_and_restore_under_root_squash_never_chown_as_root(volume_service
     manager = volume_service.manager
     source = created_volume(manager, ctxt, "backing-up")
     data = os.urandom(MIB) + bytes(MIB) + os.urandom(4096)
-    nfs_bytes(appliance, rest, source.provider_id, source.name, data=data)
+    volume_file_io(appliance, rest, source.provider_id, source.name, data=data)
     backup = objects.Backup(context=ctxt, volume_id=source.id, status=fields.BackupStatus.CREATING,
                             host="backup-host", service=cfg.CONF.backup_driver, size=source.size,
                             user_id=ctxt.user_id, project_id=ctxt.project_id,
@@ -228,7 +210,7 @@ def test_backup_and_restore_under_root_squash_never_chown_as_root(volume_service
     backup.refresh()
     target.refresh()
     assert (backup.status, target.status) == (fields.BackupStatus.AVAILABLE, "available")
-    contents, owner = nfs_bytes(appliance, rest, target.provider_id, target.name, length=len(data))
+    contents, owner = volume_file_io(appliance, rest, target.provider_id, target.name, length=len(data))
     assert contents == data
     assert owner == QEMU and mounts.chowns == []
 

@@ -9,7 +9,6 @@ info's ``name`` in the export: it must exist and hold the snapshot's bytes.
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
 
@@ -18,8 +17,7 @@ import pytest
 from cinder import context as cinder_context
 from cinder.objects import fields
 
-from acmenfs.nfs3.client import NfsClient
-from conftest import VolumeService, backend_section, db_snapshot, db_volume, require_nfs
+from conftest import VolumeService, backend_section, db_snapshot, db_volume, require_nfs, volume_file_io
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -35,37 +33,18 @@ def manager(cinder_conf, appliance):
     service.stop()
 
 
-def nfs_file(appliance, rest, share_id: str, name: str, data: bytes | None = None,
-             length: int = 0) -> tuple[bytes, tuple[int, int]]:
-    """Write ``data`` into, or read ``length`` bytes of, ``name`` in the share as Nova's
-    host would reach it; also returns the file's owner."""
-    share = rest.add_access(share_id, "127.0.0.1", squash="none")
-    try:
-        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            attributes = client.getattr(fh)
-            out = io.BytesIO()
-            if data is not None:
-                client.upload(fh, io.BytesIO(data), len(data))
-            else:
-                client.download(fh, out, length)
-            return out.getvalue(), (attributes.uid, attributes.gid)
-    finally:
-        rest.remove_access(share_id, "127.0.0.1")
-
-
 def test_revert_to_a_snapshot_taken_before_manage_keeps_the_volume_name(manager, appliance, rest):
     ctxt = cinder_context.get_admin_context()
     legacy = rest.create_share(f"legacy-{uuid.uuid4().hex[:8]}", GIB, volume={"name": "disk.img"})
     before = os.urandom(MIB)
-    nfs_file(appliance, rest, legacy["id"], "disk.img", data=before)
+    volume_file_io(appliance, rest, legacy["id"], "disk.img", data=before)
     rest.create_snapshot(legacy["id"], "before-manage")
 
     volume = db_volume(ctxt, size=1, backend="manage_revert", status="managing")
     manager.manage_existing(ctxt, volume, {"source-id": legacy["id"]})
     volume.refresh()
     assert (volume.status, volume.provider_id) == ("available", legacy["id"])
-    nfs_file(appliance, rest, legacy["id"], volume.name, data=os.urandom(MIB))  # written after manage
+    volume_file_io(appliance, rest, legacy["id"], volume.name, data=os.urandom(MIB))  # written after manage
     snapshot = db_snapshot(ctxt, volume)
     manager.manage_existing_snapshot(ctxt, snapshot, {"source-name": "before-manage"})
     snapshot.refresh()
@@ -82,7 +61,7 @@ def test_revert_to_a_snapshot_taken_before_manage_keeps_the_volume_name(manager,
     connection = manager.initialize_connection(ctxt, volume, {"ip": "10.4.4.4", "host": "compute-4"})
     assert connection["data"]["name"] == volume.name
     assert rest.get_share(legacy["id"])["volume"]["name"] == volume.name
-    contents, owner = nfs_file(appliance, rest, legacy["id"], connection["data"]["name"], length=MIB)
+    contents, owner = volume_file_io(appliance, rest, legacy["id"], connection["data"]["name"], length=MIB)
     assert contents == before
     # The snapshot's file was root's (taken before manage chowned it): owned by qemu again.
     assert owner == QEMU

@@ -15,7 +15,6 @@ servers); everything before and after it is Cinder's code.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 
@@ -25,9 +24,8 @@ from cinder import context as cinder_context
 from cinder import objects
 
 from acmenfs.cinder.appliance_client import ApplianceClient, ApplianceNotFound
-from acmenfs.nfs3.client import NfsClient
 from conftest import (CINDER_HOST, VolumeService, backend_section, db_volume, require_nfs,
-                      start_appliance, stop_appliance)
+                      start_appliance, stop_appliance, volume_file_io)
 
 MIB = 1024 ** 2
 WAIT_SECONDS = 60.0
@@ -75,25 +73,11 @@ def share_at(rest, provider_location: str) -> dict:
 
 def volume_bytes(appliance, rest, provider_location: str, name: str, length: int) -> bytes:
     """What an NFS client reading ``provider_location``/``name`` sees (as Nova would open it)."""
-    share = rest.add_access(share_at(rest, provider_location)["id"], "127.0.0.1", squash="none")
-    try:
-        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            out = io.BytesIO()
-            client.download(fh, out, length)
-            return out.getvalue()
-    finally:
-        rest.remove_access(share["id"], "127.0.0.1")
+    return volume_file_io(appliance, rest, share_at(rest, provider_location)["id"], name, length=length)[0]
 
 
 def write_volume_bytes(appliance, rest, provider_location: str, name: str, data: bytes) -> None:
-    share = rest.add_access(share_at(rest, provider_location)["id"], "127.0.0.1", squash="none")
-    try:
-        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            client.upload(fh, io.BytesIO(data), len(data))
-    finally:
-        rest.remove_access(share["id"], "127.0.0.1")
+    volume_file_io(appliance, rest, share_at(rest, provider_location)["id"], name, data=data)
 
 
 def userspace_copy(appliances, length: int):
