@@ -23,6 +23,7 @@ and would over-subscribe thick ones.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from oslo_utils import units
@@ -38,13 +39,18 @@ def _gib(size: int) -> float:
     return round(size / units.Gi, 2)
 
 
+def _gib_rounded_down(size: int) -> float:
+    """Free space never rounded up: the scheduler must not see more than there is."""
+    return math.floor(size * 100 / units.Gi) / 100
+
+
 def pool_stats(pool: dict, *, pool_name: str, sparse_default: bool, reserved_percentage: int,
                max_over_subscription_ratio: float) -> dict:
     """The driver's one pool, from ``GET /v1/pool``."""
     return {
         "pool_name": pool_name,
         "total_capacity_gb": _gib(pool["total_bytes"]),
-        "free_capacity_gb": _gib(pool["free_bytes"]),
+        "free_capacity_gb": _gib_rounded_down(pool["free_bytes"]),
         "provisioned_capacity_gb": _gib(pool.get("provisioned_bytes", 0)),
         "reserved_percentage": reserved_percentage,
         "max_over_subscription_ratio": max_over_subscription_ratio,

@@ -408,6 +408,16 @@ def test_update_migrated_volume_renames_the_file(driver, context, rest):
     assert rest.get_share(migrated.provider_id)["volume"]["name"] == original.name
 
 
+def test_update_migrated_volume_of_an_attached_volume_keeps_the_new_name(driver, context, rest):
+    original = new_volume(context)
+    migrated = created_volume(driver, context)
+
+    update = driver.update_migrated_volume(context, original, migrated, "in-use")
+
+    assert update == {"_name_id": migrated.id, "provider_location": migrated.provider_location}
+    assert rest.get_share(migrated.provider_id)["volume"]["name"] == migrated.name
+
+
 def test_a_volume_without_provider_id_is_found_by_its_location(driver, context, rest):
     """provider_location (host:/export) names the share too; the name is the last resort."""
     created = created_volume(driver, context)
