@@ -101,6 +101,13 @@ def parse_volume_owner(text: str | None) -> tuple[int, int] | None:
         option="acmenfs_volume_owner", value=f"{text} (expected {VOLUME_OWNER_SYNTAX})")
 
 
+def _export_path_of(provider_location: str | None) -> str | None:
+    """``/shares/<id>`` of ``host:/shares/<id>`` (``[v6]:/...`` too); None without one."""
+    if not provider_location or ":/" not in provider_location:
+        return None
+    return "/" + provider_location.split(":/", 1)[1]
+
+
 def _local_address_towards(host: str) -> str:
     """The source IP this host uses to reach ``host`` (no packet is sent)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -294,11 +301,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             if volume.provider_id:
                 return client.get_share(volume.provider_id)
-            if volume.provider_location and ":/" in volume.provider_location:
-                export_path = "/" + volume.provider_location.split(":/", 1)[1]
-                matches = client.list_shares(export_path=export_path)
-            else:
-                matches = client.list_shares(name=volume.name)
+            export_path = _export_path_of(volume.provider_location)
+            matches = (client.list_shares(export_path=export_path) if export_path
+                       else client.list_shares(name=volume.name))
         except ApplianceNotFound:
             return None
         except ApplianceError as error:
@@ -318,7 +323,8 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return volume.provider_id or self._share(volume)["id"]
 
     def _volume_file_spec(self, volume: Any) -> dict:
-        return {"name": volume.name, "sparse": stats.volume_is_sparse(volume, self._sparse), "mode": self._file_mode, **self._owner_fields()}
+        return {"name": volume.name, "sparse": stats.volume_is_sparse(volume, self._sparse),
+                "mode": self._file_mode, **self._owner_fields()}
 
     # ------------------------------------------------------------------
     # volumes
