@@ -10,10 +10,10 @@ publishes; the pool's used bytes (the whole file system's, snapshots and other
 tenants included) are not that figure. ``provisioned_capacity_gb`` is the
 appliance's: every share's size, Cinder's or not, which is what Cinder defines.
 
-Capacity is the pool's: ``total_bytes`` and ``free_bytes`` as the appliance
-reports them (free already leaves out what the file system keeps for root and
-whatever the appliance reserves), so any limit the appliance applies reaches
-the scheduler without the driver knowing it.
+Capacity is the pool's: ``total_bytes`` and ``free_bytes`` as ``GET /v1/pool``
+reports them (free is what an unprivileged writer may still use, so the file
+system's root reserve is already out of it), free rounded down. The pool API
+has no other limit to honor; one the appliance adds belongs in ``free_bytes``.
 
 Thin and thick: the appliance makes both, so thick is always supported; thin
 is reported when volumes without a ``provisioning:type`` are sparse
