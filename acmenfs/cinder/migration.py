@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from cinder import exception
 
 from acmenfs.cinder.appliance_client import ApplianceClient, ApplianceError
 
+CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 
@@ -32,14 +34,15 @@ def migrated_volume_update(client: ApplianceClient, find_share: Callable[[Any], 
                            new_volume: Any, original_volume_status: str, owner: dict[str, int]) -> dict:
     """``_name_id`` and ``provider_location`` for the migrated volume.
 
-    An available volume's file is renamed to the volume's own name (``_name_id``
-    None); an attached one, or a failed rename, keeps the new name (``_name_id``
-    the temporary volume's), as in Cinder's NfsDriver.
+    An available volume's file is renamed after the volume's id (``_name_id``
+    None: not ``volume.name``, which an earlier migration may have based on
+    another id); an attached one, or a failed rename, keeps the new name
+    (``_name_id`` the temporary volume's), as in Cinder's NfsDriver.
     """
     update = {"provider_location": new_volume.provider_location}
     if original_volume_status == "available":
         try:
-            client.put_volume(find_share(new_volume)["id"], volume.name, **owner)
+            client.put_volume(find_share(new_volume)["id"], CONF.volume_name_template % volume.id, **owner)
             return {"_name_id": None, **update}
         except (ApplianceError, exception.VolumeBackendAPIException) as error:
             LOG.warning("acmenfs: could not rename migrated volume file %(new)s to %(old)s: %(error)s",

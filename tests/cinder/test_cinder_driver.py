@@ -408,6 +408,18 @@ def test_update_migrated_volume_renames_the_file(driver, context, rest):
     assert rest.get_share(migrated.provider_id)["volume"]["name"] == original.name
 
 
+def test_update_migrated_volume_renames_to_the_id_not_an_older_name_id(driver, context, rest):
+    """A volume migrated before while attached has a _name_id; with the rename it is
+    dropped, so the file must be named after the volume's id."""
+    original = new_volume(context, _name_id=str(uuid.uuid4()))
+    migrated = created_volume(driver, context)
+
+    update = driver.update_migrated_volume(context, original, migrated, "available")
+
+    assert update["_name_id"] is None
+    assert rest.get_share(migrated.provider_id)["volume"]["name"] == f"volume-{original.id}"
+
+
 def test_update_migrated_volume_of_an_attached_volume_keeps_the_new_name(driver, context, rest):
     original = new_volume(context)
     migrated = created_volume(driver, context)
