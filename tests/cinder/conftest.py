@@ -382,8 +382,8 @@ def db_volume(ctxt, size=1, backend=BACKEND, **fields_):
     fields_.setdefault("volume_type_id", volume_type["id"])
     fields_.setdefault("status", "creating")
     volume = objects.Volume(context=ctxt, size=size, host=f"{CINDER_HOST}@{backend}#{backend}",
-                            attach_status=fields.VolumeAttachStatus.DETACHED, project_id=ctxt.project_id, user_id=ctxt.user_id, availability_zone="nova",
-                            **fields_)
+                            attach_status=fields.VolumeAttachStatus.DETACHED, project_id=ctxt.project_id,
+                            user_id=ctxt.user_id, availability_zone="nova", **fields_)
     volume.create()
     return volume
 
