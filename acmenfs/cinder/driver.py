@@ -243,7 +243,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
                     "access) but acmenfs_volume_owner is not set, so volume files are owned by "
                     "root (0:0) with mode %(mode)s: %(consequence)s. Set acmenfs_volume_owner "
                     "to the uid:gid qemu runs as (e.g. 64055:64055 for libvirt-qemu on "
-                    "Debian/Ubuntu).", {"mode": self._file_mode, "consequence": consequence})
+                    "Debian/Ubuntu); cinder-backup, which opens volume files as itself under "
+                    "secure file operations, must run as that uid or with that gid.",
+                    {"mode": self._file_mode, "consequence": consequence})
 
     def _owner_fields(self, prefix: str = "") -> dict[str, int]:
         """The configured owner as request fields (``uid``/``gid`` or ``volume_uid``/...); {} if none."""
