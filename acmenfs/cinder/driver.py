@@ -27,21 +27,24 @@ Decisions worth knowing:
   do_setup warns when secure file operations are on and no owner is set.
 - Image copies run as the volume file's owner over NFS from user space when the
   host cannot mount (``acmenfs_data_path``), else through os-brick mounts.
+- Backups: cinder-backup mounts the share itself (os-brick), so the driver's
+  user-space path cannot serve it. With root squash the driver reports secure
+  file operations, so cinder-backup never chowns as root (the appliance refuses
+  a squashed root's chown); it must run as acmenfs_volume_owner's uid or group.
+- Migration returns only ``_name_id`` and ``provider_location`` (``migration``);
+  stats and thin/thick per volume type live in ``stats``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import threading
 from typing import Any, Iterator
 
 from oslo_log import log as logging
-from oslo_utils import units
 
-from cinder.common import constants
 from cinder import coordination
 from cinder import exception
 from cinder.i18n import _
@@ -51,7 +54,10 @@ from cinder import utils
 from cinder.volume import driver
 from cinder.volume import volume_utils
 
+from acmenfs.cinder import manage
+from acmenfs.cinder import migration
 from acmenfs.cinder import options
+from acmenfs.cinder import stats
 from acmenfs.cinder.appliance_client import (
     SUPPORTED_API_VERSION,
     ApplianceAuthError,
@@ -61,6 +67,7 @@ from acmenfs.cinder.appliance_client import (
     ApplianceNotFound,
     ApplianceUnreachable,
 )
+from acmenfs.cinder.common import backend_error, bytes_to_gib_rounded_up, gib_to_bytes
 from acmenfs.cinder.datapath import MountDataPath, NfsLocation, UserspaceDataPath, choose_data_path
 
 LOG = logging.getLogger(__name__)
@@ -72,14 +79,6 @@ FILE_MODE_OPEN = "0666"
 TEMPORARY_CLONE_SNAPSHOT_PREFIX = "clone-source-"
 MAX_OWNER_ID = (1 << 32) - 2  # the appliance's limit (2^32-1 is chown's "unchanged")
 VOLUME_OWNER_SYNTAX = f"UID:GID, numbers 0..{MAX_OWNER_ID}, e.g. 64055:64055"
-
-
-def _gib_to_bytes(size_gib: int) -> int:
-    return int(size_gib) * units.Gi
-
-
-def _bytes_to_gib_rounded_up(size: int) -> int:
-    return max(1, int(math.ceil(size / units.Gi)))
 
 
 def _setting_is_true(value: str | None) -> bool:
@@ -102,9 +101,11 @@ def parse_volume_owner(text: str | None) -> tuple[int, int] | None:
         option="acmenfs_volume_owner", value=f"{text} (expected {VOLUME_OWNER_SYNTAX})")
 
 
-def _backend_error(action: str, error: Exception) -> exception.VolumeBackendAPIException:
-    return exception.VolumeBackendAPIException(data=_("acmenfs: %(action)s failed: %(error)s")
-                                               % {"action": action, "error": error})
+def _export_path_of(provider_location: str | None) -> str | None:
+    """``/shares/<id>`` of ``host:/shares/<id>`` (``[v6]:/...`` too); None without one."""
+    if not provider_location or ":/" not in provider_location:
+        return None
+    return "/" + provider_location.split(":/", 1)[1]
 
 
 def _local_address_towards(host: str) -> str:
@@ -164,6 +165,14 @@ class AcmeNfsDriver(driver.VolumeDriver):
         secure = _setting_is_true(self.configuration.safe_get("nas_secure_file_operations"))
         return "root" if secure else "none"
 
+    def secure_file_operations_enabled(self) -> bool:
+        """True with root-squashed exports (``nas_secure_file_operations`` true/auto),
+        as in Cinder's RemoteFS drivers: cinder-backup then opens volume files as
+        itself instead of running ``chown`` as root through an export that squashes
+        root (``utils.temporary_chown``, which the appliance refuses). cinder-backup
+        must then run as ``acmenfs_volume_owner``'s uid, or with its gid (0660)."""
+        return self._squash == "root"
+
     @property
     def _execute_as_root(self) -> bool:
         """As in Cinder's NFS driver: secure file operations mean no root for file work."""
@@ -217,7 +226,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
                 data=_("acmenfs: the appliance at %(url)s refused the API token "
                        "(check acmenfs_api_token): %(error)s") % {"url": url, "error": error}) from error
         except ApplianceError as error:
-            raise _backend_error("reading the pool", error) from error
+            raise backend_error("reading the pool", error) from error
 
     def _check_volume_owner(self) -> None:
         """Parse acmenfs_volume_owner; warn when root-squashed Nova hosts could not open root's files."""
@@ -234,7 +243,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
                     "access) but acmenfs_volume_owner is not set, so volume files are owned by "
                     "root (0:0) with mode %(mode)s: %(consequence)s. Set acmenfs_volume_owner "
                     "to the uid:gid qemu runs as (e.g. 64055:64055 for libvirt-qemu on "
-                    "Debian/Ubuntu).", {"mode": self._file_mode, "consequence": consequence})
+                    "Debian/Ubuntu); cinder-backup, which opens volume files as itself under "
+                    "secure file operations, must run as that uid or with that gid.",
+                    {"mode": self._file_mode, "consequence": consequence})
 
     def _owner_fields(self, prefix: str = "") -> dict[str, int]:
         """The configured owner as request fields (``uid``/``gid`` or ``volume_uid``/...); {} if none."""
@@ -286,16 +297,19 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return {"provider_location": self._location_of(share).share, "provider_id": share["id"]}
 
     def _find_share(self, volume: Any) -> dict | None:
-        """The volume's share by provider_id, else by name; None when gone."""
+        """The volume's share by provider_id, else by the export path in
+        provider_location, else by name; None when gone."""
         client = self._require_client()
         try:
             if volume.provider_id:
                 return client.get_share(volume.provider_id)
-            matches = client.list_shares(name=volume.name)
+            export_path = _export_path_of(volume.provider_location)
+            matches = (client.list_shares(export_path=export_path) if export_path
+                       else client.list_shares(name=volume.name))
         except ApplianceNotFound:
             return None
         except ApplianceError as error:
-            raise _backend_error(f"looking up the share of volume {volume.id}", error) from error
+            raise backend_error(f"looking up the share of volume {volume.id}", error) from error
         return matches[0] if matches else None
 
     def _share(self, volume: Any) -> dict:
@@ -311,7 +325,8 @@ class AcmeNfsDriver(driver.VolumeDriver):
         return volume.provider_id or self._share(volume)["id"]
 
     def _volume_file_spec(self, volume: Any) -> dict:
-        return {"name": volume.name, "sparse": self._sparse, "mode": self._file_mode, **self._owner_fields()}
+        return {"name": volume.name, "sparse": stats.volume_is_sparse(volume, self._sparse),
+                "mode": self._file_mode, **self._owner_fields()}
 
     # ------------------------------------------------------------------
     # volumes
@@ -319,10 +334,10 @@ class AcmeNfsDriver(driver.VolumeDriver):
     def create_volume(self, volume: Any) -> dict:
         client = self._require_client()
         try:
-            share = client.create_share(volume.name, _gib_to_bytes(volume.size),
+            share = client.create_share(volume.name, gib_to_bytes(volume.size),
                                         volume=self._volume_file_spec(volume))
         except ApplianceError as error:
-            raise _backend_error(f"creating the share of volume {volume.id}", error) from error
+            raise backend_error(f"creating the share of volume {volume.id}", error) from error
         LOG.info("acmenfs: volume %(id)s is share %(share)s", {"id": volume.id, "share": share["id"]})
         return self._model_update(share)
 
@@ -346,18 +361,18 @@ class AcmeNfsDriver(driver.VolumeDriver):
                 raise exception.VolumeIsBusy(
                     message=_("acmenfs: volume %(id)s is busy on the appliance: %(error)s")
                     % {"id": volume.id, "error": error}, volume_name=volume.name) from error
-            raise _backend_error(f"deleting volume {volume.id}", error) from error
+            raise backend_error(f"deleting volume {volume.id}", error) from error
         except ApplianceError as error:
-            raise _backend_error(f"deleting volume {volume.id}", error) from error
+            raise backend_error(f"deleting volume {volume.id}", error) from error
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def extend_volume(self, volume: Any, new_size: int) -> None:
         """Grow share and volume file; fine while attached (the file only grows)."""
         client = self._require_client()
         try:
-            client.extend_share(self._share_id(volume), _gib_to_bytes(new_size))
+            client.extend_share(self._share_id(volume), gib_to_bytes(new_size))
         except ApplianceError as error:
-            raise _backend_error(f"extending volume {volume.id} to {new_size} GiB", error) from error
+            raise backend_error(f"extending volume {volume.id} to {new_size} GiB", error) from error
 
     # ------------------------------------------------------------------
     # snapshots and clones
@@ -386,7 +401,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             created = self._create_appliance_snapshot(self._share_id(snapshot.volume), snapshot.name)
         except ApplianceError as error:
-            raise _backend_error(f"creating snapshot {snapshot.id}", error) from error
+            raise backend_error(f"creating snapshot {snapshot.id}", error) from error
         return {"provider_id": created["id"]}
 
     def _appliance_snapshot_id(self, snapshot: Any) -> str | None:
@@ -411,16 +426,16 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceConflict as error:
             raise exception.SnapshotIsBusy(snapshot_name=snapshot.name) from error
         except ApplianceError as error:
-            raise _backend_error(f"deleting snapshot {snapshot.id}", error) from error
+            raise backend_error(f"deleting snapshot {snapshot.id}", error) from error
 
     def _clone(self, snapshot_id: str, volume: Any) -> dict:
         """Appliance clone of a snapshot into the new volume's share (renamed, grown, chowned when configured)."""
         try:
             share = self._require_client().clone_snapshot(
-                snapshot_id, volume.name, size=_gib_to_bytes(volume.size), volume_name=volume.name,
+                snapshot_id, volume.name, size=gib_to_bytes(volume.size), volume_name=volume.name,
                 **self._owner_fields("volume_"))
         except ApplianceError as error:
-            raise _backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
+            raise backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
         return self._model_update(share)
 
     @coordination.synchronized("acmenfs-volume-{snapshot.volume_id}")
@@ -441,7 +456,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
             temporary = self._create_appliance_snapshot(
                 self._share_id(src_vref), f"{TEMPORARY_CLONE_SNAPSHOT_PREFIX}{volume.id}")
         except ApplianceError as error:
-            raise _backend_error(f"snapshotting volume {src_vref.id} for a clone", error) from error
+            raise backend_error(f"snapshotting volume {src_vref.id} for a clone", error) from error
         try:
             return self._clone(temporary["id"], volume)
         finally:
@@ -457,18 +472,34 @@ class AcmeNfsDriver(driver.VolumeDriver):
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def revert_to_snapshot(self, context: Any, volume: Any, snapshot: Any) -> None:
-        """Atomic appliance revert; the volume keeps its current size."""
+        """Appliance revert, then the volume's own file name, owner and size back."""
         client = self._require_client()
         snapshot_id = self._appliance_snapshot_id(snapshot)
         if snapshot_id is None:
             raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
         try:
             share = client.revert_share(self._share_id(volume), snapshot_id)
-            wanted = _gib_to_bytes(volume.size)
+            share = self._restore_volume_file_name(share, volume)
+            wanted = gib_to_bytes(volume.size)
             if (share.get("volume") or {}).get("size", wanted) < wanted or share.get("size", wanted) < wanted:
                 client.extend_share(share["id"], wanted)
         except ApplianceError as error:
-            raise _backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
+            raise backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
+
+    def _restore_volume_file_name(self, share: dict, volume: Any) -> dict:
+        """A revert brings back the snapshot's file name (``disk.img`` for a snapshot
+        taken before manage_existing renamed it) and owner: rename to the name Nova
+        opens, and chown to acmenfs_volume_owner when set."""
+        reverted = share.get("volume")
+        owner = self._owner_fields()
+        if not reverted:
+            LOG.warning("acmenfs: snapshot reverted into volume %s holds no volume file", volume.id)
+            return share
+        if reverted.get("name") == volume.name and all(reverted.get(key) == value for key, value in owner.items()):
+            return share
+        LOG.info("acmenfs: revert of volume %(id)s brought back file %(old)s; renaming it to %(new)s",
+                 {"id": volume.id, "old": reverted.get("name"), "new": volume.name})
+        return self._require_client().put_volume(share["id"], volume.name, **owner)
 
     # ------------------------------------------------------------------
     # exports and connections
@@ -491,7 +522,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
             share = self._require_client().add_access(self._share_id(volume), connector["ip"], access=access,
                                                       squash=self._squash)
         except ApplianceError as error:
-            raise _backend_error(f"granting {connector['ip']} access to volume {volume.id}", error) from error
+            raise backend_error(f"granting {connector['ip']} access to volume {volume.id}", error) from error
         location = self._location_of(share)
         return {
             "driver_volume_type": self.driver_volume_type,
@@ -535,7 +566,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceNotFound:
             return
         except ApplianceError as error:
-            raise _backend_error(f"removing access to volume {volume.id}", error) from error
+            raise backend_error(f"removing access to volume {volume.id}", error) from error
 
     def create_export(self, context: Any, volume: Any, connector: dict | None) -> None:
         """Nothing to export (the share exists); when Cinder attaches locally on a
@@ -565,33 +596,14 @@ class AcmeNfsDriver(driver.VolumeDriver):
         try:
             pool = self._require_client().pool()
         except ApplianceError as error:
-            raise _backend_error("reading pool capacity", error) from error
+            raise backend_error("reading pool capacity", error) from error
         ratio = volume_utils.get_max_over_subscription_ratio(
             self.configuration.safe_get("max_over_subscription_ratio"), supports_auto=True)
-        sparse = self._sparse
-        pool_stats = {
-            "pool_name": self._pool_name,
-            "total_capacity_gb": round(pool["total_bytes"] / units.Gi, 2),
-            "free_capacity_gb": round(pool["free_bytes"] / units.Gi, 2),
-            "allocated_capacity_gb": round(pool.get("used_bytes", 0) / units.Gi, 2),
-            "provisioned_capacity_gb": round(pool.get("provisioned_bytes", 0) / units.Gi, 2),
-            "reserved_percentage": self.configuration.safe_get("reserved_percentage") or 0,
-            "max_over_subscription_ratio": ratio,
-            "thin_provisioning_support": sparse,
-            "thick_provisioning_support": not sparse,
-            "multiattach": True,
-            "online_extend_support": True,
-            "QoS_support": False,
-            "total_volumes": pool.get("share_count", 0),
-        }
-        self._stats = {
-            "volume_backend_name": self._pool_name,
-            "vendor_name": VENDOR_NAME,
-            "driver_version": self.VERSION,
-            "storage_protocol": constants.NFS,
-            "sparse_copy_volume": True,
-            "pools": [pool_stats],
-        }
+        pool_stats = stats.pool_stats(pool, pool_name=self._pool_name, sparse_default=self._sparse,
+                                      reserved_percentage=self.configuration.safe_get("reserved_percentage") or 0,
+                                      max_over_subscription_ratio=ratio)
+        self._stats = stats.backend_stats(pool_stats, backend_name=self._pool_name, vendor_name=VENDOR_NAME,
+                                          driver_version=self.VERSION)
 
     def get_pool(self, volume: Any) -> str:
         return self._pool_name
@@ -624,7 +636,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
                         # file's owner (see UserspaceDataPath).
                         client.add_access(share["id"], address, access="rw", squash="none")
                     except ApplianceError as error:
-                        raise _backend_error(f"granting this host ({address}) access to share "
+                        raise backend_error(f"granting this host ({address}) access to share "
                                              f"{share['id']}", error) from error
             self._host_access_users[share["id"]] = (users + 1, added, address)
         try:
@@ -682,9 +694,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
         """After a mounted copy (qemu-img writes the image's size), back to the volume size."""
         try:
             self._require_client().put_volume(self._share_id(volume), volume.name,
-                                              size=_gib_to_bytes(volume.size))
+                                              size=gib_to_bytes(volume.size))
         except ApplianceError as error:
-            raise _backend_error(f"resizing volume file of {volume.id}", error) from error
+            raise backend_error(f"resizing volume file of {volume.id}", error) from error
 
     def copy_volume_to_image(self, context: Any, volume: Any, image_service: Any, image_meta: dict) -> None:
         if self._data_path_mode == options.DATA_PATH_MOUNT:
@@ -702,53 +714,15 @@ class AcmeNfsDriver(driver.VolumeDriver):
     # ------------------------------------------------------------------
     # manage / unmanage
     # ------------------------------------------------------------------
-    def _share_by_reference(self, existing_ref: dict) -> dict:
-        client = self._require_client()
-        reference = existing_ref or {}
-        try:
-            if reference.get("source-id"):
-                return client.get_share(reference["source-id"])
-            name = reference.get("source-name")
-            if name:
-                matches = (client.list_shares(export_path=name) if name.startswith("/")
-                           else client.list_shares(name=name))
-                if matches:
-                    return matches[0]
-        except ApplianceNotFound:
-            pass
-        except ApplianceError as error:
-            raise _backend_error("looking up a share to manage", error) from error
-        if not (reference.get("source-id") or reference.get("source-name")):
-            reason = _("give 'source-name' (share name or export path) or 'source-id' (share uuid)")
-        else:
-            reason = _("no such share on the appliance")
-        raise exception.ManageExistingInvalidReference(existing_ref=existing_ref, reason=reason)
-
-    def _managed_volume_file(self, existing_ref: dict) -> tuple[dict, dict]:
-        share = self._share_by_reference(existing_ref)
-        if not share.get("volume"):
-            raise exception.ManageExistingInvalidReference(
-                existing_ref=existing_ref, reason=_("share %s holds no volume file") % share["id"])
-        return share, share["volume"]
-
     def manage_existing_get_size(self, volume: Any, existing_ref: dict) -> int:
-        _, volume_file = self._managed_volume_file(existing_ref)
-        return _bytes_to_gib_rounded_up(volume_file["size"])
+        _, volume_file = manage.managed_volume_file(self._require_client(), existing_ref)
+        return bytes_to_gib_rounded_up(volume_file["size"])
 
     @coordination.synchronized("acmenfs-volume-{volume.id}")
     def manage_existing(self, volume: Any, existing_ref: dict) -> dict:
-        """Adopt a share: its volume file is renamed to the volume's name,
-        grown to whole GiB (the size manage_existing_get_size reported) and
-        given the configured acmenfs_volume_owner (when set)."""
-        share, volume_file = self._managed_volume_file(existing_ref)
-        size = _gib_to_bytes(_bytes_to_gib_rounded_up(volume_file["size"]))
-        try:
-            share = self._require_client().put_volume(share["id"], volume.name, size=size, **self._owner_fields())
-            if share.get("size", size) < size:
-                share = self._require_client().extend_share(share["id"], size)
-        except ApplianceError as error:
-            raise _backend_error(f"managing share {share['id']} as volume {volume.id}", error) from error
-        return self._model_update(share)
+        """Adopt a share (see ``manage.adopt``)."""
+        return self._model_update(manage.adopt(self._require_client(), volume, existing_ref,
+                                               self._owner_fields()))
 
     def unmanage(self, volume: Any) -> None:
         """Cinder forgets the volume; the share and its file stay as they are."""
@@ -757,76 +731,26 @@ class AcmeNfsDriver(driver.VolumeDriver):
 
     def get_manageable_volumes(self, cinder_volumes: list, marker: Any, limit: Any, offset: Any,
                                sort_keys: Any, sort_dirs: Any) -> list:
-        managed = {volume.provider_id: volume.id for volume in cinder_volumes if volume.provider_id}
-        try:
-            shares = self._require_client().list_shares()
-        except ApplianceError as error:
-            raise _backend_error("listing shares", error) from error
-        entries = []
-        for share in shares:
-            volume_file = share.get("volume")
-            cinder_id = managed.get(share["id"])
-            reason = None
-            if cinder_id:
-                reason = _("already managed")
-            elif not volume_file:
-                reason = _("share holds no volume file")
-            elif share.get("state") != "available":
-                reason = _("share is %s") % share.get("state")
-            entries.append({
-                "reference": {"source-id": share["id"]},
-                "size": _bytes_to_gib_rounded_up((volume_file or {}).get("size", share["size"])),
-                "safe_to_manage": reason is None,
-                "reason_not_safe": reason,
-                "cinder_id": cinder_id,
-                "extra_info": {"name": share["name"], "export_path": share["export_path"]},
-            })
+        entries = manage.manageable_volumes(self._require_client(), cinder_volumes)
         return volume_utils.paginate_entries_list(entries, marker, limit, offset, sort_keys, sort_dirs)
 
     def _snapshot_by_reference(self, snapshot: Any, existing_ref: dict) -> dict:
-        reference = existing_ref or {}
-        share = self._share(snapshot.volume)
-        try:
-            candidates = self._require_client().list_snapshots(share["id"])
-        except ApplianceError as error:
-            raise _backend_error("listing snapshots", error) from error
-        for candidate in candidates:
-            if candidate["id"] == reference.get("source-id") or candidate["name"] == reference.get("source-name"):
-                return candidate
-        raise exception.ManageExistingInvalidReference(
-            existing_ref=existing_ref,
-            reason=_("no snapshot with that 'source-name' or 'source-id' on the volume's share"))
+        return manage.snapshot_by_reference(self._require_client(), self._share(snapshot.volume)["id"],
+                                            existing_ref)
 
     def manage_existing_snapshot(self, snapshot: Any, existing_ref: dict) -> dict:
         return {"provider_id": self._snapshot_by_reference(snapshot, existing_ref)["id"]}
 
     def manage_existing_snapshot_get_size(self, snapshot: Any, existing_ref: dict) -> int:
         found = self._snapshot_by_reference(snapshot, existing_ref)
-        return _bytes_to_gib_rounded_up(found.get("size") or _gib_to_bytes(snapshot.volume.size))
+        return bytes_to_gib_rounded_up(found.get("size") or gib_to_bytes(snapshot.volume.size))
 
     def unmanage_snapshot(self, snapshot: Any) -> None:
         LOG.info("acmenfs: snapshot %s unmanaged; left on the appliance", snapshot.id)
 
     def get_manageable_snapshots(self, cinder_snapshots: list, marker: Any, limit: Any, offset: Any,
                                  sort_keys: Any, sort_dirs: Any) -> list:
-        managed = {snapshot.provider_id: snapshot.id for snapshot in cinder_snapshots if snapshot.provider_id}
-        client = self._require_client()
-        entries = []
-        try:
-            for share in client.list_shares():
-                for found in client.list_snapshots(share["id"]):
-                    cinder_id = managed.get(found["id"])
-                    entries.append({
-                        "reference": {"source-id": found["id"]},
-                        "size": _bytes_to_gib_rounded_up(found.get("size") or share["size"]),
-                        "safe_to_manage": cinder_id is None,
-                        "reason_not_safe": _("already managed") if cinder_id else None,
-                        "cinder_id": cinder_id,
-                        "source_reference": {"source-id": share["id"]},
-                        "extra_info": {"name": found["name"]},
-                    })
-        except ApplianceError as error:
-            raise _backend_error("listing snapshots", error) from error
+        entries = manage.manageable_snapshots(self._require_client(), cinder_snapshots)
         return volume_utils.paginate_entries_list(entries, marker, limit, offset, sort_keys, sort_dirs)
 
     # ------------------------------------------------------------------
@@ -834,18 +758,6 @@ class AcmeNfsDriver(driver.VolumeDriver):
     # ------------------------------------------------------------------
     def update_migrated_volume(self, context: Any, volume: Any, new_volume: Any,
                                original_volume_status: str) -> dict:
-        """Rename the migrated file to the original volume's name when it is not in use.
-
-        The share keeps its name (share names are labels); ``provider_id`` points
-        at the new share.
-        """
-        update = {"provider_location": new_volume.provider_location, "provider_id": new_volume.provider_id}
-        if original_volume_status == "available":
-            try:
-                share = self._share(new_volume)
-                self._require_client().put_volume(share["id"], volume.name, **self._owner_fields())
-                return {"_name_id": None, **update}
-            except (ApplianceError, exception.VolumeBackendAPIException) as error:
-                LOG.warning("acmenfs: could not rename migrated volume file %(new)s to %(old)s: %(error)s",
-                            {"new": new_volume.name, "old": volume.name, "error": error})
-        return {"_name_id": new_volume._name_id or new_volume.id, **update}
+        """``_name_id`` and ``provider_location`` only (see ``migration``)."""
+        return migration.migrated_volume_update(self._require_client(), self._share, volume, new_volume,
+                                                original_volume_status, self._owner_fields())

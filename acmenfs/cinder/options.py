@@ -79,7 +79,10 @@ acmenfs_opts = [
                     "group qemu shares), when nas_secure_file_operations is "
                     "true (or auto): Nova hosts then get root-squashed "
                     "access, and a root-owned 0660 file cannot be opened by "
-                    "them. Empty means the appliance default, 0:0 (root)."),
+                    "them. cinder-backup then opens volume files as itself "
+                    "(secure file operations: no chown as root), so it must "
+                    "run as this uid or with this gid. Empty means the "
+                    "appliance default, 0:0 (root)."),
     cfg.IntOpt("acmenfs_userspace_io_depth",
                default=4,
                min=1,

@@ -278,38 +278,111 @@ def rest(appliance):
     client.close()
 
 
-def start_volume_manager():
-    """Cinder's real VolumeManager for the configured backend, initialised (driver set up)."""
+def backend_section(group: str, appliance: Appliance, **overrides) -> str:
+    """Register and fill a backend section ``[group]`` (what cinder.conf would hold) that
+    points at ``appliance``; returns the group. For a second backend beside [acme]."""
     from oslo_config import cfg
 
-    from cinder import context as cinder_context
-    from cinder import objects
-    from cinder import rpc
+    from cinder.volume import driver as cinder_driver
     from cinder.volume import manager as volume_manager
+    from acmenfs.cinder import options
 
-    if not rpc.initialized():
-        rpc.init(cfg.CONF)
-    service_host = f"{CINDER_HOST}@{BACKEND}"
-    service = objects.Service(cinder_context.get_admin_context(), host=service_host,
-                              binary="cinder-volume", topic="cinder-volume", report_count=0, disabled=False)
-    service.create()
-    manager = volume_manager.VolumeManager(host=service_host, service_name=BACKEND)
-    manager.init_host(added_to_cluster=None, service_id=service.id)
-    if not manager.driver.initialized:
-        raise RuntimeError("the driver did not initialise in the VolumeManager (see the log)")
-    return manager
+    for opts in (volume_manager.volume_backend_opts, cinder_driver.volume_opts, options.acmenfs_opts,
+                 options.reused_cinder_opts):
+        cfg.CONF.register_opts(opts, group=group)
+    values = {"volume_driver": "acmenfs.cinder.driver.AcmeNfsDriver", "volume_backend_name": group,
+              "acmenfs_api_url": appliance.url, "acmenfs_api_token": appliance.token,
+              "acmenfs_data_path": "userspace", **overrides}
+    for name, value in values.items():
+        cfg.CONF.set_override(name, value, group=group)
+    return group
 
 
-def db_volume(ctxt, size=1, **fields_):
+class VolumeService:
+    """A VolumeManager for one backend, optionally reachable over (fake-transport) RPC
+    under the same two topics cinder.service.Service.start listens on."""
+
+    def __init__(self, backend: str = BACKEND, rpc_servers: bool = False) -> None:
+        import oslo_messaging as messaging
+        from oslo_config import cfg
+
+        from cinder import context as cinder_context
+        from cinder import objects
+        from cinder import rpc
+        from cinder.objects import base as objects_base
+        from cinder.volume import manager as volume_manager
+        from cinder.volume import rpcapi as volume_rpcapi
+        from cinder.volume import volume_utils
+
+        if not rpc.initialized():
+            rpc.init(cfg.CONF)
+        self.host = f"{CINDER_HOST}@{backend}"
+        ctxt = cinder_context.get_admin_context()
+        service = objects.Service(ctxt, host=self.host, binary="cinder-volume", topic="cinder-volume",
+                                  report_count=0, disabled=False,
+                                  rpc_current_version=volume_rpcapi.VolumeAPI.RPC_API_VERSION,
+                                  object_current_version=objects_base.OBJ_VERSIONS.get_current())
+        service.create()
+        self.manager = volume_manager.VolumeManager(host=self.host, service_name=backend)
+        self.manager.init_host(added_to_cluster=None, service_id=service.id)
+        if not self.manager.driver.initialized:
+            raise RuntimeError("the driver did not initialise in the VolumeManager (see the log)")
+        self._servers = []
+        if rpc_servers:
+            serializer = objects_base.CinderObjectSerializer(objects.Service.get_minimum_obj_version(ctxt))
+            for target in (messaging.Target(topic="cinder-volume", server=self.host),
+                           messaging.Target(topic=f"cinder-volume.{self.host}",
+                                            server=volume_utils.extract_host(self.host, "host"))):
+                server = rpc.get_server(target, [self.manager], serializer)
+                server.start()
+                self._servers.append(server)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.stop()
+            server.wait()
+
+
+def start_volume_manager():
+    """Cinder's real VolumeManager for the configured backend, initialised (driver set up)."""
+    return VolumeService(BACKEND).manager
+
+
+def volume_file_io(appliance: Appliance, rest, share_id: str, name: str, *, data: bytes | None = None,
+                   length: int = 0) -> tuple[bytes, tuple[int, int]]:
+    """Write ``data`` into the volume file ``name`` of a share and/or read its first
+    ``length`` bytes, over NFS as root under this host's own no-squash rule (removed
+    after). Returns the bytes read and the file's (uid, gid)."""
+    import io
+
+    from acmenfs.nfs3.client import NfsClient
+
+    share = rest.add_access(share_id, "127.0.0.1", squash="none")
+    try:
+        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
+            fh = client.lookup(client.mount(share["export_path"]), name)
+            if data is not None:
+                client.upload(fh, io.BytesIO(data), len(data))
+            out = io.BytesIO()
+            if length:
+                client.download(fh, out, length)
+            attributes = client.getattr(fh)
+            return out.getvalue(), (attributes.uid, attributes.gid)
+    finally:
+        rest.remove_access(share_id, "127.0.0.1")
+
+
+def db_volume(ctxt, size=1, backend=BACKEND, **fields_):
     """A volume row as the API would leave it for the manager's create_volume."""
     from cinder import objects
     from cinder.objects import fields
     from cinder.volume import volume_types
 
     volume_type = volume_types.get_default_volume_type(ctxt)
-    volume = objects.Volume(context=ctxt, size=size, host=f"{CINDER_HOST}@{BACKEND}#{BACKEND}",
-                            status="creating", attach_status=fields.VolumeAttachStatus.DETACHED,
-                            volume_type_id=volume_type["id"], project_id=ctxt.project_id,
+    fields_.setdefault("volume_type_id", volume_type["id"])
+    fields_.setdefault("status", "creating")
+    volume = objects.Volume(context=ctxt, size=size, host=f"{CINDER_HOST}@{backend}#{backend}",
+                            attach_status=fields.VolumeAttachStatus.DETACHED, project_id=ctxt.project_id,
                             user_id=ctxt.user_id, availability_zone="nova", **fields_)
     volume.create()
     return volume

@@ -11,7 +11,6 @@ NFS client.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 import uuid
@@ -23,8 +22,7 @@ from os_brick.remotefs import remotefs as remotefs_brick
 from cinder.tests.unit import fake_volume
 
 from acmenfs.cinder.datapath import MountDataPath
-from acmenfs.nfs3.client import NfsClient
-from conftest import CINDER_HOST, fresh_group, make_driver, require_nfs
+from conftest import CINDER_HOST, fresh_group, make_driver, require_nfs, volume_file_io
 from test_cinder_driver import created_snapshot, created_volume, new_volume
 
 GIB = 1024 ** 3
@@ -70,25 +68,11 @@ def image_bytes() -> bytes:
 
 def read_volume(appliance, rest, share_id: str, name: str, length: int) -> bytes:
     """Read a volume file back over NFS with our client (own access rule, removed after)."""
-    share = rest.add_access(share_id, "127.0.0.1", squash="none")
-    try:
-        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            out = io.BytesIO()
-            client.download(fh, out, length)
-            return out.getvalue()
-    finally:
-        rest.remove_access(share_id, "127.0.0.1")
+    return volume_file_io(appliance, rest, share_id, name, length=length)[0]
 
 
 def write_volume(appliance, rest, share_id: str, name: str, data: bytes) -> None:
-    share = rest.add_access(share_id, "127.0.0.1", squash="none")
-    try:
-        with NfsClient("127.0.0.1", appliance.nfs_port, appliance.mount_port) as client:
-            fh = client.lookup(client.mount(share["export_path"]), name)
-            client.upload(fh, io.BytesIO(data), len(data))
-    finally:
-        rest.remove_access(share_id, "127.0.0.1")
+    volume_file_io(appliance, rest, share_id, name, data=data)
 
 
 def volume_sha256(prefix: bytes, total: int) -> str:

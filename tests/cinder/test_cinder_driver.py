@@ -403,9 +403,42 @@ def test_update_migrated_volume_renames_the_file(driver, context, rest):
 
     update = driver.update_migrated_volume(context, original, migrated, "available")
 
-    assert update == {"_name_id": None, "provider_location": migrated.provider_location,
-                      "provider_id": migrated.provider_id}
+    # provider_id moves with Volume.finish_volume_migration's swap; in the update it would swap twice
+    assert update == {"_name_id": None, "provider_location": migrated.provider_location}
     assert rest.get_share(migrated.provider_id)["volume"]["name"] == original.name
+
+
+def test_update_migrated_volume_renames_to_the_id_not_an_older_name_id(driver, context, rest):
+    """A volume migrated before while attached has a _name_id; with the rename it is
+    dropped, so the file must be named after the volume's id."""
+    original = new_volume(context, _name_id=str(uuid.uuid4()))
+    migrated = created_volume(driver, context)
+
+    update = driver.update_migrated_volume(context, original, migrated, "available")
+
+    assert update["_name_id"] is None
+    assert rest.get_share(migrated.provider_id)["volume"]["name"] == f"volume-{original.id}"
+
+
+def test_update_migrated_volume_of_an_attached_volume_keeps_the_new_name(driver, context, rest):
+    original = new_volume(context)
+    migrated = created_volume(driver, context)
+
+    update = driver.update_migrated_volume(context, original, migrated, "in-use")
+
+    assert update == {"_name_id": migrated.id, "provider_location": migrated.provider_location}
+    assert rest.get_share(migrated.provider_id)["volume"]["name"] == migrated.name
+
+
+def test_a_volume_without_provider_id_is_found_by_its_location(driver, context, rest):
+    """provider_location (host:/export) names the share too; the name is the last resort."""
+    created = created_volume(driver, context)
+    other_name = new_volume(context)
+    other_name.provider_location = created.provider_location
+
+    driver.extend_volume(other_name, 2)
+
+    assert rest.get_share(created.provider_id)["size"] == 2 * GIB
 
 
 # -- setup errors ------------------------------------------------------------------
