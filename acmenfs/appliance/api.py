@@ -641,7 +641,7 @@ def create_app(service, *, nfs_stats: Callable[[], dict] | None = None) -> FastA
         description="Shares, snapshots, clones and access lists of an acmenfs appliance. "
         "Every /v1 path except /v1/version needs 'Authorization: Bearer <token>'.",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # /docs is served offline by acmenfs.console (install_console below)
         redoc_url=None,
     )
     http_stats = HttpRequestStats()
@@ -674,4 +674,7 @@ def create_app(service, *, nfs_stats: Callable[[], dict] | None = None) -> FastA
     _snapshot_routes(router, service)
     _admin_routes(router, service)
     app.include_router(router)
+    from acmenfs.console import install_console  # /ui and the offline /docs (imports this module)
+
+    install_console(app, service, nfs_stats=nfs_stats)
     return app
