@@ -21,7 +21,11 @@ MAX_FORM_BYTES = 64 << 10
 
 
 class FormError(Exception):
-    """A form value the console refuses before calling the service."""
+    """A form value the console refuses before calling the service (``code`` as the API would answer)."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def form_fields(request: Request) -> dict[str, str]:
@@ -39,12 +43,12 @@ def size_field(fields: dict[str, str], name: str = "size", required: bool = True
     text = fields.get(name, "").strip()
     if not text:
         if required:
-            raise FormError(f"{name}: a size is needed (bytes, or a number with K, M, G, T, e.g. 10G)")
+            raise FormError(f"{name}: a size is needed (bytes, or a number with K, M, G, T, e.g. 10G)", "invalid_size")
         return None
     try:
         return parse_size(text)
     except argparse.ArgumentTypeError as exc:
-        raise FormError(f"{name}: {exc}") from None
+        raise FormError(f"{name}: {exc}", "invalid_size") from None
 
 
 def access_field(text: str) -> AccessRule:
@@ -52,7 +56,7 @@ def access_field(text: str) -> AccessRule:
     try:
         parsed = parse_access(text.strip())
     except argparse.ArgumentTypeError as exc:
-        raise FormError(str(exc)) from None
+        raise FormError(str(exc), "invalid_access") from None
     return AccessRule(**parsed)  # raises InvalidRequest (invalid_access) for a bad client
 
 

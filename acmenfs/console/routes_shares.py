@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 
+from acmenfs.appliance.api import problem_body
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.console.forms import FormError, access_field, access_list, form_fields, size_field, text_field
 from acmenfs.console.lineage import lineage_tree, tree_size
@@ -33,10 +34,9 @@ SORT_KEYS = {
 }
 
 
-def form_problem(message: str) -> dict[str, Any]:
+def form_problem(error: FormError) -> dict[str, Any]:
     """A refused form value, in the API's problem shape (the API answers 422 the same way)."""
-    return {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
-            "code": "invalid_request", "detail": message}
+    return problem_body(422, error.code, str(error))
 
 
 def share_matches(share, query: str) -> bool:
@@ -78,7 +78,7 @@ def share_list_routes(router: APIRouter, console: Console, page_session, change_
             rules = access_list(fields.get("access", ""))
             share = service.create_share(name, size, volume={"name": volume} if volume else None, access=rules)
         except FormError as exc:
-            return console.failed(request, session, f"{UI}/shares", form_problem(str(exc)))
+            return console.failed(request, session, f"{UI}/shares", form_problem(exc))
         except ApplianceError as exc:
             return console.failed(request, session, f"{UI}/shares", problem_for(exc))
         session.flash("ok", f"Created share '{share.name}'.")
@@ -106,7 +106,7 @@ def share_page_routes(router: APIRouter, console: Console, page_session, change_
             rule = access_field(fields.get("rule", ""))
             service.add_access(share_id, rule)
         except FormError as exc:
-            return console.failed(request, session, share_url(share_id), form_problem(str(exc)))
+            return console.failed(request, session, share_url(share_id), form_problem(exc))
         except ApplianceError as exc:
             return console.failed(request, session, share_url(share_id), problem_for(exc))
         session.flash("ok", f"Access rule {rule_text(rule)} saved.")
@@ -174,7 +174,7 @@ def job_routes(router: APIRouter, console: Console, change_session) -> None:
         return console.job_answer(request, console.jobs.submit(title, session.token_id, back, run))
 
     def refuse(request, session, back, exc: Exception):
-        problem = form_problem(str(exc)) if isinstance(exc, FormError) else problem_for(exc)
+        problem = form_problem(exc) if isinstance(exc, FormError) else problem_for(exc)
         return console.failed(request, session, back, problem)
 
     @router.post("/shares/{share_id}/snapshots", include_in_schema=False)
