@@ -44,8 +44,10 @@ def live_context(console: Console) -> dict:
     stats = console.sampler.summary()
     if stats.get("enabled"):
         series = stats["series"]
-        stats["spark_calls"] = sparkline([p["calls_per_s"] for p in series])
-        stats["spark_bytes"] = sparkline([p["read_bps"] + p["write_bps"] for p in series])
+        calls = [p["calls_per_s"] for p in series]
+        rates = [p["read_bps"] + p["write_bps"] for p in series]
+        stats["spark_calls"], stats["spark_bytes"] = sparkline(calls), sparkline(rates)
+        stats["peak_calls"], stats["peak_bytes"] = max(calls, default=0.0), max(rates, default=0.0)
         stats["now"] = series[-1] if series else None
         stats["since"] = wall_clock(series[0]["wall"]) if series else None
     return {"live": stats, "spark_w": SPARK_WIDTH, "spark_h": SPARK_HEIGHT}

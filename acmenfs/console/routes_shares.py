@@ -191,13 +191,15 @@ def job_routes(router: APIRouter, console: Console, change_session) -> None:
               fields: dict[str, str] = Depends(form_fields)):
         name = text_field(fields, "name")
         back = share_url(text_field(fields, "share_id"))
+        copy_access = fields.get("copy_access") in ("1", "on")
         try:
             size = size_field(fields, required=False)
-            rules = access_list(fields["access"]) if fields.get("access", "").strip() else None
-        except (FormError, ApplianceError) as exc:
+        except FormError as exc:
             return refuse(request, session, back, exc)
 
         def work(progress) -> str:
+            # "same clients": the source share's rules; otherwise the API's default (nobody).
+            rules = list(service.get_share(service.get_snapshot(snapshot_id).share_id).access) if copy_access else None
             share = service.clone_snapshot(snapshot_id, name, size=size, access=rules, progress=progress)
             return share_url(share.id)
 

@@ -52,11 +52,11 @@ def browser():
 
 @pytest.fixture
 def page_at(browser):
-    """``page_at(viewport)`` -> a page in a fresh context (no cookies); closed after the test."""
+    """``page_at(viewport, javascript=True)`` -> a page in a fresh context (no cookies); closed after the test."""
     contexts = []
 
-    def make(viewport=DESKTOP):
-        context = browser.new_context(viewport=viewport)
+    def make(viewport=DESKTOP, javascript=True):
+        context = browser.new_context(viewport=viewport, java_script_enabled=javascript)
         context.set_default_timeout(30_000)
         contexts.append(context)
         return context.new_page()

@@ -291,3 +291,18 @@ def test_docs_render_with_no_network(serve, page_at, shot):
     expect(page.locator(".opblock-summary-path", has_text="/v1/shares/{share_id}/revert")).to_be_visible()
     shot(page, "docs-offline-1280")
     assert blocked == [], f"/docs asked the network for {blocked}"
+
+
+def test_without_javascript_a_job_has_its_own_page(serve, page_at, shot):
+    with api(serve) as client:
+        share = client.post("/v1/shares", json={"name": "no-js", "size": 4 * MiB}).json()
+    page = page_at(javascript=False)
+    sign_in(page, serve)
+    page.goto(f"{serve.url}/ui/shares/{share['id']}")
+    page.get_by_label("New snapshot").fill("plain")
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page).to_have_url(re.compile(r"/ui/jobs/"))
+    expect(page.get_by_text(re.compile(r"^Done in"))).to_be_visible()  # the page refreshes itself until then
+    shot(page, "job-done-1280")
+    page.get_by_role("link", name="Continue").click()
+    expect(page.locator("li.snapshot[data-snapshot='plain']")).to_be_visible()

@@ -149,3 +149,31 @@ def test_docs_reference_no_other_host(serve):
         assert "cdn" not in page.lower() and "https://" not in page
         assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
         assert client.get("/ui/static/console.js").status_code == 200
+
+
+def test_a_copying_clone_reports_its_progress(serve):
+    with api(serve) as admin:
+        share = admin.post("/v1/shares", json={"name": "progress", "size": 64 * MiB,
+                                               "volume": {"name": "volume-p"}}).json()
+        volume = next(serve.data_dir.rglob("volume-p"))
+        with open(volume, "r+b") as out:
+            for _ in range(48):
+                out.write(bytes(range(256)) * 4096)
+        snapshot = admin.post(f"/v1/shares/{share['id']}/snapshots", json={"name": "p"}).json()
+    with signed_in(serve) as (client, csrf):
+        started = client.post(f"/ui/snapshots/{snapshot['id']}/clone", data={"name": "progress-clone", "size": "96M"},
+                              headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert started.status_code == 202, started.text
+        seen = [started.json()]
+        while seen[-1]["state"] == "running":
+            seen.append(client.get(started.json()["status_url"]).json())
+            assert client.get("/ui/dashboard").status_code == 200  # pages answer while it copies
+    assert seen[-1]["state"] == "done" and seen[-1]["percent"] == 100
+    percents = [s["percent"] for s in seen if s["percent"] is not None]
+    assert percents == sorted(percents)
+
+
+def test_the_dashboard_live_section_is_a_fragment(serve):
+    with signed_in(serve) as (client, _):
+        live = client.get("/ui/dashboard/live")
+        assert live.status_code == 200 and "Duplicate request cache" in live.text and "<html" not in live.text
