@@ -182,9 +182,12 @@ def job_routes(router: APIRouter, console: Console, change_session) -> None:
                  fields: dict[str, str] = Depends(form_fields)):
         name = text_field(fields, "name")
         back = share_url(share_id)
-        return start(request, session, f"Snapshot '{name}'", back,
-                     lambda progress: service.create_snapshot(share_id, name) and back + "#snapshots",
-                     f"Created snapshot '{name}'.")
+
+        def work(progress) -> str:
+            service.create_snapshot(share_id, name)
+            return back + "#snapshots"
+
+        return start(request, session, f"Snapshot '{name}'", back, work, f"Created snapshot '{name}'.")
 
     @router.post("/snapshots/{snapshot_id}/clone", include_in_schema=False)
     def clone(request: Request, snapshot_id: str, session: Session = Depends(change_session),
@@ -210,9 +213,12 @@ def job_routes(router: APIRouter, console: Console, change_session) -> None:
                fields: dict[str, str] = Depends(form_fields)):
         snapshot_id, back = text_field(fields, "snapshot_id"), share_url(share_id)
         label = text_field(fields, "snapshot_name") or snapshot_id
-        return start(request, session, f"Revert to '{label}'", back,
-                     lambda progress: service.revert_share(share_id, snapshot_id) and back,
-                     f"Reverted to snapshot '{label}'.")
+
+        def work(progress) -> str:
+            service.revert_share(share_id, snapshot_id)
+            return back
+
+        return start(request, session, f"Revert to '{label}'", back, work, f"Reverted to snapshot '{label}'.")
 
     @router.post("/shares/{share_id}/extend", include_in_schema=False)
     def extend(request: Request, share_id: str, session: Session = Depends(change_session),
@@ -222,9 +228,12 @@ def job_routes(router: APIRouter, console: Console, change_session) -> None:
             size = size_field(fields)
         except FormError as exc:
             return refuse(request, session, back, exc)
-        return start(request, session, f"Extend to {fields.get('size')}", back,
-                     lambda progress: service.extend_share(share_id, size) and back,
-                     f"Extended to {fields.get('size')}.")
+
+        def work(progress) -> str:
+            service.extend_share(share_id, size)
+            return back
+
+        return start(request, session, f"Extend to {fields.get('size')}", back, work, f"Extended to {fields.get('size')}.")
 
     @router.post("/shares/{share_id}/delete", include_in_schema=False)
     def delete(request: Request, share_id: str, session: Session = Depends(change_session),

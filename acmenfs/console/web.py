@@ -10,7 +10,6 @@ It must not implement appliance behaviour: routes call ``ApplianceService``.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -165,19 +164,18 @@ def console_dependencies(console: Console):
 
 
 async def on_sign_in_required(request: Request, exc: SignInRequired) -> Response:
+    """A browser goes to the sign-in page (back to a GET's page after it); scripts get 401."""
     if request.method == "GET" and not wants_json(request):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return redirect(f"{UI}/login?next={quote(target, safe='')}")
+    if "text/html" in request.headers.get("accept", ""):  # a form posted after the session ended
+        return redirect(f"{UI}/login")
     return problem_response(401, "unauthorized", "sign in to the console first (the session is missing, "
                             "expired, or its token was revoked)")
 
 
 async def on_csrf_refused(request: Request, exc: CsrfRefused) -> Response:
     return problem_response(403, "csrf_failed", "the request lacks this session's CSRF token; reload the page")
-
-
-def elapsed_since(started: float) -> float:
-    return time.time() - started
 
 
 def wall_clock(seconds: float) -> str:

@@ -10,7 +10,6 @@ tests/console/screenshots/, git-ignored, for a person to look at).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -88,6 +88,8 @@ def test_nothing_works_without_a_session(serve):
             assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/login?next=")
         posted = client.post("/ui/shares", data={"name": "anon", "size": "1M"})
         assert posted.status_code == 401 and posted.json()["code"] == "unauthorized"
+        from_a_form = client.post("/ui/shares", data={"name": "anon", "size": "1M"}, headers={"Accept": "text/html"})
+        assert from_a_form.status_code == 303 and from_a_form.headers["location"] == "/ui/login"
         assert client.get("/ui/jobs/x/status", headers={"Accept": "application/json"}).status_code == 401
     assert "anon" not in share_names(serve)
 
