@@ -262,6 +262,48 @@ def test_keyboard_only_sign_in_and_navigation(serve, page_at):
     assert unlabeled == []
 
 
+# WCAG contrast of every element's own text against the first opaque background behind it.
+CONTRAST_PROBLEMS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const problems = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest("[hidden]")) continue;
+    const style = getComputedStyle(el);
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = +style.fontWeight >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < needed) problems.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return problems;
+}"""
+
+
+def test_text_contrast_meets_wcag_aa(serve, page_at):
+    with api(serve) as client:
+        share = client.post("/v1/shares", json={"name": "contrast", "size": MiB,
+                                                "access": [{"client": "*", "access": "ro"}]}).json()
+        client.post(f"/v1/shares/{share['id']}/snapshots", json={"name": "c1"})
+    page = page_at()
+    page.goto(serve.url + "/ui/login")
+    assert page.evaluate(CONTRAST_PROBLEMS) == []
+    sign_in(page, serve)
+    for path in ("/ui/dashboard", "/ui/shares", f"/ui/shares/{share['id']}", "/ui/tokens",
+                 f"/ui/shares/{share['id']}/delete"):
+        page.goto(serve.url + path)
+        assert page.evaluate(CONTRAST_PROBLEMS) == [], path
+
+
 def test_docs_render_with_no_network(serve, page_at, shot):
     page = page_at()
     blocked = []
