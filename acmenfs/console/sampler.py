@@ -65,22 +65,27 @@ def take_sample(stats: Mapping[str, Any], at: float | None = None) -> Sample:
     )
 
 
-def workers_up(workers: Any) -> int:
-    """The workers entry a multi-process supervisor may add; a single server is 1."""
-    if workers is None:
-        return 1
-    if isinstance(workers, bool):
-        return int(workers)
+def workers_up(workers: Any) -> dict[str, int | None]:
+    """``{"up", "configured", "restarts"}`` from the ``workers`` entry a multi-process
+    supervisor adds to the stats (``{"workers": N, "up": n, "restarts": r, ...}``, or a
+    plain count); a single in-process server has none: one worker up."""
+    if workers is None or isinstance(workers, bool):
+        return {"up": 1, "configured": None, "restarts": None}
     if isinstance(workers, int):
-        return workers
+        return {"up": workers, "configured": None, "restarts": None}
     if isinstance(workers, Mapping):
-        for key in ("up", "alive", "running", "count"):
-            if isinstance(workers.get(key), int):
-                return workers[key]
-        return len(workers)
+        def number(key: str) -> int | None:
+            value = workers.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        up = next((number(k) for k in ("up", "alive", "running") if number(k) is not None), None)
+        configured = number("workers") if number("workers") is not None else number("configured")
+        return {"up": up if up is not None else (configured or 1), "configured": configured,
+                "restarts": number("restarts")}
     if isinstance(workers, (list, tuple)):
-        return sum(1 for worker in workers if not isinstance(worker, Mapping) or worker.get("alive", True))
-    return 1
+        up = sum(1 for worker in workers if not isinstance(worker, Mapping) or worker.get("alive", True))
+        return {"up": up, "configured": len(workers), "restarts": None}
+    return {"up": 1, "configured": None, "restarts": None}
 
 
 def _delta(new: float, old: float) -> float:

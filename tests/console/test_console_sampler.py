@@ -49,10 +49,12 @@ def test_drc_hit_rate_evictions_and_in_progress():
 
 
 def test_workers_up_is_one_without_a_supervisor():
-    assert workers_up(None) == 1
-    assert workers_up(4) == 4
-    assert workers_up({"up": 3, "configured": 4}) == 3
-    assert workers_up([{"pid": 1, "alive": True}, {"pid": 2, "alive": False}]) == 1
+    assert workers_up(None) == {"up": 1, "configured": None, "restarts": None}
+    assert workers_up(4)["up"] == 4
+    # the shape of acmenfs.workers' Supervisor.worker_stats()
+    assert workers_up({"workers": 4, "up": 3, "restarts": 2, "push_failures": 0}) == {
+        "up": 3, "configured": 4, "restarts": 2}
+    assert workers_up([{"pid": 1, "alive": True}, {"pid": 2, "alive": False}])["up"] == 1
     assert take_sample(stats(1, 0, 0, workers=2)).workers == 2
 
 
@@ -60,4 +62,30 @@ def test_the_sampler_summary_without_nfs_says_so():
     assert StatsSampler(None).summary() == {"enabled": False}
     sampler = StatsSampler(lambda: stats(1, 0.001, 10))
     sampler.sample_now()
-    assert sampler.summary()["workers"] == 1
+    assert sampler.summary()["workers"]["up"] == 1
+
+
+def test_the_dashboard_shows_a_supervisors_workers(tmp_path):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from acmenfs.appliance.api import create_app
+    from acmenfs.appliance.service import ApplianceService
+
+    service = ApplianceService(tmp_path / "data")
+    service.open()
+    app = None
+    try:
+        token = service.ensure_admin_token()
+        supervisor = stats(5, 0.01, 100, workers={"workers": 4, "up": 3, "restarts": 1})
+        app = create_app(service, nfs_stats=lambda: supervisor)
+        with TestClient(app, follow_redirects=False) as client:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+            assert client.post("/ui/login", data={"csrf": csrf, "token": token}).status_code == 303
+            page = client.get("/ui/dashboard").text
+        assert re.search(r'id="workers">3</p>\s*<p class="muted">of 4 configured · 1 restart<', page)
+    finally:
+        if app is not None:
+            app.state.console.sampler.stop()
+        service.close()
