@@ -54,15 +54,26 @@ def page_at(browser):
     """``page_at(viewport, javascript=True)`` -> a page in a fresh context (no cookies); closed after the test."""
     contexts = []
 
+    errors: list[str] = []
+
     def make(viewport=DESKTOP, javascript=True):
         context = browser.new_context(viewport=viewport, java_script_enabled=javascript)
         context.set_default_timeout(30_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        # Script errors and CSP refusals show up here; a console page must have none.
+        # (Refused requests the tests make on purpose, such as a wrong token's 401, log
+        # "Failed to load resource" and are left out.)
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+        page.on("console", lambda message: message.type == "error" and "/ui" in page.url
+                and not message.text.startswith("Failed to load resource")
+                and errors.append(f"{page.url}: {message.text}"))
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert errors == [], "the browser reported errors"
 
 
 @pytest.fixture

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
+import httpx
+
 from acmenfs.console.sampler import (
     StatsSampler,
     drc_summary,
@@ -10,6 +16,9 @@ from acmenfs.console.sampler import (
     take_sample,
     workers_up,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "appliance"))
+from api_fixtures import LiveApi  # noqa: E402
 
 
 def stats(calls: int, latency: float, written: int, hits: int = 0, checks: int = 0, **extra) -> dict:
@@ -66,26 +75,13 @@ def test_the_sampler_summary_without_nfs_says_so():
 
 
 def test_the_dashboard_shows_a_supervisors_workers(tmp_path):
-    import re
-
-    from fastapi.testclient import TestClient
-
-    from acmenfs.appliance.api import create_app
-    from acmenfs.appliance.service import ApplianceService
-
-    service = ApplianceService(tmp_path / "data")
-    service.open()
-    app = None
+    supervisor = stats(5, 0.01, 100, workers={"workers": 4, "up": 3, "restarts": 1})
+    api = LiveApi(tmp_path / "data", nfs_stats=lambda: supervisor).start()
     try:
-        token = service.ensure_admin_token()
-        supervisor = stats(5, 0.01, 100, workers={"workers": 4, "up": 3, "restarts": 1})
-        app = create_app(service, nfs_stats=lambda: supervisor)
-        with TestClient(app, follow_redirects=False) as client:
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
             csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
-            assert client.post("/ui/login", data={"csrf": csrf, "token": token}).status_code == 303
+            assert client.post("/ui/login", data={"csrf": csrf, "token": api.admin_token}).status_code == 303
             page = client.get("/ui/dashboard").text
         assert re.search(r'id="workers">3</p>\s*<p class="muted">of 4 configured · 1 restart<', page)
     finally:
-        if app is not None:
-            app.state.console.sampler.stop()
-        service.close()
+        api.stop()
