@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from acmenfs.console.docs import install_offline_docs
-from acmenfs.console.routes_admin import dashboard_routes, job_status_routes, token_routes
+from acmenfs.console.routes_admin import dashboard_routes, job_status_routes, not_found_route, token_routes
 from acmenfs.console.routes_auth import auth_routes
 from acmenfs.console.routes_shares import confirm_routes, job_routes, share_list_routes, share_page_routes
 from acmenfs.console.web import (
@@ -47,6 +47,7 @@ def install_console(app: FastAPI, service, *, nfs_stats: Callable[[], dict] | No
     job_routes(router, console, change_session)
     token_routes(router, console, page_session, change_session)
     job_status_routes(router, console, page_session)
+    not_found_route(router, console, page_session)  # last: it matches every other GET under /ui
     app.mount(f"{UI}/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(router)
     app.add_exception_handler(SignInRequired, on_sign_in_required)

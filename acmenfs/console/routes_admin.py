@@ -104,6 +104,16 @@ def token_routes(router: APIRouter, console: Console, page_session, change_sessi
         return redirect(f"{UI}/tokens")
 
 
+def not_found_route(router: APIRouter, console: Console, page_session) -> None:
+    """Any other /ui page: a 404 page for people (register it last)."""
+
+    @router.get("/{path:path}", include_in_schema=False)
+    def not_found(path: str, session: Session = Depends(page_session)):
+        problem = problem_for(ApplianceError(f"no console page /ui/{path}", "not_found"))
+        problem.update(status=404, title="Not Found")
+        return console.render("error.html", session, 404, problem=problem)
+
+
 def job_status_routes(router: APIRouter, console: Console, page_session) -> None:
     def find(job_id: str, session: Session):
         job = console.jobs.get(job_id, session.token_id)

@@ -21,7 +21,7 @@ from acmenfs.appliance.errors import ApplianceError
 from acmenfs.console.forms import FormError, access_field, access_list, form_fields, size_field, text_field
 from acmenfs.console.lineage import lineage_tree, tree_size
 from acmenfs.console.sessions import Session
-from acmenfs.console.web import UI, Console, problem_for, redirect, rule_text
+from acmenfs.console.web import UI, Console, problem_for, problem_text, redirect, rule_text, wants_json
 
 SORT_KEYS = {
     "name": lambda s: s.name.lower(),
@@ -77,10 +77,12 @@ def share_list_routes(router: APIRouter, console: Console, page_session, change_
             size = size_field(fields)
             rules = access_list(fields.get("access", ""))
             share = service.create_share(name, size, volume={"name": volume} if volume else None, access=rules)
-        except FormError as exc:
-            return console.failed(request, session, f"{UI}/shares", form_problem(exc))
-        except ApplianceError as exc:
-            return console.failed(request, session, f"{UI}/shares", problem_for(exc))
+        except (FormError, ApplianceError) as exc:
+            problem = form_problem(exc) if isinstance(exc, FormError) else problem_for(exc)
+            if wants_json(request):
+                return console.failed(request, session, f"{UI}/shares", problem)
+            session.flash("error", problem_text(problem))  # the form comes back with what was typed
+            return render_list(session, "", "name", "asc", problem["status"], form=fields)
         session.flash("ok", f"Created share '{share.name}'.")
         return redirect(share_url(share.id))
 

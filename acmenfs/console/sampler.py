@@ -10,12 +10,13 @@ number of NFS workers up. It reads counters only; it must not change them.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+from acmenfs.appliance.metrics import _as_mapping  # the DRC stats object as a mapping, as /metrics reads it
 
 SAMPLE_INTERVAL = 5.0
 RING_SIZE = 72  # 6 minutes at 5 s
@@ -41,16 +42,6 @@ def _procedure_name(key: Any) -> str:
     return str(key)
 
 
-def _as_mapping(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return {name: getattr(value, name) for name in dir(value) if not name.startswith("_")}
-
-
 def take_sample(stats: Mapping[str, Any], at: float | None = None) -> Sample:
     """A ``Sample`` from one ``NfsServer.stats()`` answer."""
     return Sample(
@@ -60,7 +51,7 @@ def take_sample(stats: Mapping[str, Any], at: float | None = None) -> Sample:
         latency={_procedure_name(k): float(v) for k, v in stats.get("latency_seconds_sum", {}).items()},
         bytes_read=int(stats.get("bytes_read", 0)),
         bytes_written=int(stats.get("bytes_written", 0)),
-        drc=_as_mapping(stats.get("drc")),
+        drc=dict(_as_mapping(stats.get("drc"))),
         workers=stats.get("workers"),
     )
 

@@ -179,3 +179,16 @@ def test_the_dashboard_live_section_is_a_fragment(serve):
     with signed_in(serve) as (client, _):
         live = client.get("/ui/dashboard/live")
         assert live.status_code == 200 and "Duplicate request cache" in live.text and "<html" not in live.text
+
+
+def test_a_refused_share_keeps_the_form_and_unknown_pages_are_404(serve):
+    with signed_in(serve) as (client, csrf):
+        refused = client.post("/ui/shares", data={"csrf": csrf, "name": ".hidden", "size": "5M", "volume": "vol-x"})
+        assert refused.status_code == 422
+        assert "(422 invalid_name): name must be 1-128 characters" in refused.text
+        assert 'value=".hidden"' in refused.text and 'value="vol-x"' in refused.text
+        bad_size = client.post("/ui/shares", data={"csrf": csrf, "name": "sized", "size": "5 parsecs"})
+        assert bad_size.status_code == 422 and "(422 invalid_size): size: not a size" in bad_size.text
+        missing = client.get("/ui/no-such-page")
+        assert missing.status_code == 404 and "no console page /ui/no-such-page" in missing.text
+        assert client.get("/ui/static/no-such.css").status_code == 404
