@@ -156,6 +156,8 @@ def test_share_lifecycle_in_the_browser(serve, page_at, shot):
     expect(table).to_contain_text("vol-1-clone")
     expect(table.get_by_role("link", name="vol-1", exact=True)).to_have_count(0)
     shot(page, "shares-1280")
+    table.get_by_role("link", name="vol-1-clone").click()  # its origin snapshot went with vol-1
+    expect(page.locator("#lineage")).to_contain_text("cloned from a snapshot that no longer exists")
 
     # Sign out: the session is gone.
     page.get_by_role("button", name="Sign out").click()
