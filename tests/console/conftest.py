@@ -32,8 +32,10 @@ def serve(tmp_path_factory):
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Not session-wide: Playwright's sync API keeps an asyncio
+    loop running in this thread while it is open, and later tests call asyncio.run()."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:  # pragma: no cover - the [test] extra installs it
