@@ -40,6 +40,9 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError as exc:  # pragma: no cover - the [test] extra installs it
         pytest.fail(f"playwright is missing ({exc}): pip install -e '.[test]'")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)  # waits, not time limits: a loaded CI machine may be slow
     with sync_playwright() as playwright:
         try:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)

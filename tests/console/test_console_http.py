@@ -11,6 +11,7 @@ ready line names the console URL; /docs references no other host.
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -137,6 +138,7 @@ def test_a_job_runs_off_the_request_and_only_its_owner_sees_it(serve):
         job = started.json()
         status = client.get(job["status_url"]).json()
         while status["state"] == "running":
+            time.sleep(0.05)
             status = client.get(job["status_url"]).json()
         assert status["state"] == "done" and status["result_url"].startswith(f"/ui/shares/{share['id']}")
         snapshot = client.get(job["page_url"])
@@ -168,6 +170,7 @@ def test_a_copying_clone_reports_its_progress(serve):
         assert started.status_code == 202, started.text
         seen = [started.json()]
         while seen[-1]["state"] == "running":
+            time.sleep(0.05)
             seen.append(client.get(started.json()["status_url"]).json())
             assert client.get("/ui/dashboard").status_code == 200  # pages answer while it copies
     assert seen[-1]["state"] == "done" and seen[-1]["percent"] == 100
