@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the acmenfs tests need, then runs them all.
-#   - Debian packages (as root): real NFS clients, rpcbind/rpcinfo, tshark, btrfs/XFS tools
+#   - Debian packages (as root): real NFS clients, rpcbind/rpcinfo, tshark, btrfs/XFS tools,
+#     chromium (the console's browser tests drive it through Playwright; no browser download)
 #   - .venv        : acmenfs + its test extras (pytest, hypothesis, libnfs bindings, ...)
 #   - .venv-cinder : cinder==29.0.0 + acmenfs without its server dependencies (the driver's world)
 # Usage: bash scripts/test.sh [extra pytest args]
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 
-APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc qemu-utils"
+APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc qemu-utils chromium"
 missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" -ne 0 ]; then

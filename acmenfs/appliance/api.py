@@ -215,7 +215,7 @@ def create_app(
         "Every /v1 path except /v1/version needs 'Authorization: Bearer <token>'.",
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
-        docs_url="/docs",
+        docs_url=None,  # /docs is served offline by acmenfs.console (install_console below)
         redoc_url=None,
     )
     http_stats = HttpRequestStats()
@@ -253,4 +253,7 @@ def create_app(
     _snapshot_routes(router, service)
     _admin_routes(router, service)
     app.include_router(router)
+    from acmenfs.console import install_console  # /ui and the offline /docs (imports this module)
+
+    install_console(app, service, nfs_stats=nfs_stats)
     return app

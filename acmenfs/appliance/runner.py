@@ -205,7 +205,7 @@ class ApplianceRunner:
         return f"{scheme}://{host}:{self.api_port}"
 
     def ready_message(self) -> str:
-        lines = [f"acmenfs ready: API {self.api_url()}/v1 (docs {self.api_url()}/docs)"]
+        lines = [f"acmenfs ready: API {self.api_url()}/v1 (docs {self.api_url()}/docs, console {self.api_url()}/ui)"]
         if self.nfs_server is not None:
             nfs = self.service.nfs
             lines[0] += (f"; NFS {self.config.bind} port {nfs.port}, MOUNT port {nfs.mount_port}"
