@@ -50,7 +50,8 @@ COOKIE_FLAG = 1 << 63
 # the export, for INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
 INLINE_CHANGE_PAUSE_SECONDS = 2.0
-INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
+INLINE_UNLINK_BYTES = 1024 * 1024
+_PAGE_MASK = os.sysconf("SC_PAGESIZE") - 1  # a WRITE covering part of a page the kernel must read it first  # removing a file holding more frees its blocks in the thread pool
 # LOOKUP's name cache: a directory's entries are trusted while its ctime is the one seen when they
 # were resolved, provided it was older than this (a change within one tick of the file system's
 # clock may keep the same ctime).  It keeps as many (directory, name) entries as the node cache
@@ -162,6 +163,8 @@ class LocalExportBackend(ExportBackend):
         self._cache = NodeCache(cache_capacity)
         self._inline_changes_paused_until = 0.0
         self.slow_inline_changes = 0
+        self._inline_writes_paused_until = 0.0
+        self.slow_inline_writes = 0
         self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
         self._listings_lock = threading.Lock()
         # (directory handle, name) -> (directory ctime ns, identity, child handle): see lookup()
@@ -363,6 +366,9 @@ class LocalExportBackend(ExportBackend):
 
     # ----- writes ----------------------------------------------------------------
     def write(self, node: Node, who: Identity, offset: int, data, stable: int):
+        """pwrite ``data`` at ``offset``; UNSTABLE data is left to COMMIT (the group committer),
+        DATA_SYNC / FILE_SYNC are synced here.  On the event loop (``inline_active``) only an
+        UNSTABLE write that needs no disk read raises nothing (see ``_begin_inline_write``)."""
         if node.is_dir:
             raise OSError(errno.EISDIR, "is a directory")
         if not node.is_reg:
@@ -373,8 +379,9 @@ class LocalExportBackend(ExportBackend):
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         _require(pre, who, 2, owner_override=True)
+        started = self._begin_inline_write(fd, offset, len(data), stable, pre.st_size) if inline_active() else None
         if self.usage.quota_bytes is not None:
-            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size))
+            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size), may_scan=started is None)
         written = os.pwrite(fd, data, offset)
         while written < len(data):
             more = os.pwrite(fd, data[written:], offset + written)
@@ -389,7 +396,41 @@ class LocalExportBackend(ExportBackend):
             self.committer.mark_dirty(node, offset, len(data))
         post = os.fstat(fd)
         self.usage.add(charged_bytes(post) - charged_bytes(pre))
+        if started is not None:
+            self._end_inline_write(started)
         return pre, post
+
+    def _begin_inline_write(self, fd: int, offset: int, length: int, stable: int, size: int) -> tuple[float, int]:
+        """Before a WRITE on the event loop: WouldBlock unless it is an UNSTABLE page-cache write.
+
+        Buffered ``pwritev2(RWF_NOWAIT)`` is refused by ext4 (EOPNOTSUPP), so the kernel cannot be
+        asked; what is checked beforehand: DATA_SYNC / FILE_SYNC (they wait for the disk), a first
+        usage scan (quota), and a partial page at either end of the range that is inside the file
+        but not in the page cache (the kernel would read it from disk first).  What cannot be
+        foreseen (dirty-page throttling, a journal wait) is seen afterwards: a write that slept in
+        the kernel and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS sends this export's writes to
+        the thread pool for INLINE_CHANGE_PAUSE_SECONDS (``_end_inline_write``).
+        Returns (start time, voluntary context switches) for ``_end_inline_write``."""
+        if stable:
+            raise WouldBlock("a stable write waits for the disk")
+        now = time.monotonic()
+        if now < self._inline_writes_paused_until:
+            raise WouldBlock("inline writes paused after one waited")
+        if self.usage.quota_bytes is not None and not self.usage.scanned:
+            raise WouldBlock("first usage scan")
+        end = offset + length
+        if (offset & _PAGE_MASK and offset < size and not data_cached(fd, offset, 1)) or \
+                (end & _PAGE_MASK and end - 1 < size and not data_cached(fd, end - 1, 1)):
+            raise WouldBlock("a partial page to write is not in the page cache")
+        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+    def _end_inline_write(self, started: tuple[float, int]) -> None:
+        elapsed = time.monotonic() - started[0]
+        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
+            self.slow_inline_writes += 1
+            self._inline_writes_paused_until = time.monotonic() + INLINE_CHANGE_PAUSE_SECONDS
+            log.info("export %s: an inline write blocked and took %.1f ms; writes go to the thread pool "
+                     "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
 
     def commit_ticket(self) -> int | None:
         return self.committer.ticket()
