@@ -427,7 +427,8 @@ class LocalExportBackend(ExportBackend):
 
         Buffered ``pwritev2(RWF_NOWAIT)`` is refused by ext4 (EOPNOTSUPP), so the kernel cannot be
         asked; what is checked beforehand: DATA_SYNC / FILE_SYNC (they wait for the disk), a first
-        usage scan (quota), and a partial page at either end of the range that is inside the file
+        usage scan (``check_growth(may_scan=False)``, only when the write allocates: an overwrite
+        of allocated blocks never needs the usage), and a partial page at either end of the range that is inside the file
         but not in the page cache (the kernel would read it from disk first).  What cannot be
         foreseen (dirty-page throttling, a journal wait) is seen afterwards: a write that slept in
         the kernel and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS sends this export's writes to
@@ -438,8 +439,6 @@ class LocalExportBackend(ExportBackend):
         now = time.monotonic()
         if now < self._inline_writes_paused_until:
             raise WouldBlock("inline writes paused after one waited")
-        if self.usage.quota_bytes is not None and not self.usage.scanned:
-            raise WouldBlock("first usage scan")
         end = offset + length
         if (offset & _PAGE_MASK and offset < size and not data_cached(fd, offset, 1)) or \
                 (end & _PAGE_MASK and end - 1 < size and not data_cached(fd, end - 1, 1)):

@@ -168,3 +168,38 @@ def test_nfs_cp_writes_inline_and_nfs_cat_reads_back(nfsd, export_dir, tmp_path,
     assert (True, "done") in seen
     out = subprocess.run([nfs_cat, nfsd.url(path="/image.bin")], check=True, timeout=60, capture_output=True).stdout
     assert out == source.read_bytes()
+
+
+def test_overwrite_of_allocated_data_in_a_quota_export_runs_inline_without_a_usage_scan(nfsd, export_dir, exports):
+    """A VM disk in a share: overwriting allocated blocks allocates nothing, so it needs no usage
+    figure and runs inline; a write into a hole of the same file still goes to the pool first."""
+    (export_dir / "vm.img").write_bytes(b"v" * 65536)
+    with open(export_dir / "vm.img", "r+b") as file:
+        file.truncate(4 * 65536)  # a hole after the data
+    exports.add(Export("/q", str(export_dir), rules=(ClientRule("127.0.0.1", squash="none"),),
+                       quota_bytes=1 << 30))
+    calls = NfsCalls(nfsd)
+    try:
+        status, fh = lookup(calls, calls.root("/q"), "vm.img")
+        assert status == 0
+        backend = next(b for e, b in nfsd.server.state._backends.values() if e.path == "/q")
+        seen: list[tuple[bool, str]] = []
+        original = backend.write
+
+        def recording_write(*args, **kwargs):
+            try:
+                result = original(*args, **kwargs)
+            except WouldBlock:
+                seen.append((inline_active(), "wouldblock"))
+                raise
+            seen.append((inline_active(), "done"))
+            return result
+
+        backend.write = recording_write
+        committed(write(calls, fh, 4096, b"w" * 4096))
+        assert seen == [(True, "done")] and not backend.usage.scanned
+        seen.clear()
+        committed(write(calls, fh, 3 * 65536, b"h" * 4096))  # into the hole: allocates
+        assert seen == [(True, "wouldblock"), (False, "done")] and backend.usage.scanned
+    finally:
+        calls.close()
