@@ -51,7 +51,9 @@ COOKIE_FLAG = 1 << 63
 # the export, for INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
 INLINE_CHANGE_PAUSE_SECONDS = 2.0
-INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
+INLINE_UNLINK_BYTES = 1024 * 1024
+INLINE_COPY_READ_BYTES = 64 * 1024  # inline READs up to this size are copied, larger ones sent with sendfile
+_PAGE_MASK = os.sysconf("SC_PAGESIZE") - 1  # a WRITE covering part of a page the kernel must read it first  # removing a file holding more frees its blocks in the thread pool
 # LOOKUP's name cache: a directory's entries are trusted while its ctime is the one seen when they
 # were resolved, provided it was older than this (a change within one tick of the file system's
 # clock may keep the same ctime).  It keeps as many (directory, name) entries as the node cache
@@ -164,6 +166,8 @@ class LocalExportBackend(ExportBackend):
         self._cache = NodeCache(cache_capacity)
         self._inline_changes_paused_until = 0.0
         self.slow_inline_changes = 0
+        self._inline_writes_paused_until = 0.0
+        self.slow_inline_writes = 0
         self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
         self._listings_lock = threading.Lock()
         # (directory handle, name) -> (directory ctime ns, identity, child handle): see lookup()
@@ -346,9 +350,30 @@ class LocalExportBackend(ExportBackend):
         _require(st, who, 4, owner_override=True)
         fd = node.data_fd()
         available = max(0, min(count, st.st_size - offset))
-        if inline_active() and not data_cached(fd, offset, available):
-            raise WouldBlock("file data not in the page cache")
-        return node, available, offset + available >= st.st_size, st
+        eof = offset + available >= st.st_size
+        if inline_active():
+            if 0 < available <= INLINE_COPY_READ_BYTES:
+                return self._read_cached(fd, offset, available), available, eof, st
+            if not data_cached(fd, offset, available):
+                raise WouldBlock("file data not in the page cache")
+        return node, available, eof, st
+
+    @staticmethod
+    def _read_cached(fd: int, offset: int, count: int) -> bytearray:
+        """A small read on the event loop: one preadv2(RWF_NOWAIT) both asks whether the range is in
+        the page cache and copies it (cheaper than two probes, a header write and a sendfile)."""
+        buffer = bytearray(count)
+        try:
+            got = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            raise WouldBlock("file data not in the page cache") from None
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                raise WouldBlock("RWF_NOWAIT not supported") from None
+            raise
+        if got < count:  # part of the range is not cached (or the file shrank): the pool reads it
+            raise WouldBlock("file data partly not in the page cache")
+        return buffer
 
     def read_bytes(self, node: Node, offset: int, count: int) -> bytearray:
         """Read a range into memory (cold data, in the thread pool): one copy, then sent as is."""
@@ -365,6 +390,9 @@ class LocalExportBackend(ExportBackend):
 
     # ----- writes ----------------------------------------------------------------
     def write(self, node: Node, who: Identity, offset: int, data, stable: int):
+        """pwrite ``data`` at ``offset``; UNSTABLE data is left to COMMIT (the group committer),
+        DATA_SYNC / FILE_SYNC are synced here.  On the event loop (``inline_active``) only an
+        UNSTABLE write that needs no disk read raises nothing (see ``_begin_inline_write``)."""
         if node.is_dir:
             raise OSError(errno.EISDIR, "is a directory")
         if not node.is_reg:
@@ -375,10 +403,11 @@ class LocalExportBackend(ExportBackend):
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         _require(pre, who, 2, owner_override=True)
+        started = self._begin_inline_write(fd, offset, len(data), stable, pre.st_size) if inline_active() else None
         if pre.st_mode & SETID_BITS and len(data):  # as the kernel does for a caller without CAP_FSETID
             drop_setid(fd, pre, who)
         if self.usage.quota_bytes is not None:
-            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size))
+            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size), may_scan=started is None)
         written = os.pwrite(fd, data, offset)
         while written < len(data):
             more = os.pwrite(fd, data[written:], offset + written)
@@ -393,7 +422,40 @@ class LocalExportBackend(ExportBackend):
             self.committer.mark_dirty(node, offset, len(data))
         post = os.fstat(fd)
         self.usage.add(charged_bytes(post) - charged_bytes(pre))
+        if started is not None:
+            self._end_inline_write(started)
         return pre, post
+
+    def _begin_inline_write(self, fd: int, offset: int, length: int, stable: int, size: int) -> tuple[float, int]:
+        """Before a WRITE on the event loop: WouldBlock unless it is an UNSTABLE page-cache write.
+
+        Buffered ``pwritev2(RWF_NOWAIT)`` is refused by ext4 (EOPNOTSUPP), so the kernel cannot be
+        asked; what is checked beforehand: DATA_SYNC / FILE_SYNC (they wait for the disk), a first
+        usage scan (``check_growth(may_scan=False)``, only when the write allocates: an overwrite
+        of allocated blocks never needs the usage), and a partial page at either end of the range that is inside the file
+        but not in the page cache (the kernel would read it from disk first).  What cannot be
+        foreseen (dirty-page throttling, a journal wait) is seen afterwards: a write that slept in
+        the kernel and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS sends this export's writes to
+        the thread pool for INLINE_CHANGE_PAUSE_SECONDS (``_end_inline_write``).
+        Returns (start time, voluntary context switches) for ``_end_inline_write``."""
+        if stable:
+            raise WouldBlock("a stable write waits for the disk")
+        now = time.monotonic()
+        if now < self._inline_writes_paused_until:
+            raise WouldBlock("inline writes paused after one waited")
+        end = offset + length
+        if (offset & _PAGE_MASK and offset < size and not data_cached(fd, offset, 1)) or \
+                (end & _PAGE_MASK and end - 1 < size and not data_cached(fd, end - 1, 1)):
+            raise WouldBlock("a partial page to write is not in the page cache")
+        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+    def _end_inline_write(self, started: tuple[float, int]) -> None:
+        elapsed = time.monotonic() - started[0]
+        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
+            self.slow_inline_writes += 1
+            self._inline_writes_paused_until = time.monotonic() + INLINE_CHANGE_PAUSE_SECONDS
+            log.info("export %s: an inline write blocked and took %.1f ms; writes go to the thread pool "
+                     "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
 
     def commit_ticket(self) -> int | None:
         return self.committer.ticket()

@@ -48,10 +48,11 @@ FAILURE_WORDS = {
 }
 INLINE_PROCEDURES = frozenset({NfsProc.NULL})
 # Tried inline on the event loop first; re-run in the thread pool if the backend says WouldBlock
-# (CREATE/REMOVE inline only in a cached directory, see LocalExportBackend._begin_inline_change).
+# (CREATE/REMOVE inline only in a cached directory, see LocalExportBackend._begin_inline_change;
+# WRITE only UNSTABLE into the page cache, see LocalExportBackend._begin_inline_write).
 HYBRID_PROCEDURES = frozenset({
     NfsProc.GETATTR, NfsProc.SETATTR, NfsProc.LOOKUP, NfsProc.ACCESS, NfsProc.READ, NfsProc.READLINK,
-    NfsProc.FSSTAT, NfsProc.FSINFO, NfsProc.PATHCONF, NfsProc.CREATE, NfsProc.REMOVE,
+    NfsProc.FSSTAT, NfsProc.FSINFO, NfsProc.PATHCONF, NfsProc.CREATE, NfsProc.REMOVE, NfsProc.WRITE,
 })
 
 
