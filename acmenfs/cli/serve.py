@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from acmenfs.appliance.errors import ApplianceError
-from acmenfs.cli.options import add_busy_poll_option
+from acmenfs.cli.options import add_busy_poll_option, add_workers_option
 
 DEFAULT_DATA_DIR = "./acmenfs-data"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -66,6 +66,7 @@ def register(subparsers) -> None:
     parser.add_argument("--rpcbind", action="store_true",
                         help="register NFS and MOUNT with the local portmapper (rpcbind); default off")
     add_busy_poll_option(parser)
+    add_workers_option(parser)
     parser.add_argument("--no-nfs", action="store_true",
                         help="run the REST API without the NFS server (testing only)")
     parser.set_defaults(func=run)
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level,
         nfs_enabled=not args.no_nfs, advertise_host=args.nfs_host,
         register_portmapper=args.rpcbind, busy_poll=args.busy_poll_us / 1e6,
+        workers=args.workers,
     )
     try:
         run_appliance(config)

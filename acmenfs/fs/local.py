@@ -391,7 +391,9 @@ class LocalExportBackend(ExportBackend):
         self.usage.add(charged_bytes(post) - charged_bytes(pre))
         return pre, post
 
-    def commit_ticket(self) -> int | None:
+    def commit_ticket(self, node: Node | None = None) -> int | None:
+        if node is not None and self.committer.other_writers:
+            self.committer.include(node)  # another worker process may hold its unstable data
         return self.committer.ticket()
 
     def setattr(self, node: Node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None,
