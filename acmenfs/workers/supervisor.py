@@ -275,7 +275,7 @@ class Supervisor:
                   *(s.fileno() for _tag, s in own_listeners)]
         try:
             slot.process = subprocess.Popen(
-                [sys.executable, "-m", "acmenfs.workers.worker", str(passed[0]), str(passed[1])],
+                [sys.executable, "-m", "acmenfs.workers.worker", str(passed[0]), str(passed[1]), f"worker={slot.index}"],
                 pass_fds=passed, stdin=subprocess.DEVNULL)
         finally:
             child_control.close()

@@ -1,4 +1,4 @@
-"""One worker process: ``python -m acmenfs.workers.worker CONTROL_FD HANDOFF_FD``.
+"""One worker process: ``python -m acmenfs.workers.worker CONTROL_FD HANDOFF_FD worker=INDEX``.
 
 Owns the worker's side of the supervisor contract: say hello, take the start
 message (configuration, export table, write verifier, UDP sockets), run an
