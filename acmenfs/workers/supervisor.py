@@ -163,26 +163,28 @@ class Supervisor:
                  self.mount_port, ", ".join(str(slot.pid) for slot in self.slots))
 
     def _bind(self, host: str, port: int, mount_port: int | None, udp: bool) -> None:
-        nfs = _tcp_listener(host, port)
+        reuse = self.reuse_port  # the workers then bind the same ports; ours are closed below
+        nfs = _tcp_listener(host, port, reuse)
         self._listeners.append((NFS_TAG, nfs))
         self.port = nfs.getsockname()[1]
         if mount_port is None:
             self._same_port = True
             self.mount_port = self.port
         else:
-            mount = _tcp_listener(host, mount_port)
+            mount = _tcp_listener(host, mount_port, reuse)
             self._listeners.append((MOUNT_TAG, mount))
             self.mount_port = mount.getsockname()[1]
         if udp:
             self._udp.append(_udp_socket(host, self.port))
             if not self._same_port:
                 self._udp.append(_udp_socket(host, self.mount_port))
-        if self.reuse_port:
-            for listener in (sock for _tag, sock in self._listeners):
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse:
             for _slot in self.slots:
                 self._worker_listeners.append([(tag, _tcp_listener(host, sock.getsockname()[1], True))
                                                for tag, sock in self._listeners])
+            for _tag, listener in self._listeners:  # else the kernel gives it a share nobody accepts
+                listener.close()
+            self._listeners.clear()
 
     def _register_portmapper(self, udp: bool) -> None:
         mappings = []
