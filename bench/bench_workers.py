@@ -56,7 +56,8 @@ class Nfsd:
         self.log = open(log, "wb")
         self.process = subprocess.Popen(
             argv or [python, "-m", "acmenfs", "nfsd", "--export", f"/e={export}", "--port", "0", "--mount-port", "0",
-                     "--state-dir", str(state), "--workers", str(workers), "--log-level", "WARNING", *extra],
+                     "--state-dir", str(state), "--workers", str(workers), "--squash", "none", "--log-level", "WARNING",
+                     *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60
         while True:

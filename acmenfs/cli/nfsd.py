@@ -132,11 +132,14 @@ async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace
     log.info("state directory %s; pid %d", state_dir, os.getpid())
     await stop.wait()
     log.info("stopping")
-    await server.stop()
     if args.workers > 1:
-        log.info("stopped (%d workers, %d restarts)", args.workers, server.restarts)
-        return 0
-    polled = server.busy_poller.stats()
+        polled = {"window_seconds": args.busy_poll_us / 1e6, "windows": 0, "hits": 0, "misses": 0, "skipped": 0,
+                  "seconds": 0.0, **server.stats()["busy_poll"]}  # summed over the workers, before they stop
+        await server.stop()
+        log.info("%d workers stopped, %d restarts", args.workers, server.restarts)
+    else:
+        await server.stop()
+        polled = server.busy_poller.stats()
     log.info("busy polling (window %d us): %d windows, %d calls caught awake, %d misses, %d skipped, %.3f s awake",
              round(polled["window_seconds"] * 1e6), polled["windows"], polled["hits"], polled["misses"],
              polled["skipped"], polled["seconds"])

@@ -92,9 +92,8 @@ class Worker:
         self.loop.remove_reader(self.handoff.fileno())
         await self.server.stop()
         polled = self.server.busy_poller.stats()
-        log.info("worker %d stopped; busy polling (window %d us): %d windows, %d calls caught awake, %d misses, "
-                 "%d skipped, %.3f s awake", self.index, round(polled["window_seconds"] * 1e6), polled["windows"],
-                 polled["hits"], polled["misses"], polled["skipped"], polled["seconds"])
+        log.info("worker %d stopped (busy polling: %d windows, %d calls caught)", self.index, polled["windows"],
+                 polled["hits"])
         return 0
 
     # ----- connections --------------------------------------------------------------
