@@ -125,7 +125,7 @@ class Supervisor:
         self._same_port = False
         self._listeners: list[tuple[bytes, socket.socket]] = []
         self._worker_listeners: list[list[tuple[bytes, socket.socket]]] = []
-        self._udp: list[socket.socket] = []
+        self._udp: list[tuple[bytes, socket.socket]] = []
         self._acceptors: list[Acceptor] = []
         self._registered: list[rpcbind.Mapping] = []
         self._table_lock = threading.Lock()  # one table/verifier change at a time, in order
@@ -175,9 +175,9 @@ class Supervisor:
             self._listeners.append((MOUNT_TAG, mount))
             self.mount_port = mount.getsockname()[1]
         if udp:
-            self._udp.append(_udp_socket(host, self.port))
+            self._udp.append((NFS_TAG, _udp_socket(host, self.port)))
             if not self._same_port:
-                self._udp.append(_udp_socket(host, self.mount_port))
+                self._udp.append((MOUNT_TAG, _udp_socket(host, self.mount_port)))
         if reuse:
             for _slot in self.slots:
                 self._worker_listeners.append([(tag, _tcp_listener(host, sock.getsockname()[1], True))
@@ -201,7 +201,7 @@ class Supervisor:
         self._acceptors.clear()
         for _tag, listener in self._listeners:
             listener.close()
-        for sock in self._udp:
+        for _tag, sock in self._udp:
             sock.close()
         for listeners in self._worker_listeners:
             for _tag, listener in listeners:
@@ -273,7 +273,7 @@ class Supervisor:
         parent_handoff, child_handoff = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         udp = self._udp if slot.index == 0 else []
         own_listeners = self._worker_listeners[slot.index] if self._worker_listeners else []
-        passed = [child_control.fileno(), child_handoff.fileno(), *(s.fileno() for s in udp),
+        passed = [child_control.fileno(), child_handoff.fileno(), *(s.fileno() for _tag, s in udp),
                   *(s.fileno() for _tag, s in own_listeners)]
         try:
             slot.process = subprocess.Popen(
@@ -298,7 +298,7 @@ class Supervisor:
                 "index": slot.index, "state_dir": str(self.state_dir), "usage_dir": str(self.usage_dir),
                 "busy_poll": self.busy_poll, "same_port": self._same_port, "log_level": self.log_level,
                 "exports": self.exports.list(), "verifier": self.verifier,
-                "udp_fds": [s.fileno() for s in udp],
+                "udp_fds": [(tag, s.fileno()) for tag, s in udp],
                 "listen_fds": [(tag, s.fileno()) for tag, s in own_listeners],
             }
             slot.channel.request(config, timeout=START_TIMEOUT)

@@ -77,8 +77,8 @@ class Worker:
         await self.server.start(mount_port=None if config["same_port"] else 0, listen=False)
         servers = self.server.rpc_servers
         self.nfs_rpc, self.mount_rpc = servers[0], servers[-1]
-        for fd in config.get("udp_fds", ()):
-            await self.nfs_rpc.adopt(socket.socket(fileno=fd))  # (same_port: NFS + MOUNT)
+        for tag, fd in config.get("udp_fds", ()):  # worker 0 only
+            await (self.mount_rpc if tag == MOUNT_TAG else self.nfs_rpc).adopt(socket.socket(fileno=fd))
         for tag, fd in config.get("listen_fds", ()):  # SO_REUSEPORT comparison mode: accept ourselves
             self._accept_on(socket.socket(fileno=fd), tag)
         self.handoff.setblocking(False)
