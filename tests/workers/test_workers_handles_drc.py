@@ -5,6 +5,9 @@ same client address and port, whichever worker the client's port routes to."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from acmenfs.nfs3.const import NfsProc
@@ -38,8 +41,6 @@ def test_any_worker_answers_any_handle_and_handles_outlive_restarts(nfsd_workers
     # one worker restarted (kill -9): the new process answers the old handles
     before = server.worker_pids()
     server_pid_1 = before[1]
-    import os
-    import signal
     os.kill(server_pid_1, signal.SIGKILL)
     wait_for(lambda: server.worker_pids().get(1) not in (None, server_pid_1), what="worker 1 restarted")
     wait_for(lambda: "worker 1 started" in server.log_text().split("exited with status")[-1], what="worker 1 ready")

@@ -9,7 +9,6 @@ import threading
 from prometheus_client.parser import text_string_to_metric_families
 
 from acmenfs.nfs3.const import NfsProc
-from acmenfs.oncrpc.client import RpcDeniedError
 from acmenfs.fs.quota import scan_usage
 from workers_helpers import PortClient, pack_diropargs, pack_fh, pid_gone, ports_for_workers, wait_for, write
 
@@ -57,7 +56,7 @@ def test_removed_access_rule_denies_on_every_worker(serve_workers):
                 assert client.nfs(NfsProc.GETATTR, pack_fh(root)).status == NFS3ERR_ACCES
 
 
-def test_quota_holds_across_workers(serve_workers, tmp_path):
+def test_quota_holds_across_workers(serve_workers):
     quota, chunk = 4 << 20, 64 << 10
     serve = serve_workers(2)
     with serve.api() as api:

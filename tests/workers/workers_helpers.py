@@ -24,6 +24,11 @@ from acmenfs.oncrpc.record import RecordReader
 from acmenfs.oncrpc.xdr import Packer, Unpacker
 from acmenfs.workers.routing import home_worker
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nfs3"))
+from nfs3_helpers import NfsReply, pack_diropargs, pack_fh, skip_wcc  # noqa: E402
+
+__all__ = ["NfsReply", "pack_diropargs", "pack_fh", "skip_wcc"]  # re-exported for the worker tests
+
 ACMENFS = str(Path(sys.executable).with_name("acmenfs"))
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60
@@ -123,20 +128,25 @@ class NfsdWorkers:
         return self.log_path.read_text()
 
     def stop(self) -> int:
-        pids = list(self.worker_pids().values()) if self.process.poll() is None else []
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        for pid in pids:  # no orphans: they must be gone too (killed here if not, and the test fails)
-            if not wait_for_quietly(lambda: pid_gone(pid), 10):
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"worker pid {pid} outlived its supervisor")
         self.log.close()
-        return self.process.returncode
+        return stop_supervisor(self.process)
+
+
+def stop_supervisor(process: subprocess.Popen) -> int:
+    """SIGTERM by pid; its workers must be gone too (killed here if not, and the test fails)."""
+    pids = list(worker_pids(process.pid).values()) if process.poll() is None else []
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for pid in pids:
+        if not wait_for_quietly(lambda: pid_gone(pid), 10):
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"worker pid {pid} outlived its supervisor")
+    return process.returncode
 
 
 def wait_for_quietly(predicate, timeout: float) -> bool:
@@ -164,8 +174,8 @@ class PortClient(RpcClient):
         self.sock.connect((HOST, port))
         self._reader = RecordReader(64 * 1024 * 1024)
 
-    def nfs(self, proc: NfsProc, args: bytes, xid: int | None = None) -> "Reply":
-        return Reply(self.call(NFS_PROGRAM, NFS_V3, proc, args, xid=xid))
+    def nfs(self, proc: NfsProc, args: bytes, xid: int | None = None) -> NfsReply:
+        return NfsReply(self.call(NFS_PROGRAM, NFS_V3, proc, args, xid=xid))
 
     def mnt(self, path: str) -> bytes:
         packer = Packer()
@@ -174,37 +184,6 @@ class PortClient(RpcClient):
         status = reply.unpack_uint()
         assert status == 0, f"MNT {path}: status {status}"
         return reply.unpack_opaque(64)
-
-
-class Reply:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.args = Unpacker(body)
-        self.status = self.args.unpack_uint()
-
-
-def pack_fh(fh: bytes) -> bytes:
-    packer = Packer()
-    packer.pack_opaque(fh)
-    return packer.get_buffer()
-
-
-def pack_diropargs(fh: bytes, name: str) -> bytes:
-    packer = Packer()
-    packer.pack_opaque(fh)
-    packer.pack_string(name)
-    return packer.get_buffer()
-
-
-def skip_post_op_attr(reply: Unpacker) -> None:
-    if reply.unpack_bool():
-        reply.unpack_fopaque(84)
-
-
-def skip_wcc(reply: Unpacker) -> None:
-    if reply.unpack_bool():
-        reply.unpack_fopaque(24)
-    skip_post_op_attr(reply)
 
 
 def lookup(client: PortClient, directory: bytes, name: str) -> bytes:
@@ -284,17 +263,5 @@ class ServeWorkers:
         return self.log_path.read_text()
 
     def stop(self) -> int:
-        pids = list(self.worker_pids().values()) if self.process.poll() is None else []
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
         self.log.close()
-        for pid in pids:
-            if not wait_for_quietly(lambda: pid_gone(pid), 10):
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"worker pid {pid} outlived its supervisor")
-        return self.process.returncode
+        return stop_supervisor(self.process)
