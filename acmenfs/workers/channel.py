@@ -2,7 +2,8 @@
 
 Owns the control channel (``ControlChannel``: length-prefixed pickled messages
 over a SOCK_STREAM socketpair, strict request/reply, one request at a time
-under a lock, usable from any thread of the supervisor) and the connection
+under a lock, usable from any thread of the supervisor; ``ask_all`` sends one
+request to several channels before it collects the replies) and the connection
 hand-off (``send_connection`` / ``receive_connections``: one accepted socket
 per SOCK_SEQPACKET message, with a one-byte tag saying which server it is for).
 Both ends are our own processes, so pickle is safe here.  It decides nothing.
@@ -63,11 +64,24 @@ class ControlChannel:
 
     def request_locked(self, message: dict, timeout: float) -> object:
         """``request`` for a caller that holds ``lock`` already."""
+        self.send(message, timeout)
+        return self.receive(message, timeout)
+
+    def send(self, message: dict, timeout: float) -> None:
+        """First half of a request (caller holds ``lock``): several workers can then work at once."""
         try:
             self.sock.settimeout(timeout)
             send_message(self.sock, message)
+        except OSError as exc:
+            self.close()
+            raise ChannelClosed(f"cannot send {message.get('op')!r}: {exc}") from exc
+
+    def receive(self, message: dict, timeout: float) -> object:
+        """Second half: the reply to ``message`` (caller holds ``lock``)."""
+        try:
+            self.sock.settimeout(timeout)
             reply = receive_message(self.sock)
-        except (socket.timeout, OSError) as exc:
+        except OSError as exc:  # socket.timeout included
             # a late reply would answer the next request: this channel is unusable now
             self.close()
             raise ChannelClosed(f"no answer to {message.get('op')!r}: {exc}") from exc
@@ -99,3 +113,29 @@ def receive_connections(handoff: socket.socket) -> list[tuple[bytes, socket.sock
             return None if not received else received
         for fd in fds:
             received.append((tag, socket.socket(fileno=fd)))
+
+
+def ask_all(channels: list[ControlChannel], message: dict, timeout: float) -> list[object]:
+    """Send ``message`` on every channel, then collect every reply (or the exception instead):
+    the workers handle it at the same time.  Locks are taken in list order: callers pass the
+    channels in one fixed order, so two ``ask_all`` never wait for each other in a circle."""
+    results: list[object] = [None] * len(channels)
+    sent = []
+    try:
+        for position, channel in enumerate(channels):
+            channel.lock.acquire()
+            sent.append(position)
+            try:
+                channel.send(message, timeout)
+            except ChannelClosed as exc:
+                results[position] = exc
+        for position in sent:
+            if results[position] is None:
+                try:
+                    results[position] = channels[position].receive(message, timeout)
+                except (ChannelClosed, RuntimeError) as exc:
+                    results[position] = exc
+    finally:
+        for position in sent:
+            channels[position].lock.release()
+    return results

@@ -16,7 +16,7 @@ Owns ``Supervisor`` (what ``acmenfs nfsd --workers N`` and ``acmenfs serve
   (re)started worker gets the table and a fresh write verifier, also pushed to
   all others, before it is handed any connection; quota usage lives in shared
   cells (``acmenfs.fs.quota``) under ``<state dir>/usage``;
-* ``stats()`` asks every live worker over its control channel and adds up.
+* ``stats()`` asks every live worker over its control channel (all at once) and adds up.
 
 It never serves RPC itself.
 """
@@ -40,7 +40,7 @@ from acmenfs.nfs3.exports import ExportTable
 from acmenfs.oncrpc import rpcbind
 from acmenfs.workers.acceptor import Acceptor
 from acmenfs.workers.channel import (
-    MOUNT_TAG, NFS_TAG, ChannelClosed, ControlChannel, receive_message, send_connection,
+    MOUNT_TAG, NFS_TAG, ChannelClosed, ControlChannel, ask_all, receive_message, send_connection,
 )
 from acmenfs.workers.stats import sum_stats
 
@@ -351,19 +351,18 @@ class Supervisor:
     def _broadcast(self, message: dict, skip: WorkerSlot | None = None) -> None:
         """Send to every ready worker and wait for each ack; one that fails is killed (and
         restarted by its monitor, with the current state).  Caller holds ``_table_lock``."""
-        for slot in self.slots:
-            if slot is skip or not slot.ready:
+        slots = [slot for slot in self.slots if slot is not skip and slot.ready and slot.channel is not None]
+        replies = ask_all([slot.channel for slot in slots], message, self.push_timeout)
+        for slot, reply in zip(slots, replies):
+            if not isinstance(reply, Exception):
                 continue
-            try:
-                slot.channel.request(message, timeout=self.push_timeout)
-            except (ChannelClosed, RuntimeError) as exc:
-                if slot.process is not None and slot.process.poll() is not None:
-                    slot.ready = False  # died meanwhile: its monitor restarts it with the current state
-                    continue
-                log.error("worker %d (pid %s) did not apply %r within %.0f s (%s): killing it; it restarts "
-                          "with the current state", slot.index, slot.pid, message["op"], self.push_timeout, exc)
-                self.counters["push_failures"] += 1
-                self._kill(slot)
+            if slot.process is not None and slot.process.poll() is not None:
+                slot.ready = False  # died meanwhile: its monitor restarts it with the current state
+                continue
+            log.error("worker %d (pid %s) did not apply %r within %.0f s (%s): killing it; it restarts "
+                      "with the current state", slot.index, slot.pid, message["op"], self.push_timeout, reply)
+            self.counters["push_failures"] += 1
+            self._kill(slot)
 
     # ----- introspection ----------------------------------------------------------------
     def worker_stats(self) -> dict[str, int]:
@@ -372,14 +371,13 @@ class Supervisor:
 
     def stats(self) -> dict:
         """``NfsServer.stats()`` summed over the live workers, plus ``workers``."""
+        slots = [slot for slot in self.slots if slot.ready and slot.channel is not None]
         per_worker = []
-        for slot in self.slots:
-            if not slot.ready:
-                continue
-            try:
-                per_worker.append(slot.channel.request({"op": "stats"}, timeout=STATS_TIMEOUT))
-            except (ChannelClosed, RuntimeError, AttributeError) as exc:
-                log.warning("worker %d gave no stats: %s", slot.index, exc)
+        for slot, reply in zip(slots, ask_all([slot.channel for slot in slots], {"op": "stats"}, STATS_TIMEOUT)):
+            if isinstance(reply, Exception):
+                log.warning("worker %d gave no stats: %s", slot.index, reply)
+            else:
+                per_worker.append(reply)
         total = sum_stats(per_worker)
         total["workers"] = self.worker_stats()
         return total
