@@ -4,7 +4,9 @@ Owns ``sum_stats``: per-procedure counts, latency sums and errors summed by
 key; byte counters summed; the DRC and busy-poll blocks summed field by field,
 except settings (``max_entries`` is summed: it is the total capacity;
 ``lifetime`` and ``window_seconds`` are taken as they are) and means (averaged
-over the workers that report one).  It does no I/O.
+over the workers that report one).  ``counters_only`` keeps what a dead worker had
+counted (the last figures the supervisor read from it) without its gauges, so the
+sums in /metrics do not go backwards when a worker is restarted.  It does no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any, Iterable, Mapping
 
 _SETTINGS = frozenset({"lifetime", "window_seconds"})
 _MEANS = frozenset({"mean_cached_lifetime"})
+# fields that describe the present, not a count since start: a dead worker has none
+_GAUGES = frozenset({"entries", "in_progress", "max_entries", "buckets", "lifetime", "mean_cached_lifetime",
+                     "window_seconds", "connections"})
 
 
 def _as_mapping(value: Any) -> Mapping[str, Any]:
@@ -56,3 +61,13 @@ def sum_stats(per_worker: list[Mapping[str, Any]]) -> dict[str, Any]:
         "drc": _sum_fields([_as_mapping(stats.get("drc")) for stats in per_worker]),
         "busy_poll": _sum_fields([_as_mapping(stats.get("busy_poll")) for stats in per_worker]),
     }
+
+
+def counters_only(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``stats`` of a worker that is gone: its counters, without its gauges."""
+    kept = dict(stats)
+    for block in ("drc", "busy_poll"):
+        kept[block] = {field: value for field, value in _as_mapping(stats.get(block)).items()
+                       if field not in _GAUGES}
+    kept.pop("connections", None)
+    return kept

@@ -42,7 +42,7 @@ from acmenfs.workers.acceptor import Acceptor
 from acmenfs.workers.channel import (
     MOUNT_TAG, NFS_TAG, ChannelClosed, ControlChannel, ask_all, receive_message, send_connection,
 )
-from acmenfs.workers.stats import sum_stats
+from acmenfs.workers.stats import counters_only, sum_stats
 
 log = logging.getLogger("acmenfs.workers")
 
@@ -131,6 +131,9 @@ class Supervisor:
         self._table_lock = threading.Lock()  # one table/verifier change at a time, in order
         self._stopping = False
         self._started = False
+        self._stats_lock = threading.Lock()
+        self._last_stats: dict[int, tuple[int, dict]] = {}  # worker index -> (pid, its latest stats)
+        self._retired: list[dict] = []  # counters of dead workers, so sums never go backwards
         exports.subscribe(self._exports_changed)
 
     # ----- lifecycle ------------------------------------------------------------------
@@ -255,6 +258,7 @@ class Supervisor:
                 slot.first_start.set()
             code = slot.process.wait() if slot.process is not None else None
             slot.ready = False
+            self._retire_stats(slot)
             if self._stopping:
                 return
             self.restarts += 1
@@ -373,14 +377,28 @@ class Supervisor:
         """``NfsServer.stats()`` summed over the live workers, plus ``workers``."""
         slots = [slot for slot in self.slots if slot.ready and slot.channel is not None]
         per_worker = []
-        for slot, reply in zip(slots, ask_all([slot.channel for slot in slots], {"op": "stats"}, STATS_TIMEOUT)):
+        pids = [slot.pid for slot in slots]
+        for slot, pid, reply in zip(slots, pids, ask_all([slot.channel for slot in slots], {"op": "stats"},
+                                                         STATS_TIMEOUT)):
             if isinstance(reply, Exception):
                 log.warning("worker %d gave no stats: %s", slot.index, reply)
-            else:
-                per_worker.append(reply)
-        total = sum_stats(per_worker)
+                continue
+            per_worker.append(reply)
+            with self._stats_lock:
+                if slot.pid == pid:
+                    self._last_stats[slot.index] = (pid, reply)
+        with self._stats_lock:
+            retired = list(self._retired)
+        total = sum_stats(per_worker + retired)
         total["workers"] = self.worker_stats()
         return total
+
+    def _retire_stats(self, slot: WorkerSlot) -> None:
+        """Keep the counters last read from a worker that died (what it counted after that read is lost)."""
+        with self._stats_lock:
+            last = self._last_stats.pop(slot.index, None)
+            if last is not None and last[0] == slot.pid:
+                self._retired = [sum_stats([*self._retired, counters_only(last[1])])]
 
     def pids(self) -> list[int | None]:
         return [slot.pid for slot in self.slots]

@@ -4,6 +4,8 @@ stops everything."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -119,6 +121,18 @@ def test_metrics_sum_workers_and_sigterm_stops_all(serve_workers):
     assert after[("acmenfs_nfs_workers", ())] == 2
     assert after[("acmenfs_nfs_workers_up", ())] == 2
     assert after[("acmenfs_nfs_worker_restarts_total", ())] == 0
+
+    # a worker killed: restarted, counted, and the sums go on from the live workers
+    victim = serve.worker_pids()[1]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: serve.worker_pids().get(1) not in (None, victim), 30, "worker 1 restarted")
+    with serve.api() as api:
+        def restarted() -> dict | None:
+            samples = _samples(api.get("/metrics").text)
+            return samples if samples[("acmenfs_nfs_workers_up", ())] == 2 else None
+        samples = wait_for(restarted, 30, "both workers up again")
+    assert samples[("acmenfs_nfs_worker_restarts_total", ())] == 1
+    assert samples[key] >= after[key]  # the dead worker's counts, as last read, are kept: no reset
     pids = list(serve.worker_pids().values())
     assert len(pids) == 2
     assert serve.stop() == 0

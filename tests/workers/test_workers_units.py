@@ -12,7 +12,7 @@ from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.workers.policy import WorkersRefused, effective_workers
 from acmenfs.workers.routing import call_program, choose_worker, home_worker
-from acmenfs.workers.stats import sum_stats
+from acmenfs.workers.stats import counters_only, sum_stats
 from acmenfs.workers.worker import apply_exports
 
 
@@ -50,6 +50,10 @@ def test_sum_stats_adds_counts_and_keeps_settings():
     assert (total["bytes_read"], total["bytes_written"]) == (15, 3)
     assert total["drc"]["max_entries"] == 200 and total["drc"]["lifetime"] == one["drc"].lifetime
     assert total["busy_poll"] == {"window_seconds": 1e-4, "hits": 7}
+    # a dead worker's counters are kept, its gauges are not
+    gone = counters_only(two)
+    assert "entries" not in gone["drc"] and "checks" in gone["drc"] and gone["busy_poll"] == {"hits": 4}
+    assert sum_stats([one, gone])["calls"] == total["calls"]
 
 
 def test_policy(tmp_path, monkeypatch):
