@@ -225,6 +225,78 @@ def handoff(args, workdir: Path) -> None:
         print(f"  {name:28s} median {statistics.median(times) * 1e6:7.0f} us  p99 "
               f"{times[int(len(times) * 0.99)] * 1e6:7.0f} us  listener-process CPU "
               f"{statistics.median(cpu[name]) * 1e6:6.0f} us/connection")
+    reuseport_reshuffle()
+
+
+def reuseport_reshuffle(workers: int = 4, clients: int = 400) -> None:
+    """Kernel only: which of ``workers`` SO_REUSEPORT listeners takes each of ``clients`` fixed client
+    ports, before, while one listener is closed (a worker restarting) and after it is open again."""
+    def listener(port: int) -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(64)
+        sock.setblocking(False)
+        return sock
+
+    listeners = [listener(0)]
+    port = listeners[0].getsockname()[1]
+    listeners += [listener(port) for _ in range(workers - 1)]
+    base = 42000 + os.getpid() % 2000 * 4
+    linger = struct.pack("ii", 1, 0)
+
+    client_ports = []
+    for candidate in range(base, base + 4 * clients):
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", candidate))
+            client_ports.append(candidate)
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        if len(client_ports) == clients:
+            break
+
+    def mapping() -> dict[int, int]:
+        taken = {}
+        for client_port in client_ports:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            sock.bind(("127.0.0.1", client_port))
+            sock.connect(("127.0.0.1", port))
+            for index, server in enumerate(listeners):
+                if server is None:
+                    continue
+                try:
+                    accepted, _ = server.accept()
+                except BlockingIOError:
+                    continue
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                accepted.close()
+                taken[client_port] = index
+                break
+            sock.close()
+        return taken
+
+    before = mapping()
+    listeners[1].close()
+    listeners[1] = None
+    during = mapping()
+    listeners[1] = listener(port)
+    after = mapping()
+    for server in listeners:
+        server.close()
+    moved_during = sum(during[p] != before[p] for p in before if before[p] != 1)
+    moved_after = sum(after[p] != before[p] for p in before)
+    others = sum(1 for p in before if before[p] != 1)
+    print(f"\nSO_REUSEPORT, {workers} listeners, {clients} fixed client ports, listener 1 closed and reopened:")
+    print(f"  while it is closed: {moved_during} of the {others} clients of the other listeners moved "
+          f"({moved_during / others:.0%}); with the hand-off: 0")
+    print(f"  after it is reopened: {moved_after} of {clients} clients land elsewhere than before "
+          f"({moved_after / clients:.0%}); with the hand-off: 0")
 
 
 # ----- control channel -------------------------------------------------------------------------
