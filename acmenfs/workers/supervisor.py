@@ -295,6 +295,8 @@ class Supervisor:
         if not isinstance(hello, dict) or hello.get("op") != "hello":
             raise RuntimeError(f"unexpected first message {hello!r}")
         with self._table_lock:
+            if self._stopping:  # a restart racing with stop: this one would never be told to stop
+                raise RuntimeError("the supervisor is stopping")
             # A new process: a new verifier for everyone, so clients resend what it may have lost.
             self.verifier = os.urandom(8)
             self._broadcast({"op": "verifier", "verifier": self.verifier}, skip=slot)
