@@ -85,3 +85,14 @@ def test_retransmitted_remove_gets_the_cached_reply(nfsd_workers, tmp_path, work
                 # a genuinely new call (another xid) is executed: NOENT
                 again = client.nfs(NfsProc.REMOVE, args, xid=xid + 1)
                 assert again.status == NFS3ERR_NOENT
+
+
+def test_one_worker_serves_in_process(nfsd_workers, tmp_path):
+    server = nfsd_workers(1)
+    assert server.worker_pids() == {}  # no supervisor, no children: today's in-process server
+    ports = ports_for_workers(1, per_worker=1)
+    with PortClient(server.mount_port, ports[0][0]) as mount:
+        root = mount.mnt("/e")
+    assert getattr_status(server.port, ports[0][0], root) == NFS3_OK
+    assert server.stop() == 0
+    assert "busy polling (window" in server.log_text() and "workers stopped" not in server.log_text()
