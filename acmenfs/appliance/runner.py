@@ -53,6 +53,7 @@ class ServeConfig:
     register_portmapper: bool = False  # PMAP SET of NFS and MOUNT on start
     busy_poll: float = DEFAULT_WINDOW  # seconds the loop polls after NFS work (0 = off)
     metrics_auth: str = "none"  # who may read /metrics: none, token, or client IPs/CIDRs
+    workers: int | None = None  # NFS worker processes (None: one per CPU; 1: NFS in this process)
 
 
 class StartupError(Exception):
@@ -139,7 +140,18 @@ class ApplianceRunner:
                                "installation; --no-nfs serves the REST API alone") from None
 
         config = self.config
-        self.nfs_server = NfsServer(self.exports, config.data_dir / NFS_STATE_DIR, busy_poll=config.busy_poll)
+        state_dir = config.data_dir / NFS_STATE_DIR
+        from acmenfs.workers.policy import WorkersRefused, effective_workers
+        try:
+            workers = effective_workers(config.workers, state_dir)
+        except WorkersRefused as exc:
+            raise StartupError(str(exc)) from None
+        if workers > 1:
+            from acmenfs.workers.supervisor import Supervisor
+            self.nfs_server = Supervisor(self.exports, state_dir, workers=workers, busy_poll=config.busy_poll,
+                                         log_level=config.log_level)
+        else:
+            self.nfs_server = NfsServer(self.exports, state_dir, busy_poll=config.busy_poll)
         await self.nfs_server.start(host=config.bind, port=config.nfs_port,
                                     mount_port=config.mount_port,
                                     register_portmapper=config.register_portmapper)
@@ -150,6 +162,9 @@ class ApplianceRunner:
         config = self.config
         nfs_stats = self.nfs_server.stats if self.nfs_server is not None else None
         app = create_app(self.service, nfs_stats=nfs_stats, metrics_auth=parse_metrics_auth(config.metrics_auth))
+        if hasattr(self.nfs_server, "worker_stats"):
+            from acmenfs.workers.metrics import WorkerCollector
+            app.state.metrics_registry.register(WorkerCollector(self.nfs_server.worker_stats))
         uvicorn_config = uvicorn.Config(
             app, host=config.bind, port=config.api_port, log_config=None,
             log_level=config.log_level, lifespan="off", loop="none",

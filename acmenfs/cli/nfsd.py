@@ -26,7 +26,7 @@ import signal
 import sys
 from pathlib import Path
 
-from acmenfs.cli.options import add_busy_poll_option
+from acmenfs.cli.options import add_busy_poll_option, add_workers_option
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.nfsd")
@@ -75,6 +75,7 @@ def register(subparsers) -> None:
                         help="identity squashing (default root_squash)")
     parser.add_argument("--read-only", action="store_true", help="export read-only")
     add_busy_poll_option(parser)
+    add_workers_option(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.set_defaults(func=run)
 
@@ -89,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"acmenfs nfsd: {exc}", file=sys.stderr)
         return 2
     state_dir = args.state_dir or default_state_dir()
+    from acmenfs.workers.policy import WorkersRefused, effective_workers
+    try:
+        args.workers = effective_workers(args.workers, state_dir)
+    except WorkersRefused as exc:
+        print(f"acmenfs nfsd: {exc}", file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:
@@ -98,14 +105,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace) -> int:
-    from acmenfs.nfs3.server import NfsServer
-
-    server = NfsServer(exports, state_dir, busy_poll=args.busy_poll_us / 1e6)
+    if args.workers > 1:
+        from acmenfs.workers.supervisor import Supervisor
+        server = Supervisor(exports, state_dir, workers=args.workers, busy_poll=args.busy_poll_us / 1e6,
+                            log_level=args.log_level)
+    else:
+        from acmenfs.nfs3.server import NfsServer
+        server = NfsServer(exports, state_dir, busy_poll=args.busy_poll_us / 1e6)
     mount_port = None if args.mount_port == -1 else args.mount_port
     try:
         await server.start(args.bind, args.port, mount_port, udp=args.udp,
                            register_portmapper=args.rpcbind)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         log.error("cannot listen on %s: %s", args.bind, exc)
         await server.stop()
         return 1
@@ -121,8 +132,14 @@ async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace
     log.info("state directory %s; pid %d", state_dir, os.getpid())
     await stop.wait()
     log.info("stopping")
-    await server.stop()
-    polled = server.busy_poller.stats()
+    if args.workers > 1:
+        polled = {"window_seconds": args.busy_poll_us / 1e6, "windows": 0, "hits": 0, "misses": 0, "skipped": 0,
+                  "seconds": 0.0, **server.stats()["busy_poll"]}  # summed over the workers, before they stop
+        await server.stop()
+        log.info("%d workers stopped, %d restarts", args.workers, server.restarts)
+    else:
+        await server.stop()
+        polled = server.busy_poller.stats()
     log.info("busy polling (window %d us): %d windows, %d calls caught awake, %d misses, %d skipped, %.3f s awake",
              round(polled["window_seconds"] * 1e6), polled["windows"], polled["hits"], polled["misses"],
              polled["skipped"], polled["seconds"])

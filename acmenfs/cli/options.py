@@ -28,3 +28,21 @@ def add_busy_poll_option(parser: argparse.ArgumentParser) -> None:
         help="after NFS work, keep polling for the next call this many microseconds instead of sleeping "
              "(saves a process wake-up per call for clients that wait for each reply; adaptive: backs off "
              "when nothing comes; 0 = off; default %(default)s)")
+
+
+def worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of workers: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {value}")
+    return value
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=worker_count, default=None, metavar="N",
+        help="NFS worker processes (default: the number of CPUs; 1 = one process, no supervisor). "
+             "With N >= 2 this process accepts connections and hands each to a worker; "
+             "needs kernel file handles (root)")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from acmenfs.appliance.errors import ApplianceError
-from acmenfs.cli.options import add_busy_poll_option
+from acmenfs.cli.options import add_busy_poll_option, add_workers_option
 
 DEFAULT_DATA_DIR = "./acmenfs-data"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -80,6 +80,7 @@ def register(subparsers) -> None:
                         "(token), or a comma-separated list of client IPs/CIDRs; set it when --bind is "
                         "not a loopback address")
     add_busy_poll_option(parser)
+    add_workers_option(parser)
     parser.add_argument("--no-nfs", action="store_true",
                         help="run the REST API without the NFS server (testing only)")
     parser.set_defaults(func=run)
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level,
         nfs_enabled=not args.no_nfs, advertise_host=args.nfs_host,
         register_portmapper=args.rpcbind, busy_poll=args.busy_poll_us / 1e6, metrics_auth=args.metrics_auth,
+        workers=args.workers,
     )
     try:
         run_appliance(config)

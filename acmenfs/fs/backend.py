@@ -85,7 +85,7 @@ class ExportBackend(ABC):
     def write(self, node, who: Identity, offset: int, data, stable: int): """-> (pre, post)"""
 
     @abstractmethod
-    def commit_ticket(self) -> int | None: ...
+    def commit_ticket(self, node=None) -> int | None: ...  # node: the file a COMMIT names
 
     @abstractmethod
     def setattr(self, node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None,

@@ -14,6 +14,9 @@ client is still sending and the final COMMIT's fsync has little left to do.
 
 The write verifier lives here too: it changes on every start and whenever an
 fsync fails (clients then resend their unstable data, as with Linux knfsd).
+With several worker processes (``acmenfs.workers``) the supervisor sets
+``verifier`` (one for all workers) and ``other_writers``: a COMMIT then also
+fsyncs its file when this process holds none of its unstable data (``include``).
 It knows nothing of NFS encoding and never runs on an event loop.
 """
 
@@ -55,6 +58,7 @@ class _DirtyFile:
 class GroupCommitter:
     def __init__(self, writeback_bytes: int = WRITEBACK_BYTES) -> None:
         self.verifier = os.urandom(8)
+        self.other_writers = False  # other processes write the same files: COMMIT fsyncs its file
         self.durable = CounterWait(0)
         self.writeback_bytes = writeback_bytes
         self._lock = threading.Lock()
@@ -85,6 +89,12 @@ class GroupCommitter:
                 wake = False
         if wake:
             self._wake.set()
+
+    def include(self, fileobj) -> None:
+        """Make the next round fsync ``fileobj`` even if this process wrote none of its data."""
+        with self._lock:
+            if id(fileobj) not in self._dirty:
+                self._dirty[id(fileobj)] = _DirtyFile(fileobj)
 
     def ticket(self) -> int | None:
         """A durable-sequence value to wait for, or None when nothing is pending."""

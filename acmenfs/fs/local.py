@@ -457,7 +457,9 @@ class LocalExportBackend(ExportBackend):
             log.info("export %s: an inline write blocked and took %.1f ms; writes go to the thread pool "
                      "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
 
-    def commit_ticket(self) -> int | None:
+    def commit_ticket(self, node: Node | None = None) -> int | None:
+        if node is not None and self.committer.other_writers:
+            self.committer.include(node)  # another worker process may hold its unstable data
         return self.committer.ticket()
 
     def setattr(self, node: Node, who: Identity, changes: SetAttributes, guard_ctime_ns: int | None,

@@ -12,14 +12,27 @@ block quotas: growing a file's length without writing (a sparse extension)
 allocates nothing and is never refused; ``unallocated_bytes`` tells how much of
 a byte range a write would newly allocate.  It never walks the tree per call and
 knows nothing of NFS.
+
+Several processes (``acmenfs.workers``): after ``share_usage_between_processes(DIR)``
+the figure of every export *that has a quota* lives in a small file per export
+directory under DIR, mapped by every process (``_SharedCell``: generation, known
+flag, used bytes), so two workers writing one share cannot overshoot its quota by
+more than the calls in flight.  Reads are plain loads; only a change of allocation
+(``add`` with a non-zero delta) takes the cell's fcntl lock.  Exports without a
+quota keep the per-process figure and pay nothing.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
+import mmap
 import os
 import stat
+import struct
 import threading
+from pathlib import Path
 
 from acmenfs.fs.backend import QuotaExceeded
 from acmenfs.fs.nonblocking import WouldBlock
@@ -99,6 +112,73 @@ def scan_usage(directory: str) -> int:
     return total
 
 
+_shared_directory: Path | None = None
+
+
+def share_usage_between_processes(directory: str | Path) -> None:
+    """From now on, usage of exports with a quota is kept in cells under ``directory``."""
+    global _shared_directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    _shared_directory = Path(directory)
+
+
+def forget_shared_usage(directory: str | Path) -> None:
+    """Mark every cell under ``directory`` unknown (rescanned on next use): a worker died
+    between a write and its accounting, or the data may have changed while nobody served."""
+    for path in Path(directory).glob("*.usage"):
+        cell = _SharedCell(path)
+        try:
+            cell.invalidate()
+        finally:
+            cell.close()
+
+
+class _SharedCell:
+    """One export's used bytes in a 24-byte file mapped by every process:
+    (generation, known, used).  Writers hold ``threading.Lock`` + an fcntl lock."""
+
+    _LAYOUT = struct.Struct("=qqq")
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.fstat(self._fd).st_size < self._LAYOUT.size:
+            os.ftruncate(self._fd, self._LAYOUT.size)
+        self._map = mmap.mmap(self._fd, self._LAYOUT.size)
+        self._lock = threading.Lock()  # fcntl locks are per process: threads need their own
+
+    @classmethod
+    def for_directory(cls, shared: Path, directory: str) -> _SharedCell:
+        name = hashlib.blake2b(os.path.realpath(directory).encode(), digest_size=12).hexdigest()
+        return cls(shared / f"{name}.usage")
+
+    def read(self) -> tuple[int, bool, int]:
+        generation, known, used = self._LAYOUT.unpack_from(self._map)
+        return generation, bool(known), used
+
+    def _locked(self, change) -> None:
+        with self._lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            try:
+                generation, known, used = self._LAYOUT.unpack_from(self._map)
+                self._LAYOUT.pack_into(self._map, 0, *change(generation, known, used))
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def add(self, delta: int) -> None:
+        self._locked(lambda g, k, u: (g, k, max(0, u + delta) if k else u))
+
+    def store_scan(self, generation: int, used: int) -> None:
+        """Keep a scan started at ``generation`` unless the cell was invalidated or known since."""
+        self._locked(lambda g, k, u: (g, 1, used) if g == generation and not k else (g, k, u))
+
+    def invalidate(self) -> None:
+        self._locked(lambda g, k, u: (g + 1, 0, 0))
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
 class UsageCounter:
     """Bytes used in one export, and its optional quota."""
 
@@ -108,9 +188,19 @@ class UsageCounter:
         self._lock = threading.Lock()
         self._used: int | None = None
         self._generation = 0  # bumped by invalidate: a scan started before must not be kept
+        self._cell: _SharedCell | None = None
+        if _shared_directory is not None:
+            self._cell = _SharedCell.for_directory(_shared_directory, directory)
+
+    def _shared(self) -> _SharedCell | None:
+        """The cross-process cell, used only while the export has a quota."""
+        return self._cell if self.quota_bytes is not None else None
 
     @property
     def scanned(self) -> bool:
+        cell = self._shared()
+        if cell is not None:
+            return cell.read()[1]
         return self._used is not None
 
     @property
@@ -119,6 +209,16 @@ class UsageCounter:
 
     def current(self, may_scan: bool = True) -> int:
         """Used bytes; scans the export first if unknown (WouldBlock if ``may_scan`` is false)."""
+        cell = self._shared()
+        if cell is not None:
+            generation, known, used = cell.read()
+            if known:
+                return used
+            if not may_scan:
+                raise WouldBlock("the export's usage is not known yet")
+            scanned = scan_usage(self.directory)
+            cell.store_scan(generation, scanned)
+            return scanned
         used = self._used
         if used is not None:
             return used
@@ -137,9 +237,17 @@ class UsageCounter:
             self.quota_bytes = quota_bytes
             self._used = None
             self._generation += 1
+        cell = self._shared()
+        if cell is not None:
+            cell.invalidate()
 
     def add(self, delta: int) -> None:
-        if delta and self._used is not None:
+        if not delta:
+            return
+        cell = self._shared()
+        if cell is not None:
+            cell.add(delta)
+        elif self._used is not None:
             with self._lock:
                 self._used = max(0, self._used + delta)
 

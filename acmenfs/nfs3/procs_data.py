@@ -73,7 +73,7 @@ async def nfs3_commit(state: NfsState, ctx, args: Unpacker) -> bytes:
     fh = decode_fh(args)
     args.unpack_uhyper(), args.unpack_uint()  # offset, count: we always commit whole files
     scope = await state.scope_async(ctx, fh, write=True)
-    ticket = scope.backend.commit_ticket()
+    ticket = scope.backend.commit_ticket(scope.node)
     if ticket is not None:
         await state.committer.durable.wait_for_async(ticket)
     st = scope.backend.stat(scope.node)

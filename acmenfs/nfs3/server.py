@@ -254,9 +254,13 @@ class NfsServer:
 
     # ----- lifecycle -------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 2049, mount_port: int | None = 20048,
-                    udp: bool = False, register_portmapper: bool = False) -> None:
-        """Listen; with ``register_portmapper`` also PMAP SET the ports (UNSET on stop)."""
+                    udp: bool = False, register_portmapper: bool = False, listen: bool = True) -> None:
+        """Listen; with ``register_portmapper`` also PMAP SET the ports (UNSET on stop).
+
+        ``listen=False`` (a worker process of ``acmenfs.workers``): build the servers of
+        ``rpc_servers`` without listening; the supervisor hands them accepted connections."""
         self._register_portmapper = register_portmapper
+        self._listening = listen
         nfs, mount = self.nfs_program(), self.mount_program()
         if mount_port is None:
             self.port = await self._listen(RpcDispatcher([nfs, mount], drc=self.drc), host, port, udp)
@@ -269,10 +273,17 @@ class NfsServer:
         server = RpcServer(dispatcher, executor=self._executor, busy_poller=self.busy_poller,
                            register_portmapper=getattr(self, "_register_portmapper", False))
         self._rpc_servers.append(server)
+        if not getattr(self, "_listening", True):
+            return 0
         bound = await server.start_tcp(host, port)
         if udp:
             await server.start_udp(host, bound)
         return bound
+
+    @property
+    def rpc_servers(self) -> list[RpcServer]:
+        """[NFS, MOUNT] RpcServers, or [NFS + MOUNT] when both share one port."""
+        return list(self._rpc_servers)
 
     async def stop(self) -> None:
         for server in self._rpc_servers:

@@ -88,6 +88,16 @@ class RpcServer:
         await self._register("udp", bound)
         return bound
 
+    async def adopt(self, sock: socket.socket) -> None:
+        """Serve a socket another process accepted (TCP) or bound (UDP) and handed over
+        (``acmenfs.workers``): from here on it is like one of our own."""
+        self._ensure_started()
+        if sock.type == socket.SOCK_DGRAM:
+            transport, _ = await self.loop.create_datagram_endpoint(lambda: DatagramRpcProtocol(self), sock=sock)
+            self._udp_transports.append(transport)
+        else:
+            await self.loop.connect_accepted_socket(lambda: RecordProtocol(self), sock)
+
     async def _register(self, protocol: str, port: int) -> None:
         """PMAP v2 SET of every program on this endpoint, when enabled."""
         if not self.register_portmapper:
