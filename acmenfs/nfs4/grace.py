@@ -1,0 +1,132 @@
+"""Grace period and on-disk client records of NFSv4 (RFC 7530 §9.6.2, §9.14; RFC 8881 §8.4.2.1).
+
+Owns two things:
+
+* ``ClientRecords``: one small file per client that holds (or held) open or lock
+  state, under ``<state dir>/nfs4/``, named by a digest of the client's owner
+  id (``nfs_client_id4.id`` / ``co_ownerid``, the only identity that survives a
+  restart: clientids do not) and containing that id.  Each write is durable
+  (file fsync'd, renamed into place, directory fsync'd), each removal too.  The
+  records found at start are the clients allowed to reclaim.
+* ``Grace``: the grace period after start.  It ends when its time runs out, or
+  earlier once every client allowed to reclaim has said RECLAIM_COMPLETE (or was
+  seen to have nothing to reclaim), or when no client may reclaim at all.  At its
+  end the records of previous clients that never came back are removed.
+
+It does not decide what a reclaim may take (``StateManager`` does) and has no
+thread or timer: the clock is injected and read on each question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+RECORD_SUFFIX = ".client"
+
+
+def record_name(owner: bytes) -> str:
+    return hashlib.sha256(owner).hexdigest()[:32] + RECORD_SUFFIX
+
+
+class ClientRecords:
+    """Durable set of client owner ids, one file each."""
+
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self._lock = threading.Lock()
+        self.current: set[bytes] = set()
+        self.previous: frozenset[bytes] = frozenset()
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            found = set()
+            for path in self.directory.iterdir():
+                if path.name.endswith(RECORD_SUFFIX):
+                    try:
+                        found.add(path.read_bytes())
+                    except OSError:
+                        continue
+                elif path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+            self.previous = frozenset(found)
+            self.current = set(found)
+
+    def add(self, owner: bytes) -> None:
+        with self._lock:
+            if owner in self.current:
+                return
+            self.current.add(owner)
+            if self.directory is None:
+                return
+            path = self.directory / record_name(owner)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, owner)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._sync_dir()
+
+    def remove(self, owner: bytes) -> None:
+        with self._lock:
+            if owner not in self.current:
+                return
+            self.current.discard(owner)
+            if self.directory is None:
+                return
+            (self.directory / record_name(owner)).unlink(missing_ok=True)
+            self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Grace:
+    """The grace period: who may still reclaim, and until when."""
+
+    def __init__(self, records: ClientRecords, seconds: float, clock: Callable[[], float]) -> None:
+        self.records = records
+        self.clock = clock
+        self.ends_at = clock() + seconds
+        self.pending: set[bytes] = set(records.previous)   # previous clients not yet done
+        self.reclaimed: set[bytes] = set()                  # previous clients that came back
+        self.over = not self.pending or seconds <= 0
+        if self.over:
+            self._finish()
+
+    def active(self) -> bool:
+        if not self.over and self.clock() >= self.ends_at:
+            self.over = True
+            self._finish()
+        return not self.over
+
+    def may_reclaim(self, owner: bytes) -> bool:
+        """In grace, and ``owner`` held state before the restart and has not finished."""
+        return self.active() and owner in self.pending
+
+    def came_back(self, owner: bytes) -> None:
+        if owner in self.pending:
+            self.reclaimed.add(owner)
+
+    def complete(self, owner: bytes) -> None:
+        """This client reclaimed all it will (RECLAIM_COMPLETE, or it was destroyed)."""
+        self.pending.discard(owner)
+        if not self.over and not self.pending:
+            self.over = True
+            self._finish()
+
+    def _finish(self) -> None:
+        # previous clients that never came back lose their record: they can no
+        # longer reclaim after a further restart.
+        for owner in self.records.previous - self.reclaimed:
+            self.records.remove(owner)
+        self.pending.clear()
