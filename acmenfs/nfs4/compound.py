@@ -1,0 +1,219 @@
+"""The NFSv4 COMPOUND procedure (RFC 7530 §15-16, RFC 8881 §16): framing, op loop, limits.
+
+Owns ``CompoundState`` (what the ops of one COMPOUND share: current and saved
+file handles and stateids, the session and slot SEQUENCE set) and
+``run_compound`` (decode tag/minorversion/ops, check the minor version, run each
+op's handler from the merged ``OpSpec`` registry, stop at the first error, answer
+OP_ILLEGAL / NOTSUPP / OP_NOT_IN_SESSION / SEQUENCE_POS / NOT_ONLY_OP /
+RESOURCE / TOO_MANY_OPS / REP_TOO_BIG, echo the tag, hand the encoded reply to
+the slot).  It knows no operation's semantics.  Sans-IO: bytes in, reply parts out.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from acmenfs.fs.backend import BadHandle, StaleHandle
+from acmenfs.nfs3.errors import NfsError
+from acmenfs.nfs4.const import (
+    LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
+    SESSIONLESS_OPS, Nfs4Stat, Op,
+)
+from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
+from acmenfs.nfs4.fh4 import Fh4
+from acmenfs.nfs4.xdr4 import U32, encode_opaque
+from acmenfs.oncrpc.dispatch import FileRegion, materialize
+from acmenfs.oncrpc.xdr import Unpacker, XdrError
+
+log = logging.getLogger("acmenfs.nfs4")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    handler: Callable
+    minor_min: int = 0
+    minor_max: int = 2
+
+
+class CompoundState:
+    """One COMPOUND's shared state (RFC 8881 §16.2.3.1.1 current/saved fh and stateid)."""
+
+    __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
+                 "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count")
+
+    def __init__(self, server, ctx, minorversion: int) -> None:
+        self.server = server
+        self.ctx = ctx
+        self.minorversion = minorversion
+        self.current_fh: Fh4 | None = None
+        self.saved_fh: Fh4 | None = None
+        self.current_stateid: bytes | None = None
+        self.saved_stateid: bytes | None = None
+        self.session = None
+        self.slot = None
+        self.clientid: int | None = None
+        self.nonidempotent = False
+        self.op_index = 0
+        self.op_count = 0
+
+    @property
+    def address(self) -> str:
+        return self.ctx.client[0]
+
+    def require_fh(self) -> Fh4:
+        if self.current_fh is None:
+            raise Nfs4Error(Nfs4Stat.NOFILEHANDLE, "no current file handle")
+        return self.current_fh
+
+    def scope(self, fh: Fh4 | None = None, *, write: bool = False):
+        """The v3 ``Scope`` (export, backend, node, identity) of ``fh`` (default: the current fh).
+        A pseudo directory has none: ROFS when writing, else ``None``."""
+        fh = self.require_fh() if fh is None else fh
+        if fh.is_pseudo:
+            if write:
+                raise Nfs4Error(Nfs4Stat.ROFS, "the pseudo file system is read-only")
+            self.server.pseudo.require(fh.pseudo_path, self.address)
+            return None
+        try:
+            return self.server.nfs.scope(self.ctx, fh.raw, write=write)
+        except (NfsError, StaleHandle, BadHandle, OSError) as exc:
+            raise Nfs4Error(status_for(exc), str(exc)) from exc
+
+    def require_file(self, *, write: bool = False):
+        """Scope of the current fh, which must be an export object (pseudo dirs: ISDIR)."""
+        scope = self.scope(write=write)
+        if scope is None:
+            raise Nfs4Error(Nfs4Stat.ISDIR, "a pseudo-fs directory")
+        return scope
+
+    def file_key(self) -> tuple:
+        """Identity of the current fh's object for open/lock state: (export_id, backend handle)."""
+        fh = self.require_fh()
+        if fh.is_pseudo:
+            return (b"pseudo", fh.pseudo_path.encode())
+        return (fh.export_id, fh.backend_handle)
+
+
+def _status_of_exception(exc: BaseException, opname: str) -> tuple[int, bytes]:
+    if isinstance(exc, Nfs4Error):
+        return exc.status, exc.body
+    status = status_for(exc)
+    if status is Nfs4Stat.SERVERFAULT:
+        log.error("NFS4 %s failed unexpectedly", opname, exc_info=exc)
+    return status, b""
+
+
+def _parts_size(body) -> int:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return len(body)
+    return sum(len(part) for part in body)
+
+
+def _precheck(cs: CompoundState, opnum: int, index: int, numops: int, ops: dict) -> tuple[int, int] | None:
+    """(result op number, status) when the op must not run; None when it may."""
+    minor = cs.minorversion
+    if not (Op.ACCESS <= opnum <= LAST_OP[minor]):
+        return Op.ILLEGAL, Nfs4Stat.OP_ILLEGAL
+    if minor >= 1:
+        if opnum in OBSOLETE_IN_41:
+            return opnum, Nfs4Stat.NOTSUPP
+        if index == 0 and opnum != Op.SEQUENCE:
+            if opnum not in SESSIONLESS_OPS:
+                return opnum, Nfs4Stat.OP_NOT_IN_SESSION
+            if numops > 1:
+                return opnum, Nfs4Stat.NOT_ONLY_OP
+        if index > 0 and opnum == Op.SEQUENCE:
+            return opnum, Nfs4Stat.SEQUENCE_POS
+    spec = ops.get(opnum)
+    if spec is None or not spec.minor_min <= minor <= spec.minor_max:
+        return opnum, Nfs4Stat.NOTSUPP
+    return None
+
+
+def _reply_limit(cs: CompoundState) -> int:
+    limit = getattr(cs.session, "max_response_size", None) if cs.session is not None else None
+    return min(limit, MAX_REPLY) if limit else MAX_REPLY
+
+
+def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
+    """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
+    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS)."""
+    tag = args.unpack_opaque(MAX_TAG)
+    minor = args.unpack_uint()
+    numops = args.unpack_uint()
+    cs = CompoundState(server, ctx, minor)
+    if minor not in MINOR_VERSIONS:
+        return _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
+    cs.op_count = numops
+    results: list = []
+    count = 0
+    status = Nfs4Stat.OK
+    size = 0
+    limit = _reply_limit(cs)
+    for index in range(numops):
+        cs.op_index = index
+        try:
+            opnum = args.unpack_uint()
+        except XdrError:
+            # the op array is shorter than it claims: BADXDR as the status of an illegal op
+            results.append(U32.pack(Op.ILLEGAL) + U32.pack(Nfs4Stat.BADXDR))
+            count += 1
+            status = Nfs4Stat.BADXDR
+            break
+        if index == 0 and numops > MAX_OPS:
+            status = Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS
+            results.append(U32.pack(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL) + U32.pack(status))
+            count += 1
+            break
+        refused = _precheck(cs, opnum, index, numops, ops)
+        if refused is not None:
+            resop, status = refused
+            results.append(U32.pack(resop) + U32.pack(status))
+            count += 1
+            break
+        spec = ops[opnum]
+        if opnum in NON_IDEMPOTENT_OPS:
+            cs.nonidempotent = True
+        try:
+            body = spec.handler(cs, args)
+            status = Nfs4Stat.OK
+        except SlotReplay as replay:
+            return replay.reply
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
+            status, body = _status_of_exception(exc, spec.name)
+        head = U32.pack(opnum) + U32.pack(status)
+        size += 8 + _parts_size(body)
+        if size > limit:
+            status = Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG
+            results.append(U32.pack(opnum) + U32.pack(status))
+            count += 1
+            break
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            results.append(head + body)
+        else:
+            results.append(head)
+            results.extend(body)
+        count += 1
+        if status != Nfs4Stat.OK:
+            break
+    reply = _encode_res(status, tag, results, count)
+    if cs.slot is not None:
+        data = materialize(reply)
+        server.state.slot_done(cs.slot, data)
+        return data
+    ctx_token = getattr(ctx, "drc_token", None)
+    if ctx_token is not None and not cs.nonidempotent:
+        server.forget_cached(ctx)
+    return reply
+
+
+def _encode_res(status: int, tag: bytes, results: list, count: int) -> list:
+    head = U32.pack(status) + encode_opaque(tag) + U32.pack(count)
+    if not results:
+        return [head]
+    if all(type(part) is not FileRegion for part in results):
+        return [head + b"".join(results)]
+    return [head, *results]

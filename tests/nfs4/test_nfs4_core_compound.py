@@ -1,0 +1,159 @@
+"""COMPOUND framing and errors, with raw bytes through the dispatcher (sans-IO): tag echo, minor
+versions, stop at first error, OP_ILLEGAL / NOTSUPP, 4.1 session rules, limits, NULL, PROG_MISMATCH
+range, GARBAGE_ARGS, the per-call DRC decision."""
+
+from __future__ import annotations
+
+import struct
+
+from nfs4_core_helpers import (  # noqa: F401 - fixtures
+    Sans4, compound_args, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
+    remove, u32, v4, v4_exports,
+)
+
+OK, NOENT, NOFILEHANDLE, MINOR_VERS_MISMATCH, OP_ILLEGAL = 0, 2, 10020, 10021, 10044
+NOTSUPP, RESOURCE, BADXDR, OP_NOT_IN_SESSION, SEQUENCE_POS = 10004, 10018, 10036, 10071, 10064
+TOO_MANY_OPS, NOT_ONLY_OP, BADHANDLE = 10070, 10081, 10001
+
+
+def test_null_procedure_answers_empty(v4):
+    assert v4.body(b"", proc=0) == b""
+
+
+def test_empty_compound_echoes_tag_and_is_ok(v4):
+    body = v4.body(compound_args([], tag=b"hello"))
+    assert body == u32(0) + opaque(b"hello") + u32(0)
+
+
+def test_tag_is_echoed_byte_for_byte_with_results(v4):
+    reply = v4.compound([putrootfh(), getfh()], tag=b"\xff\x00abc")
+    assert reply.tag == b"\xff\x00abc" and reply.status == OK and [r.op for r in reply.results] == [24, 10]
+
+
+def test_minor_versions_0_1_2_accepted_3_refused_without_results(v4):
+    assert v4.compound([putrootfh()], minor=0).status == OK
+    assert v4.compound([], minor=1).status == OK
+    assert v4.compound([], minor=2).status == OK
+    body = v4.body(compound_args([putrootfh()], minor=3, tag=b"t"))
+    assert body == u32(MINOR_VERS_MISMATCH) + opaque(b"t") + u32(0)
+
+
+def test_stops_at_first_error_and_compound_status_is_that_ops(v4):
+    reply = v4.compound([putrootfh(), lookup("nonexistent"), getfh(), getfh()])
+    assert reply.status == NOENT
+    assert [(r.op, r.status) for r in reply.results] == [(24, OK), (15, NOENT)]
+
+
+def test_op_without_current_fh_is_nofilehandle(v4):
+    reply = v4.compound([getfh()])
+    assert reply.status == NOFILEHANDLE and reply.results[0].op == 10
+
+
+def test_unknown_and_out_of_range_ops_are_op_illegal(v4):
+    for opnum in (0, 1, 2, 99, 10044, 40):     # 40 (BACKCHANNEL_CTL) is not a 4.0 op
+        body = v4.body(compound_args([putrootfh(), u32(opnum)]))
+        reply = parse_compound(body)
+        assert [(r.op, r.status) for r in reply.results] == [(24, OK), (10044, OP_ILLEGAL)], opnum
+        assert reply.status == OP_ILLEGAL
+
+
+def test_42_op_in_41_is_illegal_and_obsolete_40_op_in_41_is_notsupp(v4):
+    # SEQUENCE is B's; without it a 4.1 COMPOUND cannot get past the first op, so test the
+    # pre-checks directly through the first position rules.
+    reply = v4.compound([u32(35) + b"\0" * 8], minor=1)          # SETCLIENTID in 4.1
+    assert reply.results[0].status == NOTSUPP
+    reply = v4.compound([u32(69)], minor=1)                       # SEEK in 4.1
+    assert (reply.results[0].op, reply.results[0].status) == (10044, OP_ILLEGAL)
+
+
+def test_41_first_op_must_be_sequence_or_a_lone_sessionless_op(v4):
+    reply = v4.compound([putrootfh(), getfh()], minor=1)
+    assert [(r.op, r.status) for r in reply.results] == [(24, OP_NOT_IN_SESSION)]
+    reply = v4.compound([u32(42), putrootfh()], minor=1)           # EXCHANGE_ID not alone
+    assert [(r.op, r.status) for r in reply.results] == [(42, NOT_ONLY_OP)]
+
+
+def test_sequence_after_the_first_position_is_sequence_pos(v4):
+    from acmenfs.nfs4.compound import CompoundState, _precheck
+    cs = CompoundState(v4.nfs4, None, 1)
+    assert _precheck(cs, 53, 1, 2, v4.nfs4.ops) == (53, SEQUENCE_POS)
+
+
+def test_too_many_ops_answers_the_first_op_without_running_anything(v4, export_dir):
+    (export_dir / "victim").write_text("x")
+    e = v4.fh_of("/e")
+    ops = [putfh(e), remove("victim")] + [getfh()] * 200
+    reply = v4.compound(ops)
+    assert [(r.op, r.status) for r in reply.results] == [(22, RESOURCE)]
+    assert (export_dir / "victim").exists()
+
+
+def test_reply_bigger_than_the_limit_is_resource_in_40(v4, monkeypatch):
+    import acmenfs.nfs4.compound as compound
+    monkeypatch.setattr(compound, "MAX_REPLY", 200)
+    reply = v4.compound([putrootfh()] + [getfh()] * 10)
+    assert reply.status == RESOURCE and reply.results[-1].status == RESOURCE and len(reply.results) < 11
+
+
+def test_truncated_op_array_is_badxdr(v4):
+    body = v4.body(opaque(b"") + u32(0, 3) + putrootfh())
+    reply = parse_compound(body)
+    assert reply.status == BADXDR and reply.results[-1].status == BADXDR
+
+
+def test_truncated_op_arguments_are_badxdr_for_that_op(v4):
+    reply = v4.compound([putrootfh(), u32(15, 100) + b"ab"])   # LOOKUP claims a 100-byte name
+    assert [(r.op, r.status) for r in reply.results] == [(24, OK), (15, BADXDR)]
+
+
+def test_undecodable_compound_header_is_garbage_args(v4):
+    reply = v4.rpc(u32(5) + b"ab")   # tag claims 5 bytes, record ends
+    assert struct.unpack_from(">IIIIII", reply)[1:] == (1, 0, 0, 0, 4)
+
+
+def test_prog_mismatch_now_says_3_to_4(v4):
+    reply = v4.rpc(b"", vers=2, proc=0)
+    assert struct.unpack_from(">IIIIIIII", reply)[1:] == (1, 0, 0, 0, 2, 3, 4)
+
+
+def test_v3_and_v4_handles_are_the_same_bytes(v4):
+    from acmenfs.oncrpc.xdr import Unpacker
+    fh4 = v4.fh_of("/e")
+    mnt = v4.nfs4.nfs.exports.get("/e")
+    backend = v4.nfs4.nfs.backend(mnt)
+    assert fh4 == v4.nfs4.nfs.codec.encode(mnt.export_id, backend.root_handle)
+
+
+def test_40_compound_with_write_op_is_kept_in_the_drc_and_replayed(v4, export_dir):
+    (export_dir / "once").write_text("x")
+    e = v4.fh_of("/e")
+    args = compound_args([putfh(e), remove("once")])
+    first = v4.rpc(args, xid=777)
+    (export_dir / "once").write_text("again")
+    second = v4.rpc(args, xid=777)        # a retransmission: answered from the DRC, not re-run
+    assert first == second and parse_compound(first[24:]).status == OK
+    assert (export_dir / "once").exists()
+
+
+def test_40_compound_of_reads_only_is_not_kept_in_the_drc(v4):
+    drc = v4.server.drc
+    v4.rpc(compound_args([putrootfh(), getfh()]), xid=900)
+    v4.rpc(compound_args([putrootfh(), getfh()]), xid=900)   # run again: not a cache hit
+    stats = drc.stats()
+    assert stats.checks == 2 and stats.hits == 0 and stats.entries == 0 and stats.in_progress == 0
+
+
+def test_41_compounds_never_touch_the_drc(v4):
+    calls = []
+    original = v4.server.drc.check
+    v4.server.drc.check = lambda key: calls.append(key) or original(key)
+    v4.compound([], minor=1)
+    v4.compound([putrootfh()], minor=0)
+    assert len(calls) == 1
+
+
+def test_forged_handles_are_badhandle(v4):
+    good = v4.fh_of("/e")
+    for forged in (b"", b"\x01" * 129, good[:-1] + bytes([good[-1] ^ 1]), b"P/e" + b"\0" * 20, b"\x07abc"):
+        reply = v4.compound([putfh(forged)])
+        assert reply.status == BADHANDLE, forged
