@@ -83,6 +83,7 @@ class Owner:
         self.owner = owner
         self.seqid: int | None = None       # last seqid processed; None = new owner
         self.last_reply: tuple[str, int, bytes] | None = None   # (op, status, body)
+        self.last_fh = None                 # current fh an OPEN left (set again on its replay)
         self.confirmed = client.minorversion >= 1
 
 
@@ -164,6 +165,13 @@ class StateManager:
         self.grace = Grace(self.records, lease_seconds if grace_seconds is None else grace_seconds, clock)
         from acmenfs.nfs4.sessions import Sessions
         self.sessions = Sessions(self)
+
+    def configure(self, lease_seconds: float, grace_seconds: float | None = None) -> None:
+        """Set the lease (and the grace period, default = lease) before clients arrive."""
+        with self.mutex:
+            self.lease_seconds = lease_seconds
+            self.grace = Grace(self.records, lease_seconds if grace_seconds is None else grace_seconds,
+                               self.clock)
 
     def slot_done(self, slot, reply: bytes) -> None:
         """After a COMPOUND that passed SEQUENCE: keep its reply in the slot (compound.py)."""
@@ -356,11 +364,13 @@ class StateManager:
             raise fail(S.BAD_SEQID, f"seqid {seqid}, expected {(owner.seqid + 1) & 0xFFFFFFFF}")
         return None
 
-    def record_reply(self, owner: Owner, seqid: int, op: str, status: int, body: bytes) -> None:
+    def record_reply(self, owner: Owner, seqid: int, op: str, status: int, body: bytes,
+                     fh=None) -> None:
         if owner.client.minorversion >= 1 or status in NO_SEQID_BUMP:
             return
         owner.seqid = seqid
         owner.last_reply = (op, int(status), bytes(body))
+        owner.last_fh = fh
 
     def _reset_open_owner(self, owner: OpenOwner) -> None:
         for open_state in list(owner.opens.values()):
