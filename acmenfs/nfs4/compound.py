@@ -42,7 +42,8 @@ class CompoundState:
     """One COMPOUND's shared state (RFC 8881 §16.2.3.1.1 current/saved fh and stateid)."""
 
     __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
-                 "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count")
+                 "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
+                 "cinfo")
 
     def __init__(self, server, ctx, minorversion: int) -> None:
         self.server = server
@@ -58,6 +59,7 @@ class CompoundState:
         self.nonidempotent = False
         self.op_index = 0
         self.op_count = 0
+        self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
 
     @property
     def address(self) -> str:

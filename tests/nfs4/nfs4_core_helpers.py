@@ -73,7 +73,8 @@ def nverify(attrs: dict[int, bytes]): return u32(17) + fattr(attrs)
 def create_dir(name, attrs=None): return u32(6, 2) + opaque(name) + fattr(attrs or {})
 def create_symlink(name, target, attrs=None): return u32(6, 5) + opaque(target) + opaque(name) + fattr(attrs or {})
 def create_dev(name, kind=4, major=1, minor=3, attrs=None):
-    return u32(6, kind, major, minor) + opaque(name) + fattr(attrs or {})
+    spec = u32(major, minor) if kind in (3, 4) else b""
+    return u32(6, kind) + spec + opaque(name) + fattr(attrs or {})
 def seek(offset, what, stateid=ZERO_STATEID): return u32(69) + stateid + U64.pack(offset) + u32(what)
 def allocate(offset, length, stateid=ZERO_STATEID): return u32(59) + stateid + U64.pack(offset) + U64.pack(length)
 def deallocate(offset, length, stateid=ZERO_STATEID): return u32(62) + stateid + U64.pack(offset) + U64.pack(length)

@@ -154,6 +154,7 @@ def test_41_compounds_never_touch_the_drc(v4):
 
 def test_forged_handles_are_badhandle(v4):
     good = v4.fh_of("/e")
-    for forged in (b"", b"\x01" * 129, good[:-1] + bytes([good[-1] ^ 1]), b"P/e" + b"\0" * 20, b"\x07abc"):
+    assert v4.compound([putfh(b"\x01" * 129)]).status == BADXDR   # beyond nfs_fh4's XDR bound
+    for forged in (b"", b"\x01" * 128, good[:-1] + bytes([good[-1] ^ 1]), b"P/e" + b"\0" * 20, b"\x07abc"):
         reply = v4.compound([putfh(forged)])
         assert reply.status == BADHANDLE, forged
