@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 RECORD_SUFFIX = ".client"
+BOOTS_FILE = "instances"          # boot ids of earlier server instances (STALE_STATEID detection)
+MAX_BOOTS = 32
 
 
 def record_name(owner: bytes) -> str:
@@ -40,6 +42,7 @@ class ClientRecords:
         self._lock = threading.Lock()
         self.current: set[bytes] = set()
         self.previous: frozenset[bytes] = frozenset()
+        self.previous_boots: frozenset[int] = frozenset()
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             found = set()
@@ -53,6 +56,29 @@ class ClientRecords:
                     path.unlink(missing_ok=True)
             self.previous = frozenset(found)
             self.current = set(found)
+            try:
+                words = (self.directory / BOOTS_FILE).read_text().split()
+                self.previous_boots = frozenset(int(word) for word in words)
+            except (OSError, ValueError):
+                self.previous_boots = frozenset()
+
+    def note_boot(self, boot: int) -> None:
+        """Remember this instance's boot id (``previous_boots`` keeps the earlier ones)."""
+        self.previous_boots = self.previous_boots - {boot}
+        if self.directory is not None:
+            boots = [*sorted(self.previous_boots), boot][-MAX_BOOTS:]
+            self._write(self.directory / BOOTS_FILE, " ".join(map(str, boots)).encode())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._sync_dir()
 
     def add(self, owner: bytes) -> None:
         with self._lock:
@@ -61,16 +87,7 @@ class ClientRecords:
             self.current.add(owner)
             if self.directory is None:
                 return
-            path = self.directory / record_name(owner)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, owner)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            self._sync_dir()
+            self._write(self.directory / record_name(owner), owner)
 
     def remove(self, owner: bytes) -> None:
         with self._lock:

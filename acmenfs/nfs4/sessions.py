@@ -28,13 +28,14 @@ S = Nfs4Stat
 # EXCHANGE_ID flags (RFC 8881 §18.35)
 EXCHGID4_FLAG_SUPP_MOVED_REFER = 0x00000001
 EXCHGID4_FLAG_SUPP_MOVED_MIGR = 0x00000002
+EXCHGID4_FLAG_SUPP_FENCE_OPS = 0x00000004
 EXCHGID4_FLAG_BIND_PRINC_STATEID = 0x00000100
 EXCHGID4_FLAG_USE_NON_PNFS = 0x00010000
 EXCHGID4_FLAG_USE_PNFS_MDS = 0x00020000
 EXCHGID4_FLAG_USE_PNFS_DS = 0x00040000
 EXCHGID4_FLAG_UPD_CONFIRMED_REC_A = 0x40000000
 EXCHGID4_FLAG_CONFIRMED_R = 0x80000000
-EXCHGID4_FLAG_MASK_A = 0x40070103
+EXCHGID4_FLAG_MASK_A = 0x40070107
 # CREATE_SESSION flags
 CREATE_SESSION4_FLAG_PERSIST = 0x1
 CREATE_SESSION4_FLAG_CONN_BACK_CHAN = 0x2
@@ -90,6 +91,11 @@ class Session:
         self.flags = flags
         self.slots = [Slot(i, self) for i in range(fore.maxrequests)]
         self.destroyed = False
+
+    @property
+    def max_response_size(self) -> int:
+        """The negotiated ca_maxresponsesize (compound.py answers REP_TOO_BIG beyond it)."""
+        return self.fore.maxresponsesize
 
 
 @dataclass

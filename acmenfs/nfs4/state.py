@@ -150,8 +150,12 @@ class StateManager:
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.mutex = threading.RLock()
-        self.boot = (boot_id if boot_id is not None else int(time.time())) & 0xFFFFFFFF
+        self.records = ClientRecords(records_dir)
+        if boot_id is None:     # unique per instance, even for restarts within one second
+            boot_id = max(int(time.time()), max(self.records.previous_boots, default=0) + 1)
+        self.boot = boot_id & 0xFFFFFFFF
         self.boot_tag = U32.pack(self.boot)
+        self.records.note_boot(self.boot)
         self._ids = itertools.count(1)
         self.clients: dict[int, Client] = {}
         self.confirmed_by_owner: dict[bytes, Client] = {}
@@ -161,7 +165,6 @@ class StateManager:
         self.locks = LockTable()
         self.expired_others: OrderedDict[bytes, None] = OrderedDict()
         self.expired_clientids: OrderedDict[int, None] = OrderedDict()
-        self.records = ClientRecords(records_dir)
         self.grace = Grace(self.records, lease_seconds if grace_seconds is None else grace_seconds, clock)
         from acmenfs.nfs4.sessions import Sessions
         self.sessions = Sessions(self)
@@ -390,7 +393,8 @@ class StateManager:
             if state is None:
                 if other in self.expired_others:
                     raise fail(S.EXPIRED, "stateid of an expired client")
-                if other[:4] != self.boot_tag and minorversion == 0:
+                if (minorversion == 0 and other[:4] != self.boot_tag
+                        and U32.unpack_from(other)[0] in self.records.previous_boots):
                     raise fail(S.STALE_STATEID, "stateid of a previous server instance")
                 raise fail(S.BAD_STATEID, "unknown stateid")
             if kind is not None and not isinstance(state, kind):
@@ -437,10 +441,12 @@ class StateManager:
     def check_io(self, stateid: bytes, file_key, write: bool) -> None:
         with self.mutex:
             stateid = bytes(stateid)
-            if stateid == ANONYMOUS or (stateid == BYPASS and write):
+            if stateid == ANONYMOUS:
                 self._check_share(file_key, ACCESS_WRITE if write else ACCESS_READ, None)
                 return
             if stateid == BYPASS:
+                if write:
+                    raise fail(S.BAD_STATEID, "the READ-bypass stateid is for READ only")
                 return
             state = self.find_state(stateid, file_key, minorversion=self._minor_of(stateid))
             open_state = state if isinstance(state, OpenState) else state.open

@@ -246,6 +246,9 @@ def test_grace_after_restart(v4, clock, tmp_path):
     assert info.value.status == S.NO_GRACE
     fh, sid = back.open("/e/grace", reclaim=True)
     back.lock(fh, sid, 0, 1, reclaim=True)
+    with pytest.raises(Nfs4Failed) as info:
+        back.lock(fh, sid, 5, 1, owner=b"not-a-reclaim")
+    assert info.value.status == S.GRACE                             # new locks wait for grace
     new.call(Ops.reclaim_complete())
     with pytest.raises(Nfs4Failed) as info:
         new.open("/e/grace")

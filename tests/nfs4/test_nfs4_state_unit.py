@@ -204,7 +204,15 @@ def test_close_and_stateid_seqids(sm):
     closed = sm.close(state)
     assert closed == stateid_with(state, 3)
     assert status(sm.find_state, closed) == S.BAD_STATEID
-    assert status(sm.find_state, b"\0\0\0\1" + b"\x99" * 12) == S.STALE_STATEID
+    assert status(sm.find_state, b"\0\0\0\1" + b"\x99" * 12) == S.BAD_STATEID    # garbage
+
+
+def test_stateid_of_previous_instance_is_stale(clock, tmp_path):
+    sm = StateManager(grace_seconds=0, records_dir=tmp_path, clock=clock, boot_id=5)
+    _, state = opened(sm, confirmed(sm))
+    sm2 = StateManager(grace_seconds=0, records_dir=tmp_path, clock=clock, boot_id=6)
+    assert status(sm2.find_state, state.stateid()) == S.STALE_STATEID
+    assert status(sm2.find_state, state.stateid(), minorversion=1) == S.BAD_STATEID
 
 
 # ----- check_io -----------------------------------------------------------------------------
@@ -215,7 +223,7 @@ def test_check_io(sm):
     assert status(sm.check_io, state.stateid(), "f", True) == S.OPENMODE
     sm.check_io(ANONYMOUS, "f", False)
     assert status(sm.check_io, ANONYMOUS, "f", True) == S.LOCKED   # denied by DENY_WRITE
-    assert status(sm.check_io, BYPASS, "f", True) == S.LOCKED
+    assert status(sm.check_io, BYPASS, "f", True) == S.BAD_STATEID  # bypass: READ only
     sm.check_io(BYPASS, "f", False)
     sm.check_io(ANONYMOUS, "g", True)
 
@@ -284,7 +292,7 @@ def test_grace_reclaim_rules_across_restart(clock, tmp_path):
     sm = StateManager(lease_seconds=90, grace_seconds=0, records_dir=records, clock=clock, boot_id=1)
     clientid = confirmed(sm, b"old-client")
     opened(sm, clientid)
-    assert len(list(records.iterdir())) == 1
+    assert len(list(records.glob("*.client"))) == 1
     sm2 = StateManager(lease_seconds=90, records_dir=records, clock=clock, boot_id=2)
     assert sm2.in_grace()
     assert status(sm2.renew, clientid) == S.STALE_CLIENTID
@@ -311,10 +319,10 @@ def test_grace_ends_when_every_previous_client_completed(clock, tmp_path):
 
 def test_record_of_expired_client_removed(sm, clock, tmp_path):
     opened(sm, confirmed(sm))
-    assert list((tmp_path / "nfs4").iterdir())
+    assert list((tmp_path / "nfs4").glob("*.client"))
     clock.now += 91
     sm.expire_idle()
-    assert not list((tmp_path / "nfs4").iterdir())
+    assert not list((tmp_path / "nfs4").glob("*.client"))
 
 
 def test_previous_client_that_never_returns_loses_record(clock, tmp_path):
@@ -325,4 +333,4 @@ def test_previous_client_that_never_returns_loses_record(clock, tmp_path):
     sm3 = StateManager(grace_seconds=10, records_dir=records, clock=clock, boot_id=3)
     clock.now += 11
     assert not sm3.in_grace()
-    assert not list(records.iterdir())
+    assert not list(records.glob("*.client"))
