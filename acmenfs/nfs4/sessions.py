@@ -129,6 +129,8 @@ class Sessions:
             if conf is not None and m.lease_expired(conf, now):
                 m.expire_client(conf)
                 conf = None
+            if conf is not None and conf.minorversion == 0:
+                conf = None            # a 4.0 record of this owner: replaced once this one is confirmed
             if flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A:
                 if conf is None:
                     raise Nfs4Error(S.NOENT, "no confirmed client record to update")

@@ -281,6 +281,8 @@ class StateManager:
         with self.mutex:
             now = self.clock()
             conf = self.confirmed_by_owner.get(owner)
+            if conf is not None and conf.minorversion != 0:
+                conf = None            # a 4.1 record of this owner: replaced on SETCLIENTID_CONFIRM
             if conf is not None and conf.principal != principal:
                 if conf.has_state() and not self.lease_expired(conf, now):
                     raise fail(S.CLID_INUSE, "client owner in use by another principal")

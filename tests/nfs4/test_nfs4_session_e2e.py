@@ -170,3 +170,43 @@ def test_restart_reclaim_in_grace(dirs):
         a.close()
         n.close()
         server.stop()
+
+
+def test_40_and_41_clients_lock_and_40_reclaims_after_restart(dirs):
+    export, state, log = dirs
+    server = Nfsd(export, state, log, lease=4)
+    try:
+        old = server.client(minor=0, owner=b"host-40", verifier=b"boot-one")
+        new = server.client(minor=1, owner=b"host-41")
+        old.establish()
+        new.establish()
+        fh, sid = old.open("/e/mixed", create="unchecked")
+        assert sid[:4] == b"\0\0\0\2"                                # OPEN + OPEN_CONFIRM
+        old.write(fh, sid, 0, b"4.0 data")
+        lock_old = old.lock(fh, sid, 0, ALL_ONES)
+        _, sid_new = new.open("/e/mixed", access=1)
+        assert new.read(fh, sid_new, 0, 20) == b"4.0 data"
+        denied, status = attempt(lambda: new.lock(fh, sid_new, 4, 1, write=False, owner=b"r"))
+        assert status == S.DENIED and denied["length"] == ALL_ONES and denied["clientid"] == old.clientid
+        lock_old = old.unlock(fh, lock_old, 0, ALL_ONES)
+        new.lock(fh, sid_new, 4, 1, write=False, owner=b"r")
+        lock_old = old.lock(fh, sid, 0, 2, lock_sid=lock_old)
+        old.close()
+        new.close()
+    finally:
+        server.stop()
+    server = Nfsd(export, state, log, lease=4)
+    old = server.client(minor=0, owner=b"host-40", verifier=b"boot-one")
+    try:
+        assert old.raw([Ops.renew(old.clientid)]).status == S.STALE_CLIENTID
+        old.open_seqid = 0
+        old.establish()
+        fh, sid = old.open("/e/mixed", reclaim=True)
+        old.lock(fh, sid, 0, 2, reclaim=True)
+        _, status = attempt(lambda: old.lock(fh, sid, 10, 1, owner=b"other"))
+        assert status == S.GRACE
+        done = poll(lambda: attempt(lambda: old.lock(fh, sid, 10, 1, owner=b"other")), lambda r: r[1] != S.GRACE)
+        assert done[1] == S.OK
+    finally:
+        old.close()
+        server.stop()

@@ -165,3 +165,16 @@ def test_reclaim_complete_and_41_grace_rule(sm):
     sm.check_grace(client, False)
     assert status(sm.check_grace, client, True) == S.NO_GRACE
     assert status(sm.sessions.reclaim_complete, client, False) == S.COMPLETE_ALREADY
+
+
+def test_same_owner_moving_between_40_and_41(sm):
+    clientid, confirm = sm.setclientid(b"both", b"v" * 8, P1)
+    sm.setclientid_confirm(clientid, confirm, P1)
+    client, seq, flags = sm.sessions.exchange_id(b"both", b"v" * 8, P1, 0)
+    assert client.clientid != clientid and not flags & EXCHGID4_FLAG_CONFIRMED_R
+    sm.sessions.create_session(client.clientid, seq, P1, 0, ATTRS, ATTRS, encode)
+    assert clientid not in sm.clients                                  # the 4.0 record replaced
+    again, confirm = sm.setclientid(b"both", b"v" * 8, P1)
+    assert again != client.clientid
+    sm.setclientid_confirm(again, confirm, P1)
+    assert client.clientid not in sm.clients
