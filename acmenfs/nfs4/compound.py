@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from acmenfs.fs.backend import BadHandle, StaleHandle
+from acmenfs.fs.nonblocking import WouldBlock, inline_active
 from acmenfs.nfs3.errors import NfsError
 from acmenfs.nfs4.const import (
-    LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
+    INLINE_OPS, LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
     SESSIONLESS_OPS, Nfs4Stat, Op,
 )
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
@@ -142,7 +143,11 @@ def _reply_limit(cs: CompoundState) -> int:
 
 def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
-    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS)."""
+    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).  On the event
+    loop (``inline_active()``) only a 4.0 COMPOUND of ``INLINE_OPS`` may run: any other op, or a
+    backend call that would wait, raises WouldBlock before anything changed, and the transport
+    runs the whole COMPOUND again in its thread pool."""
+    inline = inline_active()
     tag = args.unpack_opaque(MAX_TAG)
     minor = args.unpack_uint()
     numops = args.unpack_uint()
@@ -177,6 +182,8 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
             count += 1
             break
         spec = ops[opnum]
+        if inline and (minor != 0 or opnum not in INLINE_OPS):
+            raise WouldBlock(f"{spec.name} runs in the thread pool")
         if opnum in NON_IDEMPOTENT_OPS:
             cs.nonidempotent = True
         try:
@@ -184,6 +191,8 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
             status = Nfs4Stat.OK
         except SlotReplay as replay:
             return replay.reply
+        except WouldBlock:
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
             status, body = _status_of_exception(exc, spec.name)
         head = U32.pack(opnum) + U32.pack(status)
