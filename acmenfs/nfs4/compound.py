@@ -44,7 +44,7 @@ class CompoundState:
 
     __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
                  "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
-                 "cinfo")
+                 "cinfo", "_last_scope")
 
     def __init__(self, server, ctx, minorversion: int) -> None:
         self.server = server
@@ -61,6 +61,7 @@ class CompoundState:
         self.op_index = 0
         self.op_count = 0
         self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
+        self._last_scope: tuple | None = None   # (fh, Scope): PUTFH then GETATTR resolve once
 
     @property
     def address(self) -> str:
@@ -80,10 +81,15 @@ class CompoundState:
                 raise Nfs4Error(Nfs4Stat.ROFS, "the pseudo file system is read-only")
             self.server.pseudo.require(fh.pseudo_path, self.address)
             return None
+        last = self._last_scope
+        if last is not None and last[0] is fh and (not write or last[1].writable):
+            return last[1]
         try:
-            return self.server.nfs.scope(self.ctx, fh.raw, write=write)
+            scope = self.server.nfs.scope(self.ctx, fh.raw, write=write)
         except (NfsError, StaleHandle, BadHandle, OSError) as exc:
             raise Nfs4Error(status_for(exc), str(exc)) from exc
+        self._last_scope = (fh, scope)
+        return scope
 
     def require_file(self, *, write: bool = False):
         """Scope of the current fh, which must be an export object (pseudo dirs: ISDIR)."""
