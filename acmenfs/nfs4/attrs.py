@@ -146,24 +146,35 @@ ENCODERS: dict[int, Callable[[AttrSource], bytes]] = {
 }
 
 
-def encode_attrlist(requested, source: AttrSource) -> tuple[set[int], bytes]:
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _plan(requested, minor: int) -> tuple[frozenset, bytes, tuple]:
+    """(attributes answered, their bitmap4, their encoders in order) for a request, remembered."""
+    key = (requested if isinstance(requested, frozenset) else frozenset(requested), minor)
+    plan = _PLANS.get(key)
+    if plan is None:
+        supported = SUPPORTED[minor]
+        done = frozenset(attr for attr in key[0] if attr in supported
+                         and attr not in (Attr.TIME_ACCESS_SET, Attr.TIME_MODIFY_SET))
+        plan = (done, encode_bitmap(done), tuple(ENCODERS[attr] for attr in sorted(done)))
+        if len(_PLANS) < 4096:
+            _PLANS[key] = plan
+    return plan
+
+
+def encode_attrlist(requested, source: AttrSource) -> tuple[frozenset, bytes]:
     """(attributes encoded, their attrlist4 bytes), in attribute order; write-only and
     unsupported attributes are skipped."""
-    supported = SUPPORTED[source.minor]
-    done: set[int] = set()
-    parts: list[bytes] = []
-    for attr in sorted(requested):
-        if attr not in supported or attr in (Attr.TIME_ACCESS_SET, Attr.TIME_MODIFY_SET):
-            continue
-        parts.append(ENCODERS[attr](source))
-        done.add(attr)
-    return done, b"".join(parts)
+    done, _, encoders = _plan(requested, source.minor)
+    return done, b"".join([encode(source) for encode in encoders])
 
 
 def encode_fattr(requested, source: AttrSource) -> bytes:
     """fattr4: the bitmap of what is present, then attrlist4 as an opaque."""
-    done, data = encode_attrlist(requested, source)
-    return encode_bitmap(done) + encode_opaque(data)
+    _, bitmap, encoders = _plan(requested, source.minor)
+    data = b"".join([encode(source) for encode in encoders])
+    return bitmap + U32.pack(len(data)) + data + b"\0" * (-len(data) & 3)
 
 
 def encode_change_info(before_stat, after_stat, atomic: bool = True) -> bytes:

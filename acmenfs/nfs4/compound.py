@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from acmenfs.fs.backend import BadHandle, StaleHandle
+from acmenfs.fs.nonblocking import WouldBlock, inline_active
 from acmenfs.nfs3.errors import NfsError
 from acmenfs.nfs4.const import (
-    LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
+    INLINE_OPS, LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
     SESSIONLESS_OPS, Nfs4Stat, Op,
 )
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
@@ -43,7 +44,7 @@ class CompoundState:
 
     __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
                  "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
-                 "cinfo")
+                 "cinfo", "_last_scope")
 
     def __init__(self, server, ctx, minorversion: int) -> None:
         self.server = server
@@ -60,6 +61,7 @@ class CompoundState:
         self.op_index = 0
         self.op_count = 0
         self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
+        self._last_scope: tuple | None = None   # (fh, Scope): PUTFH then GETATTR resolve once
 
     @property
     def address(self) -> str:
@@ -79,10 +81,15 @@ class CompoundState:
                 raise Nfs4Error(Nfs4Stat.ROFS, "the pseudo file system is read-only")
             self.server.pseudo.require(fh.pseudo_path, self.address)
             return None
+        last = self._last_scope
+        if last is not None and last[0] is fh and (not write or last[1].writable):
+            return last[1]
         try:
-            return self.server.nfs.scope(self.ctx, fh.raw, write=write)
+            scope = self.server.nfs.scope(self.ctx, fh.raw, write=write)
         except (NfsError, StaleHandle, BadHandle, OSError) as exc:
             raise Nfs4Error(status_for(exc), str(exc)) from exc
+        self._last_scope = (fh, scope)
+        return scope
 
     def require_file(self, *, write: bool = False):
         """Scope of the current fh, which must be an export object (pseudo dirs: ISDIR)."""
@@ -142,7 +149,11 @@ def _reply_limit(cs: CompoundState) -> int:
 
 def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
-    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS)."""
+    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).  On the event
+    loop (``inline_active()``) only a 4.0 COMPOUND of ``INLINE_OPS`` may run: any other op, or a
+    backend call that would wait, raises WouldBlock before anything changed, and the transport
+    runs the whole COMPOUND again in its thread pool."""
+    inline = inline_active()
     tag = args.unpack_opaque(MAX_TAG)
     minor = args.unpack_uint()
     numops = args.unpack_uint()
@@ -177,6 +188,8 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
             count += 1
             break
         spec = ops[opnum]
+        if inline and (minor != 0 or opnum not in INLINE_OPS):
+            raise WouldBlock(f"{spec.name} runs in the thread pool")
         if opnum in NON_IDEMPOTENT_OPS:
             cs.nonidempotent = True
         try:
@@ -184,6 +197,8 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
             status = Nfs4Stat.OK
         except SlotReplay as replay:
             return replay.reply
+        except WouldBlock:
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
             status, body = _status_of_exception(exc, spec.name)
         head = U32.pack(opnum) + U32.pack(status)

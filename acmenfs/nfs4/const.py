@@ -111,6 +111,12 @@ OBSOLETE_IN_41 = frozenset({Op.OPEN_CONFIRM, Op.RENEW, Op.SETCLIENTID, Op.SETCLI
 # May be the only operation of a 4.1 COMPOUND without SEQUENCE (RFC 8881 §2.6.3.1.1).
 SESSIONLESS_OPS = frozenset({Op.EXCHANGE_ID, Op.CREATE_SESSION, Op.DESTROY_SESSION,
                              Op.BIND_CONN_TO_SESSION, Op.DESTROY_CLIENTID})
+# A 4.0 COMPOUND made only of these is tried inline on the event loop first (none changes
+# anything, so a rerun in the thread pool after WouldBlock is harmless).
+INLINE_OPS = frozenset({
+    Op.PUTFH, Op.PUTROOTFH, Op.PUTPUBFH, Op.GETFH, Op.SAVEFH, Op.RESTOREFH, Op.LOOKUP, Op.LOOKUPP,
+    Op.GETATTR, Op.ACCESS, Op.READ, Op.READLINK, Op.VERIFY, Op.NVERIFY, Op.SECINFO, Op.READDIR,
+})
 # 4.0 COMPOUNDs containing one of these go through the v3 duplicate request cache.
 NON_IDEMPOTENT_OPS = frozenset({
     Op.CLOSE, Op.CREATE, Op.LINK, Op.LOCK, Op.LOCKU, Op.OPEN, Op.OPEN_CONFIRM, Op.OPEN_DOWNGRADE,

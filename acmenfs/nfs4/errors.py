@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 from acmenfs.fs.backend import BadHandle, StaleHandle
+from acmenfs.fs.nonblocking import WouldBlock
 from acmenfs.nfs3.errors import NfsError, status_for as status3_for
 from acmenfs.nfs4.const import Nfs4Stat
 from acmenfs.oncrpc.xdr import XdrError
@@ -41,7 +42,11 @@ _ERRNO_OVERRIDES = {errno.EACCES: Nfs4Stat.ACCESS, errno.ELOOP: Nfs4Stat.SYMLINK
 
 
 def status_for(exc: BaseException) -> Nfs4Stat:
-    """The nfsstat4 for an exception; SERVERFAULT when nothing fits."""
+    """The nfsstat4 for an exception; SERVERFAULT when nothing fits.  ``WouldBlock`` (an op
+    tried inline on the event loop would wait for the disk) is not a status: re-raised, so
+    the COMPOUND is run again in the thread pool."""
+    if isinstance(exc, WouldBlock):
+        raise exc
     if isinstance(exc, Nfs4Error):
         return exc.status
     if isinstance(exc, XdrError):

@@ -3,17 +3,19 @@
 Owns the stateid check hand-off (``cs.server.state.check_io``: anonymous and READ-bypass
 stateids as RFC 7530 §9.1.4.3, open/lock stateids by B's StateManager; a 4.1 client may
 send the "current stateid" (seqid 1, other zero), replaced here by ``cs.current_stateid``),
-and reuses the v3 data path: backend read/write, UNSTABLE data made durable by the group
+and reuses the v3 data path (on the event loop, page-cached data goes out with sendfile): backend read/write, UNSTABLE data made durable by the group
 committer, whose verifier is the write verifier (it changes on restart).  COMMIT waits
 on the committer in the pool thread the COMPOUND runs on.
 """
 
 from __future__ import annotations
 
+from acmenfs.fs.nonblocking import inline_active
 from acmenfs.nfs4.compound import CompoundState, OpSpec
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.xdr4 import CURRENT_STATEID, FALSE, TRUE, U32, decode_stateid
+from acmenfs.oncrpc.dispatch import FileRegion
 from acmenfs.oncrpc.xdr import Unpacker
 
 _PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
@@ -46,6 +48,9 @@ def op_read(cs: CompoundState, args: Unpacker):
     scope = io_scope(cs, stateid, write=False)
     try:
         fileobj, count, eof, _ = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        if count and inline_active():   # 4.0 on the event loop, data in the page cache: sendfile
+            return [(TRUE if eof else FALSE) + U32.pack(count), FileRegion(fileobj, offset, count),
+                    _PADDING[count & 3]]
         data = scope.backend.read_bytes(fileobj, offset, count) if count else b""
     except Exception as exc:  # noqa: BLE001
         raise Nfs4Error(status_for(exc), str(exc)) from exc

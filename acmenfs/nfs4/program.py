@@ -2,7 +2,8 @@
 
 Owns the op registry (``OP_MODULES``: every module listed that exists is imported and
 its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
-the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
+inline-first COMPOUND (a 4.0 COMPOUND of read-only ops runs on the event loop, anything
+else in the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
 cache; the entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE
 slots), and the lazy lease sweep.  No procedure logic.
 """
@@ -19,7 +20,8 @@ from acmenfs.nfs4.const import NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Pro
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
-from acmenfs.oncrpc.dispatch import Procedure, Program
+from acmenfs.fs.nonblocking import WouldBlock, inline_state
+from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
 from acmenfs.oncrpc.xdr import UINT32
 
 log = logging.getLogger("acmenfs.nfs4")
@@ -110,13 +112,24 @@ class Nfs4Server:
     def program(self) -> Program:
         return Program(NFS4_PROGRAM, NFS_V4, "NFS4", {
             Proc.NULL: Procedure("NULL", lambda ctx, args: b""),
-            Proc.COMPOUND: Procedure("COMPOUND", self.compound, cached=True, blocking=True,
+            Proc.COMPOUND: Procedure("COMPOUND", self.compound_inline, cached=True, fallback=self.compound,
                                      cache_if=lambda record, offset: _minor_version_of(record, offset) == 0),
         })
 
     def compound(self, ctx, args):
         self._sweep()
         return run_compound(self, ctx, args, self.ops)
+
+    def compound_inline(self, ctx, args):
+        """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait."""
+        previous = inline_state.active
+        inline_state.active = True
+        try:
+            return run_compound(self, ctx, args, self.ops)
+        except WouldBlock:
+            raise RunInPool from None
+        finally:
+            inline_state.active = previous
 
     def forget_cached(self, ctx) -> None:
         """A 4.0 COMPOUND without a non-idempotent op: its DRC entry is not kept."""

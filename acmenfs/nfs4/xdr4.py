@@ -28,9 +28,19 @@ MAX_BITMAP_WORDS = 8
 
 
 # ----- bitmap4 ----------------------------------------------------------------------
-def decode_bitmap(args: Unpacker) -> set[int]:
-    words = args.unpack_array(args.unpack_uint, MAX_BITMAP_WORDS)
-    return {index * 32 + bit for index, word in enumerate(words) for bit in range(32) if word >> bit & 1}
+_BITMAPS: dict[tuple, frozenset] = {}
+
+
+def decode_bitmap(args: Unpacker) -> frozenset[int]:
+    """A bitmap4 as the set of attribute numbers (clients repeat a few bitmaps: remembered)."""
+    words = tuple(args.unpack_array(args.unpack_uint, MAX_BITMAP_WORDS))
+    attrs = _BITMAPS.get(words)
+    if attrs is None:
+        attrs = frozenset(index * 32 + bit for index, word in enumerate(words) for bit in range(32)
+                          if word >> bit & 1)
+        if len(_BITMAPS) < 4096:
+            _BITMAPS[words] = attrs
+    return attrs
 
 
 def encode_bitmap(attrs) -> bytes:

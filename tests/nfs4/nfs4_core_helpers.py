@@ -226,3 +226,93 @@ def v4(v4_exports: ExportTable, tmp_path: Path):
     server = Sans4(v4_exports, tmp_path / "state")
     yield server
     server.close()
+
+
+# ----- a real server and a TCP client ------------------------------------------------------------
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} missing: install the Debian package that provides it")
+    return path
+
+
+class NfsdProcess4:
+    """``acmenfs nfsd`` in a subprocess on free ports, stopped by pid."""
+
+    def __init__(self, export_dir: Path, state_dir: Path, log_path: Path, *extra: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "acmenfs", "nfsd", "--export", f"/e={export_dir}", "--port", "0",
+             "--mount-port", "0", "--state-dir", str(state_dir), "--client", "127.0.0.1", "--squash", "none", *extra],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            match = re.search(rb"ready: nfs://\S+nfsport=(\d+)", log_path.read_bytes())
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"acmenfs nfsd did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def url(self, path: str) -> str:
+        return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+
+
+class TcpCompound:
+    """Synchronous COMPOUNDs over one TCP connection (record marking, AUTH_SYS)."""
+
+    def __init__(self, port: int, uid: int = 0, gid: int = 0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.uid, self.gid = uid, gid
+        self.xid = 0x4000
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _recv_exact(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            data += chunk
+        return data
+
+    def call(self, args: bytes, proc: int = 1) -> bytes:
+        self.xid += 1
+        record = rpc.encode_call(self.xid, 100003, 4, proc, args, cred_flavor=1,
+                                 cred_body=rpc.encode_auth_sys(self.uid, self.gid))
+        self.sock.sendall(struct.pack(">I", 0x80000000 | len(record)) + record)
+        reply = b""
+        while True:
+            mark = struct.unpack(">I", self._recv_exact(4))[0]
+            reply += self._recv_exact(mark & 0x7FFFFFFF)
+            if mark & 0x80000000:
+                break
+        assert struct.unpack_from(">IIIIII", reply)[1:] == (1, 0, 0, 0, 0), reply[:24]
+        return reply[24:]
+
+    def compound(self, ops: list[bytes], minor: int = 0, tag: bytes = b"") -> Reply:
+        return parse_compound(self.call(compound_args(ops, minor, tag)))

@@ -158,3 +158,31 @@ def test_forged_handles_are_badhandle(v4):
     for forged in (b"", b"\x01" * 128, good[:-1] + bytes([good[-1] ^ 1]), b"P/e" + b"\0" * 20, b"\x07abc"):
         reply = v4.compound([putfh(forged)])
         assert reply.status == BADHANDLE, forged
+
+
+def _begin(v4, args, minor_ops_xid=1):
+    from acmenfs.oncrpc import rpc
+    record = rpc.encode_call(5000 + minor_ops_xid, 100003, 4, 1, args, cred_flavor=1,
+                             cred_body=rpc.encode_auth_sys(0, 0))
+    return v4.dispatcher.begin(record, ("127.0.0.1", 800), "tcp")
+
+
+def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v4, export_dir, monkeypatch):
+    from acmenfs.nfs4.compound import OpSpec
+    ran = []
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: ran.append(1) or b""))
+    from acmenfs.oncrpc.dispatch import FileRegion
+    (export_dir / "f").write_bytes(b"inline data")
+    (export_dir / "f").read_bytes()
+    e = v4.fh_of("/e")
+    v4.compound([putfh(e), lookup("f"), getattr_(4)])             # handles now cached
+    pending = _begin(v4, compound_args([putfh(e), lookup("f"), u32(25) + b"\0" * 16 + b"\0" * 8 + u32(100)]), 1)
+    parts = v4.dispatcher.run_inline_first(pending)
+    assert parts is not None and any(type(p) is FileRegion for p in parts)
+    pending = _begin(v4, compound_args([putfh(e), remove("f")]), 2)
+    assert v4.dispatcher.run_inline_first(pending) is None         # REMOVE: not on the event loop...
+    assert (export_dir / "f").exists()                              # ...and not run before RunInPool
+    parts = v4.dispatcher.run_sync(pending)
+    assert parse_compound(b"".join(bytes(p) for p in parts)[24:]).status == OK and not (export_dir / "f").exists()
+    pending = _begin(v4, compound_args([u32(53), putrootfh()], minor=1), 3)
+    assert v4.dispatcher.run_inline_first(pending) is None and not ran  # 4.1+: SEQUENCE changes the slot

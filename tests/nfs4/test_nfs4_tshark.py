@@ -1,0 +1,72 @@
+"""tshark decodes the NFSv4.0 traffic of `acmenfs nfsd` (raw COMPOUNDs over TCP: lookups,
+attributes, READDIR, CREATE, WRITE, READ, COMMIT, RENAME, REMOVE, errors) without one
+malformed frame, and sees the operations as NFSv4."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from nfs4_core_helpers import (
+    NfsdProcess4, TcpCompound, access, commit, create_dir, create_symlink, getattr_, getfh, lookup,
+    putrootfh, read, readdir, readlink, remove, rename, require_tool, restorefh, savefh, secinfo,
+    setattr_, u32, verify, write, U64,
+)
+
+
+def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, timeout=timeout)
+
+
+@pytest.fixture
+def nfsd4(tmp_path):
+    directory = tmp_path / "export"
+    directory.mkdir()
+    (directory / "f").write_bytes(b"hello tshark")
+    server = NfsdProcess4(directory, tmp_path / "state", tmp_path / "nfsd.log")
+    yield server
+    server.stop()
+
+
+def test_tshark_decodes_nfs4_compounds_without_malformed_frames(nfsd4, tmp_path):
+    tshark = require_tool("tshark")
+    capture = tmp_path / "nfs4.pcapng"
+    process = subprocess.Popen([tshark, "-i", "lo", "-B", "64", "-f", f"tcp port {nfsd4.port}", "-a", "duration:60",
+                                "-w", str(capture)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        line = b""
+        while b"Capturing on" not in line and time.monotonic() - started < 30:
+            line = process.stderr.readline()
+            if not line and process.poll() is not None:
+                pytest.fail("tshark exited before capturing")
+        time.sleep(1.0)
+        client = TcpCompound(nfsd4.port)
+        e = [putrootfh(), lookup("e")]
+        client.call(b"", proc=0)
+        assert client.compound([putrootfh(), getfh(), getattr_(0, 1, 3, 4, 8, 20, 33, 35, 36, 37, 55), readdir()],
+                               tag=b"tshark").status == 0
+        assert client.compound(e + [readdir(attrs=(1, 4, 19, 20, 33, 36, 53))]).status == 0
+        assert client.compound(e + [create_dir("d"), getfh(), getattr_(1, 20)]).status == 0
+        assert client.compound(e + [create_symlink("l", "f"), readlink()]).status == 0
+        assert client.compound(e + [lookup("f"), access(0x3F), write(0, b"abc", stable=0), commit(), read(0, 100),
+                                    setattr_({33: u32(0o600)}), verify({4: U64.pack(12)})]).status == 0
+        assert client.compound(e + [savefh(), lookup("d"), restorefh(), rename("f", "g"), secinfo("g"),
+                                    remove("g")]).status == 0
+        assert client.compound(e + [lookup("missing")]).status == 2
+        assert client.compound([putrootfh(), u32(99)]).status == 10044
+        client.close()
+        time.sleep(1.0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    decode = ["-r", str(capture), "-d", f"tcp.port=={nfsd4.port},rpc"]
+    malformed = run(tshark, *decode, "-Y", "_ws.malformed || _ws.expert.severity == error")
+    assert malformed.returncode == 0 and malformed.stdout.strip() == b"", malformed.stdout.decode()[:3000]
+    frames = run(tshark, *decode, "-Y", "nfs", "-T", "fields", "-e", "rpc.programversion", "-e", "nfs.opcode")
+    text = frames.stdout.decode()
+    opcodes = {int(op) for field in text.split() for op in field.split(",") if op.isdigit() and int(op) > 4}
+    assert {9, 10, 15, 24, 26, 6, 38, 25, 5, 29, 28, 33, 34, 37} <= opcodes, text[:2000]
