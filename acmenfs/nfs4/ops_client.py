@@ -2,7 +2,8 @@
 
 SETCLIENTID, SETCLIENTID_CONFIRM, RENEW, RELEASE_LOCKOWNER (4.0; RFC 7530 §16);
 EXCHANGE_ID, CREATE_SESSION, DESTROY_SESSION, SEQUENCE, DESTROY_CLIENTID,
-RECLAIM_COMPLETE, BIND_CONN_TO_SESSION, TEST_STATEID, FREE_STATEID (4.1; RFC 8881 §18).
+RECLAIM_COMPLETE, BIND_CONN_TO_SESSION, TEST_STATEID, FREE_STATEID, BACKCHANNEL_CTL and SET_SSV (accepted / refused: no backchannel,
+no SP4_SSV) (4.1; RFC 8881 §18).
 Each handler decodes its arguments, calls ``StateManager`` / ``Sessions`` and encodes
 the resok body; the rules themselves live in state.py and sessions.py.
 """
@@ -211,6 +212,21 @@ def op_bind_conn_to_session(cs: CompoundState, args: Unpacker) -> bytes:
     return session.sessionid + U32.pack(CDFS4_FORE) + U32.pack(0)
 
 
+def op_backchannel_ctl(cs: CompoundState, args: Unpacker) -> bytes:
+    """No backchannel is ever used: the new program and security are accepted and ignored."""
+    args.unpack_uint()                               # bca_cb_program
+    _skip_cb_sec(args)
+    current_client(cs)
+    return b""
+
+
+def op_set_ssv(cs: CompoundState, args: Unpacker) -> bytes:
+    args.unpack_opaque(1024)                         # ssa_ssv
+    args.unpack_opaque(1024)                         # ssa_digest
+    current_client(cs)
+    raise Nfs4Error(S.INVAL, "client ID not established with SP4_SSV")
+
+
 # ----- TEST_STATEID, FREE_STATEID -----------------------------------------------------------------
 def op_test_stateid(cs: CompoundState, args: Unpacker) -> bytes:
     stateids = args.unpack_array(lambda: decode_stateid(args), 1024)
@@ -252,5 +268,7 @@ OPS = {
     Op.RECLAIM_COMPLETE: OpSpec("RECLAIM_COMPLETE", op_reclaim_complete, 1),
     Op.BIND_CONN_TO_SESSION: OpSpec("BIND_CONN_TO_SESSION", op_bind_conn_to_session, 1),
     Op.TEST_STATEID: OpSpec("TEST_STATEID", op_test_stateid, 1),
+    Op.BACKCHANNEL_CTL: OpSpec("BACKCHANNEL_CTL", op_backchannel_ctl, 1),
+    Op.SET_SSV: OpSpec("SET_SSV", op_set_ssv, 1),
     Op.FREE_STATEID: OpSpec("FREE_STATEID", op_free_stateid, 1),
 }

@@ -1,4 +1,5 @@
-"""NFSv4 OPEN, OPEN_CONFIRM, CLOSE, OPEN_DOWNGRADE (RFC 7530 §16.16-16.19, RFC 8881 §18.16-18.20).
+"""NFSv4 OPEN, OPEN_CONFIRM, CLOSE, OPEN_DOWNGRADE (RFC 7530 §16.16-16.19, RFC 8881 §18.16-18.20),
+and DELEGRETURN / DELEGPURGE (answered BAD_STATEID / NOTSUPP: no delegations).
 
 Owns decoding and encoding these operations and running them through the open
 owner's seqid (``seqid_op``: a 4.0 retransmission gets the cached reply, RFC 7530
@@ -238,7 +239,21 @@ def op_open_downgrade(cs: CompoundState, args: Unpacker) -> bytes:
         return seqid_op(cs, open_state.owner, seqid, "OPEN_DOWNGRADE", run)
 
 
+def op_delegreturn(cs: CompoundState, args: Unpacker) -> bytes:
+    """No delegation is ever granted, so no stateid can name one."""
+    decode_stateid(args)
+    cs.require_fh()
+    raise Nfs4Error(S.BAD_STATEID, "no delegations on this server")
+
+
+def op_delegpurge(cs: CompoundState, args: Unpacker) -> bytes:
+    args.unpack_uhyper()
+    raise Nfs4Error(S.NOTSUPP, "no CLAIM_DELEGATE_PREV: nothing to purge")
+
+
 OPS = {
+    Op.DELEGRETURN: OpSpec("DELEGRETURN", op_delegreturn),
+    Op.DELEGPURGE: OpSpec("DELEGPURGE", op_delegpurge),
     Op.OPEN: OpSpec("OPEN", op_open),
     Op.OPEN_CONFIRM: OpSpec("OPEN_CONFIRM", op_open_confirm, 0, 0),
     Op.CLOSE: OpSpec("CLOSE", op_close),

@@ -258,3 +258,15 @@ def test_grace_after_restart(v4, clock, tmp_path):
     with pytest.raises(Nfs4Failed) as info:
         new.lock(fh, sid_new, 0, 1, owner=b"n")
     assert info.value.status == S.DENIED                            # the reclaimed lock holds
+
+
+def test_ops_of_a_server_without_delegations_or_backchannel(v4):
+    c = client_for(v4, 1)
+    fh, sid = c.open("/e/deleg", create="unchecked")
+    assert c.call(Ops.putfh(fh), b"\0\0\0\x08" + sid, check=False).last.status == S.BAD_STATEID  # DELEGRETURN
+    assert c.call(b"\0\0\0\x28" + b"\0\0\0\1" + b"\0\0\0\1\0\0\0\0").status == S.OK      # BACKCHANNEL_CTL
+    assert c.call(b"\0\0\0\x36" + b"\0" * 8, check=False).last.status == S.INVAL          # SET_SSV
+    old = client_for(v4, 0)
+    assert old.raw([b"\0\0\0\x07" + b"\0" * 8]).status == S.NOTSUPP                     # DELEGPURGE
+    reply = c.call(*c.lookup_ops("/e"), Ops.open(0, c.clientid, b"o", "deleg", access=0x0403))  # WANT_NO_DELEG
+    assert reply.op(18).value["delegation"] == 3
