@@ -144,6 +144,7 @@ def _open(cs: CompoundState, owner, access: int, deny: int, openhow, claim: int,
         raise Nfs4Error(S.BADXDR, "CLAIM_FH is 4.1")
     state.check_grace(owner.client, reclaim=claim == CLAIM_PREVIOUS)
     attrset = encode_bitmap(())
+    created = False
     if claim == CLAIM_NULL:
         cs.scope(write=openhow is not None)                 # a directory of an export
         if openhow is not None:
@@ -151,7 +152,7 @@ def _open(cs: CompoundState, owner, access: int, deny: int, openhow, claim: int,
             if attrs is None:
                 from acmenfs.fs.backend import SetAttributes
                 attrs = SetAttributes()
-            fh, _created, attrset = _helpers().open_create(cs, claim_arg, how, attrs, verifier, bits)
+            fh, created, attrset = _helpers().open_create(cs, claim_arg, how, attrs, verifier, bits)
             cinfo = getattr(cs, "cinfo", None) or _dir_change(cs)
         else:
             cinfo = _dir_change(cs)
@@ -166,11 +167,27 @@ def _open(cs: CompoundState, owner, access: int, deny: int, openhow, claim: int,
         cinfo = encode_change_info(None, None)
     if access & 2:
         cs.scope(write=True)                                # read-only export: ROFS
+    if not created:
+        _check_permission(cs, access)
     open_state: OpenState = state.open(owner, cs.file_key(), access & 3, deny)
     stateid = open_state.stateid()
     cs.current_stateid = stateid
     rflags = OPEN4_RESULT_LOCKTYPE_POSIX | (0 if owner.confirmed else OPEN4_RESULT_CONFIRM)
     return stateid + cinfo + U32.pack(rflags) + attrset + _delegation(access, minor)
+
+
+def _check_permission(cs: CompoundState, access: int) -> None:
+    """OPEN checks the mode bits for the access asked (the file's owner may always open it,
+    as knfsd's owner override allows, so a client's own 0444 file can still be written)."""
+    scope = cs.require_file()
+    try:
+        rwx, st = scope.backend.access(scope.node, scope.who)
+    except Exception as exc:  # noqa: BLE001
+        raise Nfs4Error(status_for(exc), str(exc)) from exc
+    if scope.who.uid == st.st_uid:
+        return
+    if (access & 1 and not rwx & 4) or (access & 2 and not rwx & 2):
+        raise Nfs4Error(S.ACCESS, "mode bits refuse this open")
 
 
 def _delegation(access: int, minor: int) -> bytes:

@@ -270,3 +270,19 @@ def test_ops_of_a_server_without_delegations_or_backchannel(v4):
     assert old.raw([b"\0\0\0\x07" + b"\0" * 8]).status == S.NOTSUPP                     # DELEGPURGE
     reply = c.call(*c.lookup_ops("/e"), Ops.open(0, c.clientid, b"o", "deleg", access=0x0403))  # WANT_NO_DELEG
     assert reply.op(18).value["delegation"] == 3
+
+
+def test_open_checks_mode_bits(v4, export_dir):
+    (export_dir / "private").write_text("secret")
+    (export_dir / "private").chmod(0o600)
+    (export_dir / "readable").write_text("public")
+    (export_dir / "readable").chmod(0o644)
+    user = client_for(v4, 1, uid=1000)
+    for path, access in (("/e/private", 1), ("/e/readable", 2)):
+        with pytest.raises(Nfs4Failed) as info:
+            user.open(path, access=access)
+        assert info.value.status == S.ACCESS
+    user.open("/e/readable", access=1)
+    user.open("/e/mine", create="unchecked")
+    (export_dir / "mine").chmod(0o444)
+    user.open("/e/mine", access=3)                                   # owner override
