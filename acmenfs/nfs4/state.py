@@ -468,6 +468,7 @@ class StateManager:
     def open(self, owner: OpenOwner, file_key, access: int, deny: int) -> OpenState:
         """Share reservation check, then a new open state or an upgrade of the owner's one."""
         with self.mutex:
+            owner.client.open_owners.setdefault(owner.owner, owner)
             self.check_share_conflict(owner, file_key, access, deny)
             state = owner.opens.get(file_key)
             if state is None:
@@ -522,6 +523,10 @@ class StateManager:
             state.bump()
             answer = state.stateid() if state.client.minorversion == 0 else INVALID_STATEID
             self._free_open(state)
+            owner = state.owner
+            if owner.client.minorversion >= 1 and not owner.opens:   # 4.1: no replay to keep
+                if owner.client.open_owners.get(owner.owner) is owner:
+                    del owner.client.open_owners[owner.owner]
             return answer
 
     def _free_open(self, state: OpenState, expired: bool = False) -> None:
@@ -611,8 +616,12 @@ class StateManager:
             state.client.states_held -= 1
         if expired:
             self._remember(self.expired_others, state.other)
-        state.owner.states.pop(state.file_key, None)
+        owner = state.owner
+        owner.states.pop(state.file_key, None)
         state.open.lock_states.discard(state)
+        if owner.client.minorversion >= 1 and not owner.states:   # 4.1 has no RELEASE_LOCKOWNER
+            if owner.client.lock_owners.get(owner.owner) is owner:
+                del owner.client.lock_owners[owner.owner]
 
 
 def denied(conflict: Lock) -> Nfs4Error:

@@ -286,3 +286,14 @@ def test_open_checks_mode_bits(v4, export_dir):
     user.open("/e/mine", create="unchecked")
     (export_dir / "mine").chmod(0o444)
     user.open("/e/mine", access=3)                                   # owner override
+
+
+def test_41_owners_forgotten_with_their_last_state(v4):
+    c = client_for(v4, 1)
+    fh, sid = c.open("/e/owners", create="unchecked")
+    lock_sid = c.unlock(fh, c.lock(fh, sid, 0, 1), 0, 1)
+    client = v4.nfs4.state.clients[c.clientid]
+    c.call(Ops.free_stateid(lock_sid))
+    assert not client.lock_owners
+    c.close_file(fh, sid)
+    assert not client.open_owners and not client.has_state()
