@@ -18,11 +18,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from acmenfs.nfs4.clients import Client
 from acmenfs.nfs4.const import Nfs4Stat
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay
 
 if TYPE_CHECKING:
-    from acmenfs.nfs4.state import Client, StateManager
+    from acmenfs.nfs4.state import StateManager
 
 S = Nfs4Stat
 # EXCHANGE_ID flags (RFC 8881 §18.35)
@@ -82,7 +83,7 @@ class Slot:
 
 
 class Session:
-    def __init__(self, sessionid: bytes, client: "Client", fore: ChannelAttrs, back: ChannelAttrs,
+    def __init__(self, sessionid: bytes, client: Client, fore: ChannelAttrs, back: ChannelAttrs,
                  flags: int) -> None:
         self.sessionid = sessionid
         self.client = client
@@ -116,10 +117,8 @@ class Sessions:
 
     # ----- EXCHANGE_ID (RFC 8881 §18.35.5) ------------------------------------------------
     def exchange_id(self, owner: bytes, verifier: bytes, principal, flags: int,
-                    minorversion: int = 1) -> tuple["Client", int, int]:
+                    minorversion: int = 1) -> tuple[Client, int, int]:
         """-> (client, eir_sequenceid, eir_flags)."""
-        from acmenfs.nfs4.state import Client
-
         m = self.m
         if flags & ~EXCHGID4_FLAG_MASK_A or flags & EXCHGID4_FLAG_CONFIRMED_R:
             raise Nfs4Error(S.INVAL, f"EXCHANGE_ID flags {flags:#x}")
@@ -151,7 +150,7 @@ class Sessions:
             return client, 1, self._flags(client)
 
     @staticmethod
-    def _flags(client: "Client") -> int:
+    def _flags(client: Client) -> int:
         return EXCHGID4_FLAG_USE_NON_PNFS | (EXCHGID4_FLAG_CONFIRMED_R if client.confirmed else 0)
 
     # ----- CREATE_SESSION (RFC 8881 §18.36) --------------------------------------------------
@@ -201,7 +200,7 @@ class Sessions:
         self.by_id.pop(session.sessionid, None)
         session.client.sessions.pop(session.sessionid, None)
 
-    def drop_all(self, client: "Client") -> None:
+    def drop_all(self, client: Client) -> None:
         for session in list(client.sessions.values()):
             self._drop(session)
 
@@ -240,7 +239,7 @@ class Sessions:
             slot.reply = bytes(reply) if len(reply) <= MAX_CACHED_REPLY else None
 
     # ----- DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE --------------------------
-    def destroy_clientid(self, clientid: int, current: "Client | None" = None) -> None:
+    def destroy_clientid(self, clientid: int, current: Client | None = None) -> None:
         m = self.m
         with m.mutex:
             client = m.clients.get(clientid)
@@ -258,7 +257,7 @@ class Sessions:
             self.m.renew_client(session.client)
             return session
 
-    def reclaim_complete(self, client: "Client", one_fs: bool) -> None:
+    def reclaim_complete(self, client: Client, one_fs: bool) -> None:
         m = self.m
         with m.mutex:
             if one_fs:
