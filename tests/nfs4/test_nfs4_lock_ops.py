@@ -96,3 +96,24 @@ def test_exchange_id_and_bind_conn_errors(v4):
     c.establish()
     assert c.raw([Ops.bind_conn(c.sessionid, direction=2)]).status == S.INVAL
     assert c.raw([Ops.bind_conn(c.sessionid, direction=7)]).last.value[1] == 1   # FORE only
+
+
+@pytest.mark.parametrize("minor, how", [(0, "exclusive"), (1, "exclusive41"), (1, "exclusive")])
+def test_open_exclusive_create_retry(v4, export_dir, minor, how):
+    c = client_for(v4, minor)
+    name = f"excl-{minor}-{how}"
+    first = c.call(*c.lookup_ops("/e"), Ops.open(c.open_seqid, c.clientid, b"x", name, create=how,
+                                                 verifier=b"verf0001"), Ops.getfh())
+    c.open_seqid += 1
+    retry = c.call(*c.lookup_ops("/e"), Ops.open(c.open_seqid, c.clientid, b"x", name, create=how,
+                                                 verifier=b"verf0001"), Ops.getfh())
+    c.open_seqid += 1
+    assert first.last.value == retry.last.value and (export_dir / name).exists()
+    other = Ops.open(c.open_seqid, c.clientid, b"x", name, create=how, verifier=b"verf0002")
+    assert last_status(c, *c.lookup_ops("/e"), other) == S.EXIST
+
+
+def test_exclusive41_refused_in_40(v4):
+    c = client_for(v4, 0)
+    op = Ops.open(0, c.clientid, b"x", "e41", create="exclusive41")
+    assert last_status(c, *c.lookup_ops("/e"), op) == S.BADXDR
