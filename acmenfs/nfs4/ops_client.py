@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import zlib
 
 from acmenfs.nfs4.compound import CompoundState, OpSpec
 from acmenfs.nfs4.const import STATEID_SIZE, Nfs4Stat, Op
@@ -176,12 +177,13 @@ def op_destroy_session(cs: CompoundState, args: Unpacker) -> bytes:
 
 
 def op_sequence(cs: CompoundState, args: Unpacker) -> bytes:
+    digest = zlib.crc32(args.view[max(args.offset - 4, 0):args.end])   # this op and the rest
     sessionid = args.unpack_fopaque(16)
     seqid = args.unpack_uint()
     slotid = args.unpack_uint()
     highest = args.unpack_uint()
     args.unpack_bool()                               # sa_cachethis: we keep every reply
-    result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest)
+    result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest, digest)
     cs.session, cs.slot, cs.clientid = result.session, result.slot, result.session.client.clientid
     return (sessionid + U32.pack(seqid) + U32.pack(slotid) + U32.pack(result.highest_slotid)
             + U32.pack(result.target_highest_slotid) + U32.pack(result.status_flags))

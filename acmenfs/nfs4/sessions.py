@@ -72,7 +72,7 @@ class ChannelAttrs:
 class Slot:
     """One fore-channel slot: the last seqid and the reply it got."""
 
-    __slots__ = ("slotid", "session", "seqid", "reply", "in_progress")
+    __slots__ = ("slotid", "session", "seqid", "reply", "in_progress", "digest")
 
     def __init__(self, slotid: int, session: "Session") -> None:
         self.slotid = slotid
@@ -80,6 +80,7 @@ class Slot:
         self.seqid = 0
         self.reply: bytes | None = None
         self.in_progress = False
+        self.digest: int | None = None      # of the request's ops: a retry must repeat them
 
 
 class Session:
@@ -205,7 +206,10 @@ class Sessions:
             self._drop(session)
 
     # ----- SEQUENCE (RFC 8881 §18.46, §2.10.6) ------------------------------------------------
-    def sequence(self, sessionid: bytes, seqid: int, slotid: int, highest_slotid: int) -> SequenceResult:
+    def sequence(self, sessionid: bytes, seqid: int, slotid: int, highest_slotid: int,
+                 digest: int | None = None) -> SequenceResult:
+        """``digest``: of the request's ops from SEQUENCE on; a "retry" whose ops differ is
+        SEQ_FALSE_RETRY (RFC 8881 §2.10.6.1.3.1) instead of the cached reply of other ops."""
         m = self.m
         with m.mutex:
             session = self.lookup(sessionid)
@@ -216,6 +220,8 @@ class Sessions:
                 raise Nfs4Error(S.BADSLOT, f"slot {slotid} >= {len(session.slots)}")
             slot = session.slots[slotid]
             if seqid == slot.seqid:
+                if digest is not None and slot.digest is not None and digest != slot.digest:
+                    raise Nfs4Error(S.SEQ_FALSE_RETRY, "same slot and seqid, other operations")
                 if slot.in_progress:
                     raise Nfs4Error(S.DELAY, "retry of a request still in progress")
                 if slot.reply is None:
@@ -227,6 +233,7 @@ class Sessions:
             slot.seqid = seqid
             slot.reply = None
             slot.in_progress = True
+            slot.digest = digest
             m.renew_client(session.client)
             top = len(session.slots) - 1
             return SequenceResult(session, slot, top, top, 0)

@@ -178,3 +178,11 @@ def test_same_owner_moving_between_40_and_41(sm):
     assert again != client.clientid
     sm.setclientid_confirm(again, confirm, P1)
     assert client.clientid not in sm.clients
+
+
+def test_sequence_false_retry(sm):
+    _, session = session_for(sm)
+    sm.slot_done(sm.sessions.sequence(session.sessionid, 1, 0, 0, digest=111).slot, b"r")
+    assert status(sm.sessions.sequence, session.sessionid, 1, 0, 0, 222) == S.SEQ_FALSE_RETRY
+    with pytest.raises(SlotReplay):
+        sm.sessions.sequence(session.sessionid, 1, 0, 0, 111)

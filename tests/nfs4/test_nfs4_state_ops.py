@@ -102,6 +102,8 @@ def test_41_slot_replay_identical_bytes_and_misordered(v4):
     assert first == second and parse_compound(first).status == S.OK
     skip = compound_args([Ops.sequence(c.sessionid, c.slot_seqid + 5), Ops.putrootfh()], 1)
     assert parse_compound(v4.body(skip)).status == S.SEQ_MISORDERED
+    false_retry = compound_args([Ops.sequence(c.sessionid, c.slot_seqid + 1), Ops.putrootfh()], 1)
+    assert parse_compound(v4.body(false_retry)).status == S.SEQ_FALSE_RETRY
     bad_slot = compound_args([Ops.sequence(c.sessionid, 1, slot=200)], 1)
     assert parse_compound(v4.body(bad_slot)).status == S.BADSLOT
     c.slot_seqid += 1
