@@ -9,6 +9,7 @@ mutex.  No I/O, no locking of its own.
 from __future__ import annotations
 
 import struct
+import threading
 
 U32 = struct.Struct(">I")
 
@@ -48,6 +49,7 @@ class Owner:
         self.seqid: int | None = None       # last seqid processed; None = new owner
         self.last_reply: tuple[str, int, bytes] | None = None   # (op, status, body)
         self.last_fh = None                 # current fh an OPEN left (set again on its replay)
+        self.mutex = threading.Lock()       # one sequenced op of this owner at a time
         self.confirmed = client.minorversion >= 1
 
 

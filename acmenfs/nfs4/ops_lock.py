@@ -73,41 +73,40 @@ def op_lock(cs: CompoundState, args: Unpacker) -> bytes:
     key = cs.file_key()
     state = cs.server.state
     minor = cs.minorversion
-    with state.mutex:
-        if not new_owner:
-            lock_state = state.find_state(lock_sid, key, LockState, check_seqid=False, minorversion=minor)
+    if not new_owner:
+        lock_state = state.find_state(lock_sid, key, LockState, check_seqid=False, minorversion=minor)
 
-            def run_existing() -> bytes:
-                state.check_stateid_seqid(lock_state, lock_sid)
-                write = _locktype(locktype)
-                start, end = _range(offset, length)
-                state.check_grace(lock_state.client, reclaim)
-                return _take(cs, lock_state, write, start, end)
-            return seqid_op(cs, lock_state.owner, lock_seqid, "LOCK", run_existing)
-
-        open_state = state.find_state(open_sid, key, OpenState, check_seqid=False, minorversion=minor)
-        client = open_state.client
-        if minor == 0 and clientid != client.clientid:
-            raise Nfs4Error(S.STALE_CLIENTID, "lock owner's clientid is not the open's")
-
-        def run_new() -> bytes:
-            state.check_stateid_seqid(open_state, open_sid)
+        def run_existing() -> bytes:
+            state.check_stateid_seqid(lock_state, lock_sid)
             write = _locktype(locktype)
             start, end = _range(offset, length)
-            state.check_grace(client, reclaim)
-            existing = client.lock_owners.get(owner_name)
-            if minor == 0 and existing is not None and key in existing.states:
-                raise Nfs4Error(S.BAD_SEQID, "lock owner already has a stateid for this file")
-            lock_owner = state.lock_owner(client, owner_name)
-            lock_state = state.lock_state_for(lock_owner, open_state)
-            try:
-                body = _take(cs, lock_state, write, start, end)
-            except Nfs4Error:
-                state.discard_lock_state(lock_state)
-                raise
-            state.record_reply(lock_owner, lock_seqid, "LOCK", S.OK, body)
-            return body
-        return seqid_op(cs, open_state.owner, open_seqid, "LOCK", run_new)
+            state.check_grace(lock_state.client, reclaim)
+            return _take(cs, lock_state, write, start, end)
+        return seqid_op(cs, lock_state.owner, lock_seqid, "LOCK", run_existing)
+
+    open_state = state.find_state(open_sid, key, OpenState, check_seqid=False, minorversion=minor)
+    client = open_state.client
+    if minor == 0 and clientid != client.clientid:
+        raise Nfs4Error(S.STALE_CLIENTID, "lock owner's clientid is not the open's")
+
+    def run_new() -> bytes:
+        state.check_stateid_seqid(open_state, open_sid)
+        write = _locktype(locktype)
+        start, end = _range(offset, length)
+        state.check_grace(client, reclaim)
+        existing = client.lock_owners.get(owner_name)
+        if minor == 0 and existing is not None and key in existing.states:
+            raise Nfs4Error(S.BAD_SEQID, "lock owner already has a stateid for this file")
+        lock_owner = state.lock_owner(client, owner_name)
+        lock_state = state.lock_state_for(lock_owner, open_state)
+        try:
+            body = _take(cs, lock_state, write, start, end)
+        except Nfs4Error:
+            state.discard_lock_state(lock_state)
+            raise
+        state.record_reply(lock_owner, lock_seqid, "LOCK", S.OK, body)
+        return body
+    return seqid_op(cs, open_state.owner, open_seqid, "LOCK", run_new)
 
 
 def op_lockt(cs: CompoundState, args: Unpacker) -> bytes:
@@ -143,18 +142,17 @@ def op_locku(cs: CompoundState, args: Unpacker) -> bytes:
     length = args.unpack_uhyper()
     key = cs.file_key()
     state = cs.server.state
-    with state.mutex:
-        lock_state = state.find_state(stateid, key, LockState, check_seqid=False,
-                                      minorversion=cs.minorversion)
+    lock_state = state.find_state(stateid, key, LockState, check_seqid=False,
+                                  minorversion=cs.minorversion)
 
-        def run() -> bytes:
-            state.check_stateid_seqid(lock_state, stateid)
-            _locktype(locktype)
-            start, end = _range(offset, length)
-            answer = state.locku(lock_state, start, end)
-            cs.current_stateid = answer
-            return answer
-        return seqid_op(cs, lock_state.owner, seqid, "LOCKU", run)
+    def run() -> bytes:
+        state.check_stateid_seqid(lock_state, stateid)
+        _locktype(locktype)
+        start, end = _range(offset, length)
+        answer = state.locku(lock_state, start, end)
+        cs.current_stateid = answer
+        return answer
+    return seqid_op(cs, lock_state.owner, seqid, "LOCKU", run)
 
 
 OPS = {

@@ -38,9 +38,12 @@ SHARE_ACCESS_MASK = 0x3 | WANT_DELEG_MASK | 0x30000
 
 
 def seqid_op(cs: CompoundState, owner: Owner, seqid: int, op: str, run: Callable[[], bytes]) -> bytes:
-    """Run an owner-sequenced op once: a 4.0 retransmission answers the cached reply."""
+    """Run an owner-sequenced op once: a 4.0 retransmission answers the cached reply.
+    Serialised per owner (``owner.mutex``), never under the StateManager's mutex, so that
+    file I/O (OPEN's lookup or create) does not hold up other clients; the state methods
+    take that mutex themselves and re-check that the state they were given is still alive."""
     state = cs.server.state
-    with state.mutex:
+    with owner.mutex:
         cached = state.check_seqid(owner, seqid, op)
         if cached is not None:
             status, body = cached
@@ -128,10 +131,9 @@ def op_open(cs: CompoundState, args: Unpacker) -> bytes:
     state = cs.server.state
     if cs.minorversion >= 1:
         clientid = current_client(cs).clientid
-    with state.mutex:
-        owner = state.open_owner(clientid, owner_name)
-        run = lambda: _open(cs, owner, access, deny, openhow, claim, claim_arg)  # noqa: E731
-        return seqid_op(cs, owner, seqid, "OPEN", run)
+    owner = state.open_owner(clientid, owner_name)
+    run = lambda: _open(cs, owner, access, deny, openhow, claim, claim_arg)  # noqa: E731
+    return seqid_op(cs, owner, seqid, "OPEN", run)
 
 
 def _open(cs: CompoundState, owner, access: int, deny: int, openhow, claim: int, claim_arg) -> bytes:
@@ -214,28 +216,26 @@ def op_open_confirm(cs: CompoundState, args: Unpacker) -> bytes:
     stateid = decode_stateid(args)
     seqid = args.unpack_uint()
     state = cs.server.state
-    with state.mutex:
-        open_state = _open_state(cs, stateid)
+    open_state = _open_state(cs, stateid)
 
-        def run() -> bytes:
-            state.check_stateid_seqid(open_state, stateid)
-            return state.open_confirm(open_state)
-        return seqid_op(cs, open_state.owner, seqid, "OPEN_CONFIRM", run)
+    def run() -> bytes:
+        state.check_stateid_seqid(open_state, stateid)
+        return state.open_confirm(open_state)
+    return seqid_op(cs, open_state.owner, seqid, "OPEN_CONFIRM", run)
 
 
 def op_close(cs: CompoundState, args: Unpacker) -> bytes:
     seqid = args.unpack_uint()
     stateid = resolve_stateid(cs, decode_stateid(args))
     state = cs.server.state
-    with state.mutex:
-        open_state = _open_state(cs, stateid)
+    open_state = _open_state(cs, stateid)
 
-        def run() -> bytes:
-            state.check_stateid_seqid(open_state, stateid)
-            answer = state.close(open_state)
-            cs.current_stateid = answer
-            return answer
-        return seqid_op(cs, open_state.owner, seqid, "CLOSE", run)
+    def run() -> bytes:
+        state.check_stateid_seqid(open_state, stateid)
+        answer = state.close(open_state)
+        cs.current_stateid = answer
+        return answer
+    return seqid_op(cs, open_state.owner, seqid, "CLOSE", run)
 
 
 def op_open_downgrade(cs: CompoundState, args: Unpacker) -> bytes:
@@ -244,16 +244,15 @@ def op_open_downgrade(cs: CompoundState, args: Unpacker) -> bytes:
     access = args.unpack_uint()
     deny = args.unpack_uint()
     state = cs.server.state
-    with state.mutex:
-        open_state = _open_state(cs, stateid)
+    open_state = _open_state(cs, stateid)
 
-        def run() -> bytes:
-            state.check_stateid_seqid(open_state, stateid)
-            check_share_args(access, deny, cs.minorversion)
-            answer = state.open_downgrade(open_state, access & 3, deny)
-            cs.current_stateid = answer
-            return answer
-        return seqid_op(cs, open_state.owner, seqid, "OPEN_DOWNGRADE", run)
+    def run() -> bytes:
+        state.check_stateid_seqid(open_state, stateid)
+        check_share_args(access, deny, cs.minorversion)
+        answer = state.open_downgrade(open_state, access & 3, deny)
+        cs.current_stateid = answer
+        return answer
+    return seqid_op(cs, open_state.owner, seqid, "OPEN_DOWNGRADE", run)
 
 
 def op_delegreturn(cs: CompoundState, args: Unpacker) -> bytes:

@@ -235,6 +235,10 @@ class StateManager:
     def check_grace(self, client: Client, reclaim: bool) -> None:
         """RFC 7530 §9.14 / RFC 8881 §8.4.2: reclaims only in grace and only by clients
         with a record; other locking ops wait for grace (and, 4.1, for RECLAIM_COMPLETE)."""
+        with self.mutex:
+            self._check_grace(client, reclaim)
+
+    def _check_grace(self, client: Client, reclaim: bool) -> None:
         if reclaim:
             if client.reclaim_complete or not self.grace.may_reclaim(client.owner):
                 raise fail(S.NO_GRACE, "nothing to reclaim (no grace, no record, or reclaim complete)")
@@ -258,13 +262,18 @@ class StateManager:
             return found
 
     def lock_owner(self, client: Client, owner: bytes, *, create: bool = True) -> LockOwner | None:
-        found = client.lock_owners.get(owner)
-        if found is None and create:
-            found = client.lock_owners[owner] = LockOwner(client, owner)
-        return found
+        with self.mutex:
+            found = client.lock_owners.get(owner)
+            if found is None and create:
+                found = client.lock_owners[owner] = LockOwner(client, owner)
+            return found
 
     def check_seqid(self, owner: Owner, seqid: int, op: str) -> tuple[int, bytes] | None:
         """None: go ahead; (status, body): the cached reply of a retransmission."""
+        with self.mutex:
+            return self._check_seqid(owner, seqid, op)
+
+    def _check_seqid(self, owner: Owner, seqid: int, op: str) -> tuple[int, bytes] | None:
         if owner.client.minorversion >= 1 or owner.seqid is None:
             return None
         if seqid == owner.seqid:
@@ -282,9 +291,10 @@ class StateManager:
                      fh=None) -> None:
         if owner.client.minorversion >= 1 or status in NO_SEQID_BUMP:
             return
-        owner.seqid = seqid
-        owner.last_reply = (op, int(status), bytes(body))
-        owner.last_fh = fh
+        with self.mutex:
+            owner.seqid = seqid
+            owner.last_reply = (op, int(status), bytes(body))
+            owner.last_fh = fh
 
     def _reset_open_owner(self, owner: OpenOwner) -> None:
         for open_state in list(owner.opens.values()):
@@ -377,6 +387,8 @@ class StateManager:
     def open(self, owner: OpenOwner, file_key, access: int, deny: int) -> OpenState:
         """Share reservation check, then a new open state or an upgrade of the owner's one."""
         with self.mutex:
+            if self.clients.get(owner.client.clientid) is not owner.client:
+                raise fail(S.EXPIRED, "client freed meanwhile")
             owner.client.open_owners.setdefault(owner.owner, owner)
             self.check_share_conflict(owner, file_key, access, deny)
             state = owner.opens.get(file_key)
@@ -406,8 +418,16 @@ class StateManager:
                 raise fail(S.SHARE_DENIED, f"share reservation conflict (access {other.access}, "
                                             f"deny {other.deny})")
 
+    def require_live(self, state: Stateid) -> None:
+        """A state found earlier may have been freed since (lease expiry, CLOSE): refuse it."""
+        if self.states.get(state.other) is not state:
+            if state.other in self.expired_others:
+                raise fail(S.EXPIRED, "stateid of an expired client")
+            raise fail(S.BAD_STATEID, "stateid freed meanwhile")
+
     def open_confirm(self, state: OpenState) -> bytes:
         with self.mutex:
+            self.require_live(state)
             if state.owner.confirmed:
                 raise fail(S.BAD_STATEID, "open owner already confirmed")
             state.owner.confirmed = True
@@ -416,6 +436,7 @@ class StateManager:
 
     def open_downgrade(self, state: OpenState, access: int, deny: int) -> bytes:
         with self.mutex:
+            self.require_live(state)
             if (access not in state.access_bmap or deny not in state.deny_bmap
                     or access & ~state.access or deny & ~state.deny):
                 raise fail(S.INVAL, "OPEN_DOWNGRADE to modes never opened with")
@@ -426,6 +447,7 @@ class StateManager:
 
     def close(self, state: OpenState) -> bytes:
         with self.mutex:
+            self.require_live(state)
             for lock_state in list(state.lock_states):
                 if self.locks.holds(lock_state.file_key, lock_state.owner):
                     raise fail(S.LOCKS_HELD, "locks still held on this file")
@@ -455,15 +477,18 @@ class StateManager:
     # ----- LOCK / LOCKT / LOCKU / RELEASE_LOCKOWNER --------------------------------------------
     def lock_state_for(self, lock_owner: LockOwner, open_state: OpenState) -> LockState:
         """The lock owner's state on the open's file, created (seqid 1) on first use."""
-        state = lock_owner.states.get(open_state.file_key)
-        if state is None:
-            state = LockState(self.new_other(), open_state.file_key, lock_owner, open_state)
-            state.seqid = 0                  # the first LOCK bumps it to 1
-            lock_owner.states[open_state.file_key] = state
-            open_state.lock_states.add(state)
-            self.states[state.other] = state
-            lock_owner.client.states_held += 1
-        return state
+        with self.mutex:
+            self.require_live(open_state)
+            lock_owner.client.lock_owners.setdefault(lock_owner.owner, lock_owner)
+            state = lock_owner.states.get(open_state.file_key)
+            if state is None:
+                state = LockState(self.new_other(), open_state.file_key, lock_owner, open_state)
+                state.seqid = 0                  # the first LOCK bumps it to 1
+                lock_owner.states[open_state.file_key] = state
+                open_state.lock_states.add(state)
+                self.states[state.other] = state
+                lock_owner.client.states_held += 1
+            return state
 
     def discard_lock_state(self, state: LockState) -> None:
         """Undo ``lock_state_for`` after a first LOCK that failed (no stateid was given out)."""
@@ -477,6 +502,7 @@ class StateManager:
     def lock(self, state: LockState, write: bool, start: int, end: int) -> bytes:
         """Take the range or raise DENIED with the conflicting Lock in ``exc.conflict``."""
         with self.mutex:
+            self.require_live(state)
             if write and not state.open.access & ACCESS_WRITE:
                 raise fail(S.OPENMODE, "WRITE lock on a file not open for writing")
             conflict = self._conflict(state.file_key, state.owner, start, end, write)
@@ -495,6 +521,7 @@ class StateManager:
 
     def locku(self, state: LockState, start: int, end: int) -> bytes:
         with self.mutex:
+            self.require_live(state)
             self.locks.unlock(state.file_key, state.owner, start, end)
             state.bump()
             return state.stateid()

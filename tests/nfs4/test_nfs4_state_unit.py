@@ -334,3 +334,48 @@ def test_previous_client_that_never_returns_loses_record(clock, tmp_path):
     clock.now += 11
     assert not sm3.in_grace()
     assert not list(records.glob("*.client"))
+
+
+def test_state_freed_between_lookup_and_use(sm, clock):
+    clientid = confirmed(sm)
+    _, state = opened(sm, clientid)
+    ls = lock_state(sm, clientid, state)
+    found = sm.find_state(state.stateid())
+    clock.now += 91
+    sm.expire_idle()
+    assert status(sm.lock, ls, True, 0, 0) == S.EXPIRED
+    assert status(sm.close, found) == S.EXPIRED
+    assert not sm.locks.files
+
+
+def test_threads_contend_for_one_range(sm):
+    import threading
+
+    holders: list[int] = []
+    errors: list[BaseException] = []
+    clients = [confirmed(sm, owner=f"t{i}".encode()) for i in range(8)]
+
+    def worker(clientid: int) -> None:
+        try:
+            _, state = opened(sm, clientid)
+            ls = lock_state(sm, clientid, state)
+            for _ in range(200):
+                try:
+                    sm.lock(ls, True, 0, 0)
+                except Nfs4Error as exc:
+                    assert exc.status == S.DENIED
+                    continue
+                holders.append(clientid)
+                assert len(sm.locks.get("f").locks) == 1          # nobody else holds byte 0
+                sm.locku(ls, 0, 0)
+            sm.close(state)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and holders
+    assert not sm.locks.files and not sm.file_opens and not sm.states
