@@ -186,3 +186,69 @@ def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v
     assert parse_compound(b"".join(bytes(p) for p in parts)[24:]).status == OK and not (export_dir / "f").exists()
     pending = _begin(v4, compound_args([u32(53), putrootfh()], minor=1), 3)
     assert v4.dispatcher.run_inline_first(pending) is None and not ran  # 4.1+: SEQUENCE changes the slot
+
+
+def test_dispatcher_cache_if_decides_per_call():
+    from acmenfs.oncrpc import rpc
+    from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher
+    from acmenfs.oncrpc.drc import DuplicateRequestCache
+    seen, runs = [], []
+
+    def handler(ctx, args):
+        runs.append(1)
+        return b"reply"
+    program = Program(0x20000099, 1, "T", {1: Procedure(
+        "P", handler, cached=True, cache_if=lambda record, offset: seen.append(bytes(record[offset:])) or
+        bytes(record[offset:]) == b"keep")})
+    dispatcher = RpcDispatcher([program], drc=DuplicateRequestCache())
+    for args in (b"keep", b"keep", b"skip", b"skip"):
+        dispatcher.call_here(rpc.encode_call(42, 0x20000099, 1, 1, args + b"\0" * 0), ("h", 1))
+    assert seen == [b"keep", b"keep", b"skip", b"skip"]
+    assert len(runs) == 3          # the second "keep" was a DRC replay; both "skip" calls ran
+
+
+class _SlotState:
+    lease_seconds = 90
+
+    def __init__(self):
+        self.done = []
+
+    def check_io(self, stateid, key, write):
+        pass
+
+    def slot_done(self, slot, reply):
+        self.done.append((slot, reply))
+
+    def expire_idle(self, now):
+        pass
+
+
+def test_a_compound_that_passed_sequence_hands_its_reply_to_the_slot(v4, monkeypatch, export_dir):
+    from acmenfs.nfs4.compound import OpSpec
+    from acmenfs.nfs4.errors import SlotReplay
+    state = _SlotState()
+    monkeypatch.setattr(v4.nfs4, "state", state)
+
+    def sequence(cs, args):
+        if args.unpack_uint() == 7:
+            raise SlotReplay(b"cached reply bytes")
+        cs.slot = "slot-0"
+        return b""
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", sequence))
+    (export_dir / "f").write_bytes(b"data!")
+    body = v4.body(compound_args([u32(53, 1), putrootfh(), lookup("e"), lookup("f"),
+                                  u32(25) + b"\0" * 16 + b"\0" * 8 + u32(10)], minor=1))
+    assert state.done == [("slot-0", body)] and body.endswith(b"data!\0\0\0")
+    assert v4.body(compound_args([u32(53, 7), putrootfh()], minor=1)) == b"cached reply bytes"
+    assert len(state.done) == 1
+
+
+def test_secinfo_no_name_in_41(v4, monkeypatch):
+    from acmenfs.nfs4.compound import OpSpec
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: b""))
+    reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 0), getfh()], minor=1)
+    assert reply.results[3].value == [1] and reply.results[4].status == NOFILEHANDLE   # fh consumed
+    reply = v4.compound([u32(53), putrootfh(), u32(52, 1)], minor=1)
+    assert reply.results[-1].status == NOENT                                          # root: no parent
+    reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 1)], minor=1)
+    assert reply.status == OK
