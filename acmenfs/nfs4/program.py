@@ -81,6 +81,16 @@ def make_state_manager(nfs_state, lease_seconds: int):
     return StateManager(lease_seconds=lease_seconds, records_dir=nfs_state.state_dir / "nfs4")
 
 
+_COMPOUND_KEY = ("NFS4", "COMPOUND")
+
+
+def _status_name(status: int) -> str:
+    try:
+        return Nfs4Stat(status).name
+    except ValueError:
+        return str(status)
+
+
 def _minor_version_of(record, offset: int) -> int | None:
     """The minorversion of a COMPOUND call without decoding it (None if too short)."""
     try:
@@ -94,9 +104,13 @@ class Nfs4Server:
     """What NFSv4 ops share: ``nfs`` (the v3 NfsState), ``state`` (open/lock/session state),
     ``pseudo`` (pseudo fs), ``fh`` (handle codec)."""
 
-    def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None) -> None:
+    def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None,
+                 call_stats=None) -> None:
+        """``call_stats``: the NfsServer's CallStats; each COMPOUND is counted as ("NFS4",
+        "COMPOUND") with its latency, and a failed one under its final nfsstat4's name."""
         self.nfs = nfs_state
         self.drc = drc
+        self.call_stats = call_stats
         self.pseudo = PseudoFs(nfs_state.exports)
         self.fh = Fh4Codec(nfs_state)
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
@@ -117,15 +131,25 @@ class Nfs4Server:
         })
 
     def compound(self, ctx, args):
+        started = time.perf_counter()
         self._sweep()
-        return run_compound(self, ctx, args, self.ops)
+        return self._counted(started, run_compound(self, ctx, args, self.ops))
+
+    def _counted(self, started: float, reply):
+        if self.call_stats is not None:
+            head = reply if isinstance(reply, (bytes, bytearray)) else reply[0]
+            status = int.from_bytes(head[:4], "big")
+            self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
+                                   None if status == 0 else _status_name(status))
+        return reply
 
     def compound_inline(self, ctx, args):
         """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait."""
         previous = inline_state.active
         inline_state.active = True
+        started = time.perf_counter()
         try:
-            return run_compound(self, ctx, args, self.ops)
+            return self._counted(started, run_compound(self, ctx, args, self.ops))
         except WouldBlock:
             raise RunInPool from None
         finally:

@@ -252,3 +252,21 @@ def test_secinfo_no_name_in_41(v4, monkeypatch):
     assert reply.results[-1].status == NOENT                                          # root: no parent
     reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 1)], minor=1)
     assert reply.status == OK
+
+
+def test_compounds_are_counted_in_the_servers_call_stats(v4):
+    v4.compound([putrootfh(), getfh()])
+    v4.compound([putrootfh(), lookup("missing")])
+    stats = v4.server.stats()
+    assert stats["calls"][("NFS4", "COMPOUND")] == 2
+    assert stats["errors"][("NFS4", "COMPOUND", "NOENT")] == 1
+
+
+def test_handles_of_a_removed_export_or_file_are_stale(v4, v4_exports, export_dir):
+    (export_dir / "f").write_text("x")
+    f = v4.fh_of("/e/f")
+    (export_dir / "f").unlink()
+    assert v4.compound([putfh(f), getattr_(1)]).status == 70     # at PUTFH or at the first use
+    e = v4.fh_of("/e")
+    v4_exports.remove("/e")
+    assert v4.compound([putfh(e)]).status == 70
