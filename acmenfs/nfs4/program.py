@@ -2,8 +2,9 @@
 
 Owns the op registry (``OP_MODULES``: every module listed that exists is imported and
 its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
-inline-first COMPOUND (a 4.0 COMPOUND of read-only ops runs on the event loop, anything
-else in the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
+inline-first COMPOUND (read-only ops and SEQUENCE run on the event loop; at the first
+other op, or backend call that would wait, the COMPOUND is parked and resumed at that op in
+the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
 cache; the entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE
 slots), and the lazy lease sweep.  No procedure logic.
 """
@@ -116,6 +117,7 @@ class Nfs4Server:
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
         self.ops = load_ops()
         self.started_ns = time.time_ns()
+        self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
 
@@ -154,6 +156,18 @@ class Nfs4Server:
             raise RunInPool from None
         finally:
             inline_state.active = previous
+
+    def park(self, ctx, run) -> None:
+        """Keep a COMPOUND that stopped on the event loop until the pool thread resumes it.
+        (The transport always runs the fallback after RunInPool unless the connection is gone:
+        the table is bounded so such leftovers cannot pile up.)"""
+        if len(self._parked) >= 4096:
+            self._parked.clear()
+        self._parked[id(ctx)] = (ctx, run)
+
+    def unpark(self, ctx):
+        entry = self._parked.pop(id(ctx), None)
+        return entry[1] if entry is not None and entry[0] is ctx else None
 
     def forget_cached(self, ctx) -> None:
         """A 4.0 COMPOUND without a non-idempotent op: its DRC entry is not kept."""

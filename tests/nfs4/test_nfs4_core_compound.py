@@ -167,7 +167,7 @@ def _begin(v4, args, minor_ops_xid=1):
     return v4.dispatcher.begin(record, ("127.0.0.1", 800), "tcp")
 
 
-def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v4, export_dir, monkeypatch):
+def test_read_only_ops_run_inline_and_a_compound_resumes_in_the_pool_at_the_first_other_op(v4, export_dir, monkeypatch):
     from acmenfs.nfs4.compound import OpSpec
     ran = []
     monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: ran.append(1) or b""))
@@ -184,8 +184,12 @@ def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v
     assert (export_dir / "f").exists()                              # ...and not run before RunInPool
     parts = v4.dispatcher.run_sync(pending)
     assert parse_compound(b"".join(bytes(p) for p in parts)[24:]).status == OK and not (export_dir / "f").exists()
-    pending = _begin(v4, compound_args([u32(53), putrootfh()], minor=1), 3)
-    assert v4.dispatcher.run_inline_first(pending) is None and not ran  # 4.1+: SEQUENCE changes the slot
+    (export_dir / "g").write_text("x")
+    pending = _begin(v4, compound_args([u32(53), putfh(e), remove("g"), getattr_(4)], minor=1), 3)
+    assert v4.dispatcher.run_inline_first(pending) is None and ran == [1]   # parked at REMOVE
+    assert (export_dir / "g").exists()
+    reply = parse_compound(b"".join(bytes(p) for p in v4.dispatcher.run_sync(pending))[24:])
+    assert ran == [1] and reply.statuses == [OK] * 4 and not (export_dir / "g").exists()   # resumed, not rerun
 
 
 def test_dispatcher_cache_if_decides_per_call():
@@ -270,3 +274,14 @@ def test_handles_of_a_removed_export_or_file_are_stale(v4, v4_exports, export_di
     e = v4.fh_of("/e")
     v4_exports.remove("/e")
     assert v4.compound([putfh(e)]).status == 70
+
+
+def test_an_op_that_would_wait_inline_is_resumed_in_the_pool_with_what_ran_before(v4, export_dir):
+    (export_dir / "listed").write_text("x")
+    pending = _begin(v4, compound_args([putrootfh(), lookup("e"), u32(26) + b"\0" * 16 + u32(4096, 8192) + u32(1, 2),
+                                        getfh()]), 4)
+    assert v4.dispatcher.run_inline_first(pending) is None        # READDIR lists in the pool
+    assert len(v4.nfs4._parked) == 1
+    reply = parse_compound(b"".join(bytes(p) for p in v4.dispatcher.run_sync(pending))[24:])
+    assert reply.statuses == [OK] * 4 and [n for _, n, _ in reply.results[2].value[1]] == ["listed"]
+    assert reply.results[3].value == v4.fh_of("/e") and not v4.nfs4._parked
