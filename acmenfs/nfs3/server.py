@@ -135,8 +135,8 @@ class NfsServer:
         self.state = NfsState(exports, state_dir, use_kernel_handles=use_kernel_handles)
         self.mount_service = MountService(self.state)
         self.drc = DuplicateRequestCache(max_entries=drc_max_entries, lifetime=drc_lifetime)
-        self.nfs4 = Nfs4Server(self.state, drc=self.drc)  # NFSv4 (program 100003 v4) on the NFS port
         self.call_stats = CallStats()
+        self.nfs4 = Nfs4Server(self.state, drc=self.drc, call_stats=self.call_stats)  # NFSv4 on the NFS port
         self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
         self.bytes_written = 0

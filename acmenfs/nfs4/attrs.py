@@ -92,6 +92,19 @@ class AttrSource:
         return self._vfs
 
 
+_ID_STRINGS: dict[int, bytes] = {}
+
+
+def _id_string(number: int) -> bytes:
+    """utf8str_mixed of a numeric owner or group (remembered: a few ids own most files)."""
+    encoded = _ID_STRINGS.get(number)
+    if encoded is None:
+        encoded = encode_utf8(str(number))
+        if len(_ID_STRINGS) < 65536:
+            _ID_STRINGS[number] = encoded
+    return encoded
+
+
 def _bool(value: bool) -> bytes:
     return TRUE if value else FALSE
 
@@ -127,8 +140,8 @@ ENCODERS: dict[int, Callable[[AttrSource], bytes]] = {
     Attr.MODE: lambda s: U32.pack(s.st.st_mode & 0o7777),
     Attr.NO_TRUNC: lambda s: TRUE,
     Attr.NUMLINKS: lambda s: U32.pack(s.st.st_nlink),
-    Attr.OWNER: lambda s: encode_utf8(str(s.st.st_uid)),
-    Attr.OWNER_GROUP: lambda s: encode_utf8(str(s.st.st_gid)),
+    Attr.OWNER: lambda s: _id_string(s.st.st_uid),
+    Attr.OWNER_GROUP: lambda s: _id_string(s.st.st_gid),
     Attr.RAWDEV: lambda s: U32.pack(os.major(s.st.st_rdev)) + U32.pack(os.minor(s.st.st_rdev)),
     Attr.SPACE_AVAIL: lambda s: U64.pack(s.vfs()[2]),
     Attr.SPACE_FREE: lambda s: U64.pack(s.vfs()[1]),

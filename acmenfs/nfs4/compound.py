@@ -147,48 +147,75 @@ def _reply_limit(cs: CompoundState) -> int:
     return min(limit, MAX_REPLY) if limit else MAX_REPLY
 
 
+class _Run:
+    """A COMPOUND in progress: where it is in its op array and what it answered so far."""
+
+    __slots__ = ("cs", "tag", "numops", "index", "offset", "results", "count", "size", "status")
+
+    def __init__(self, cs: CompoundState, tag: bytes, numops: int) -> None:
+        self.cs = cs
+        self.tag = tag
+        self.numops = numops
+        self.index = 0
+        self.offset = 0
+        self.results: list = []
+        self.count = 0
+        self.size = 0
+        self.status = Nfs4Stat.OK
+
+    def answer(self, resop: int, status: int, body=b"") -> None:
+        head = U32.pack(resop) + U32.pack(status)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            self.results.append(head + body)
+        else:
+            self.results.append(head)
+            self.results.extend(body)
+        self.count += 1
+        self.status = status
+
+
 def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
-    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).  On the event
-    loop (``inline_active()``) only a 4.0 COMPOUND of ``INLINE_OPS`` may run: any other op, or a
-    backend call that would wait, raises WouldBlock before anything changed, and the transport
-    runs the whole COMPOUND again in its thread pool."""
+    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
+
+    On the event loop (``inline_active()``) ops of ``INLINE_OPS`` (and SEQUENCE) run until one
+    that is not, or a backend call that would wait, raises WouldBlock; that op has changed
+    nothing yet.  The COMPOUND is then parked with ``server.park(ctx, run)`` and the transport's
+    pool thread resumes it at that op (``server.unpark(ctx)``): what ran inline never runs twice."""
     inline = inline_active()
-    tag = args.unpack_opaque(MAX_TAG)
-    minor = args.unpack_uint()
-    numops = args.unpack_uint()
-    cs = CompoundState(server, ctx, minor)
-    if minor not in MINOR_VERSIONS:
-        return _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
-    cs.op_count = numops
-    results: list = []
-    count = 0
-    status = Nfs4Stat.OK
-    size = 0
+    run = None if inline else server.unpark(ctx)
+    if run is None:
+        tag = args.unpack_opaque(MAX_TAG)
+        minor = args.unpack_uint()
+        numops = args.unpack_uint()
+        if minor not in MINOR_VERSIONS:
+            return _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
+        run = _Run(CompoundState(server, ctx, minor), tag, numops)
+        run.cs.op_count = numops
+    else:
+        args.offset = run.offset
+    cs = run.cs
+    minor = cs.minorversion
     limit = _reply_limit(cs)
-    for index in range(numops):
-        cs.op_index = index
+    while run.index < run.numops:
+        index = cs.op_index = run.index
+        run.offset = args.offset
         try:
             opnum = args.unpack_uint()
-        except XdrError:
-            # the op array is shorter than it claims: BADXDR as the status of an illegal op
-            results.append(U32.pack(Op.ILLEGAL) + U32.pack(Nfs4Stat.BADXDR))
-            count += 1
-            status = Nfs4Stat.BADXDR
+        except XdrError:   # the op array is shorter than it claims
+            run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
             break
-        if index == 0 and numops > MAX_OPS:
-            status = Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS
-            results.append(U32.pack(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL) + U32.pack(status))
-            count += 1
+        if index == 0 and run.numops > MAX_OPS:
+            run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
+                       Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
             break
-        refused = _precheck(cs, opnum, index, numops, ops)
+        refused = _precheck(cs, opnum, index, run.numops, ops)
         if refused is not None:
-            resop, status = refused
-            results.append(U32.pack(resop) + U32.pack(status))
-            count += 1
+            run.answer(*refused)
             break
         spec = ops[opnum]
-        if inline and (minor != 0 or opnum not in INLINE_OPS):
+        if inline and opnum not in INLINE_OPS and opnum != Op.SEQUENCE:
+            server.park(ctx, run)
             raise WouldBlock(f"{spec.name} runs in the thread pool")
         if opnum in NON_IDEMPOTENT_OPS:
             cs.nonidempotent = True
@@ -198,31 +225,27 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
         except SlotReplay as replay:
             return replay.reply
         except WouldBlock:
+            if inline:
+                server.park(ctx, run)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
             status, body = _status_of_exception(exc, spec.name)
-        head = U32.pack(opnum) + U32.pack(status)
-        size += 8 + _parts_size(body)
-        if size > limit:
-            status = Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG
-            results.append(U32.pack(opnum) + U32.pack(status))
-            count += 1
+        if index == 0 and cs.session is not None:
+            limit = _reply_limit(cs)
+        run.index += 1
+        run.size += 8 + _parts_size(body)
+        if run.size > limit:
+            run.answer(opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
             break
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            results.append(head + body)
-        else:
-            results.append(head)
-            results.extend(body)
-        count += 1
+        run.answer(opnum, status, body)
         if status != Nfs4Stat.OK:
             break
-    reply = _encode_res(status, tag, results, count)
+    reply = _encode_res(run.status, run.tag, run.results, run.count)
     if cs.slot is not None:
         data = materialize(reply)
         server.state.slot_done(cs.slot, data)
         return data
-    ctx_token = getattr(ctx, "drc_token", None)
-    if ctx_token is not None and not cs.nonidempotent:
+    if getattr(ctx, "drc_token", None) is not None and not cs.nonidempotent:
         server.forget_cached(ctx)
     return reply
 

@@ -111,8 +111,8 @@ OBSOLETE_IN_41 = frozenset({Op.OPEN_CONFIRM, Op.RENEW, Op.SETCLIENTID, Op.SETCLI
 # May be the only operation of a 4.1 COMPOUND without SEQUENCE (RFC 8881 §2.6.3.1.1).
 SESSIONLESS_OPS = frozenset({Op.EXCHANGE_ID, Op.CREATE_SESSION, Op.DESTROY_SESSION,
                              Op.BIND_CONN_TO_SESSION, Op.DESTROY_CLIENTID})
-# A 4.0 COMPOUND made only of these is tried inline on the event loop first (none changes
-# anything, so a rerun in the thread pool after WouldBlock is harmless).
+# Run inline on the event loop (with SEQUENCE); none changes anything before it could raise
+# WouldBlock, so resuming the COMPOUND at that op in the thread pool is exact.
 INLINE_OPS = frozenset({
     Op.PUTFH, Op.PUTROOTFH, Op.PUTPUBFH, Op.GETFH, Op.SAVEFH, Op.RESTOREFH, Op.LOOKUP, Op.LOOKUPP,
     Op.GETATTR, Op.ACCESS, Op.READ, Op.READLINK, Op.VERIFY, Op.NVERIFY, Op.SECINFO, Op.READDIR,

@@ -4,7 +4,7 @@ LINK, READLINK; and the helpers B's OPEN uses: ``open_lookup``, ``open_create``.
 Owns the mapping of these ops onto the backend (the same calls, permission checks,
 squashing and quota as NFSv3) and the READDIR reply: v3's name-derived cookies (stable
 across changes and restarts; 0, 1, 2 are reserved by RFC 8881 §18.23.3), the constant
-cookie verifier, per-entry attributes (rdattr_error for an entry whose attributes fail
+cookie verifier (pseudo directories use the same name-derived cookies), per-entry attributes (rdattr_error for an entry whose attributes fail
 when it was requested, else the whole READDIR fails), maxcount honoured (TOOSMALL when
 not one entry fits).  The pseudo fs lists the exports and directories a client may see.
 """
@@ -15,7 +15,7 @@ import os
 import stat as statmod
 
 from acmenfs.fs.backend import SetAttributes
-from acmenfs.fs.local import COOKIE_FLAG
+from acmenfs.fs.local import COOKIE_FLAG, name_cookie
 from acmenfs.nfs4.attrs import decode_fattr4_setattrs, encode_change_info, encode_fattr
 from acmenfs.nfs4.compound import CompoundState, OpSpec
 from acmenfs.nfs4.const import Attr, FType, Nfs4Stat, Op
@@ -33,7 +33,6 @@ COOKIE_VERIFIER = b"acmeHC01"   # the v3 scheme's verifier: the same cookies
 ZERO_VERIFIER = b"\0" * 8
 MAX_READDIR = 1024 * 1024
 READDIR_FIXED = 8 + 4 + 4   # cookieverf, no-more-entries, eof
-PSEUDO_COOKIE_BASE = 3
 
 
 def _fail(exc: BaseException) -> Nfs4Error:
@@ -69,9 +68,9 @@ def _entry_attrs(cs: CompoundState, requested: set[int], make_source) -> bytes:
 
 
 def _pseudo_entries(cs: CompoundState, path: str, cookie: int, requested: set[int]):
-    children = cs.server.pseudo.children(path, cs.address)
-    for index, (name, export) in enumerate(children):
-        entry_cookie = PSEUDO_COOKIE_BASE + index
+    children = sorted((name_cookie(name), name, export)
+                      for name, export in cs.server.pseudo.children(path, cs.address))
+    for entry_cookie, name, export in children:
         if entry_cookie <= cookie:
             continue
         if export is None:
@@ -113,13 +112,11 @@ def op_readdir(cs: CompoundState, args: Unpacker):
         raise Nfs4Error(Nfs4Stat.BAD_COOKIE, f"reserved cookie {cookie}")
     if cookie and verifier not in (COOKIE_VERIFIER, ZERO_VERIFIER):
         raise Nfs4Error(Nfs4Stat.NOT_SAME, "cookie verifier of another listing")
+    if cookie and not cookie & COOKIE_FLAG:
+        raise Nfs4Error(Nfs4Stat.BAD_COOKIE, f"cookie {cookie:#x} was not issued by this server")
     if scope is None:
-        if cookie and cookie < PSEUDO_COOKIE_BASE:
-            raise Nfs4Error(Nfs4Stat.BAD_COOKIE, f"cookie {cookie:#x}")
         entries = _pseudo_entries(cs, fh.pseudo_path, cookie, requested)
     else:
-        if cookie and not cookie & COOKIE_FLAG:
-            raise Nfs4Error(Nfs4Stat.BAD_COOKIE, f"cookie {cookie:#x} was not issued by this server")
         entries = _export_entries(cs, scope, fh, cookie, requested)
     budget = min(maxcount, MAX_READDIR) - READDIR_FIXED
     parts: list[bytes] = []

@@ -2,8 +2,9 @@
 
 Owns the op registry (``OP_MODULES``: every module listed that exists is imported and
 its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
-inline-first COMPOUND (a 4.0 COMPOUND of read-only ops runs on the event loop, anything
-else in the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
+inline-first COMPOUND (read-only ops and SEQUENCE run on the event loop; at the first
+other op, or backend call that would wait, the COMPOUND is parked and resumed at that op in
+the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
 cache; the entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE
 slots), and the lazy lease sweep.  No procedure logic.
 """
@@ -81,6 +82,16 @@ def make_state_manager(nfs_state, lease_seconds: int):
     return StateManager(lease_seconds=lease_seconds, records_dir=nfs_state.state_dir / "nfs4")
 
 
+_COMPOUND_KEY = ("NFS4", "COMPOUND")
+
+
+def _status_name(status: int) -> str:
+    try:
+        return Nfs4Stat(status).name
+    except ValueError:
+        return str(status)
+
+
 def _minor_version_of(record, offset: int) -> int | None:
     """The minorversion of a COMPOUND call without decoding it (None if too short)."""
     try:
@@ -94,14 +105,19 @@ class Nfs4Server:
     """What NFSv4 ops share: ``nfs`` (the v3 NfsState), ``state`` (open/lock/session state),
     ``pseudo`` (pseudo fs), ``fh`` (handle codec)."""
 
-    def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None) -> None:
+    def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None,
+                 call_stats=None) -> None:
+        """``call_stats``: the NfsServer's CallStats; each COMPOUND is counted as ("NFS4",
+        "COMPOUND") with its latency, and a failed one under its final nfsstat4's name."""
         self.nfs = nfs_state
         self.drc = drc
+        self.call_stats = call_stats
         self.pseudo = PseudoFs(nfs_state.exports)
         self.fh = Fh4Codec(nfs_state)
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
         self.ops = load_ops()
         self.started_ns = time.time_ns()
+        self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
 
@@ -117,19 +133,41 @@ class Nfs4Server:
         })
 
     def compound(self, ctx, args):
+        started = time.perf_counter()
         self._sweep()
-        return run_compound(self, ctx, args, self.ops)
+        return self._counted(started, run_compound(self, ctx, args, self.ops))
+
+    def _counted(self, started: float, reply):
+        if self.call_stats is not None:
+            head = reply if isinstance(reply, (bytes, bytearray)) else reply[0]
+            status = int.from_bytes(head[:4], "big")
+            self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
+                                   None if status == 0 else _status_name(status))
+        return reply
 
     def compound_inline(self, ctx, args):
         """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait."""
         previous = inline_state.active
         inline_state.active = True
+        started = time.perf_counter()
         try:
-            return run_compound(self, ctx, args, self.ops)
+            return self._counted(started, run_compound(self, ctx, args, self.ops))
         except WouldBlock:
             raise RunInPool from None
         finally:
             inline_state.active = previous
+
+    def park(self, ctx, run) -> None:
+        """Keep a COMPOUND that stopped on the event loop until the pool thread resumes it.
+        (The transport always runs the fallback after RunInPool unless the connection is gone:
+        the table is bounded so such leftovers cannot pile up.)"""
+        if len(self._parked) >= 4096:
+            self._parked.clear()
+        self._parked[id(ctx)] = (ctx, run)
+
+    def unpark(self, ctx):
+        entry = self._parked.pop(id(ctx), None)
+        return entry[1] if entry is not None and entry[0] is ctx else None
 
     def forget_cached(self, ctx) -> None:
         """A 4.0 COMPOUND without a non-idempotent op: its DRC entry is not kept."""

@@ -167,7 +167,7 @@ def _begin(v4, args, minor_ops_xid=1):
     return v4.dispatcher.begin(record, ("127.0.0.1", 800), "tcp")
 
 
-def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v4, export_dir, monkeypatch):
+def test_read_only_ops_run_inline_and_a_compound_resumes_in_the_pool_at_the_first_other_op(v4, export_dir, monkeypatch):
     from acmenfs.nfs4.compound import OpSpec
     ran = []
     monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: ran.append(1) or b""))
@@ -184,5 +184,104 @@ def test_read_only_40_compound_runs_inline_and_a_changing_one_only_in_the_pool(v
     assert (export_dir / "f").exists()                              # ...and not run before RunInPool
     parts = v4.dispatcher.run_sync(pending)
     assert parse_compound(b"".join(bytes(p) for p in parts)[24:]).status == OK and not (export_dir / "f").exists()
-    pending = _begin(v4, compound_args([u32(53), putrootfh()], minor=1), 3)
-    assert v4.dispatcher.run_inline_first(pending) is None and not ran  # 4.1+: SEQUENCE changes the slot
+    (export_dir / "g").write_text("x")
+    pending = _begin(v4, compound_args([u32(53), putfh(e), remove("g"), getattr_(4)], minor=1), 3)
+    assert v4.dispatcher.run_inline_first(pending) is None and ran == [1]   # parked at REMOVE
+    assert (export_dir / "g").exists()
+    reply = parse_compound(b"".join(bytes(p) for p in v4.dispatcher.run_sync(pending))[24:])
+    assert ran == [1] and reply.statuses == [OK] * 4 and not (export_dir / "g").exists()   # resumed, not rerun
+
+
+def test_dispatcher_cache_if_decides_per_call():
+    from acmenfs.oncrpc import rpc
+    from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher
+    from acmenfs.oncrpc.drc import DuplicateRequestCache
+    seen, runs = [], []
+
+    def handler(ctx, args):
+        runs.append(1)
+        return b"reply"
+    program = Program(0x20000099, 1, "T", {1: Procedure(
+        "P", handler, cached=True, cache_if=lambda record, offset: seen.append(bytes(record[offset:])) or
+        bytes(record[offset:]) == b"keep")})
+    dispatcher = RpcDispatcher([program], drc=DuplicateRequestCache())
+    for args in (b"keep", b"keep", b"skip", b"skip"):
+        dispatcher.call_here(rpc.encode_call(42, 0x20000099, 1, 1, args + b"\0" * 0), ("h", 1))
+    assert seen == [b"keep", b"keep", b"skip", b"skip"]
+    assert len(runs) == 3          # the second "keep" was a DRC replay; both "skip" calls ran
+
+
+class _SlotState:
+    lease_seconds = 90
+
+    def __init__(self):
+        self.done = []
+
+    def check_io(self, stateid, key, write):
+        pass
+
+    def slot_done(self, slot, reply):
+        self.done.append((slot, reply))
+
+    def expire_idle(self, now):
+        pass
+
+
+def test_a_compound_that_passed_sequence_hands_its_reply_to_the_slot(v4, monkeypatch, export_dir):
+    from acmenfs.nfs4.compound import OpSpec
+    from acmenfs.nfs4.errors import SlotReplay
+    state = _SlotState()
+    monkeypatch.setattr(v4.nfs4, "state", state)
+
+    def sequence(cs, args):
+        if args.unpack_uint() == 7:
+            raise SlotReplay(b"cached reply bytes")
+        cs.slot = "slot-0"
+        return b""
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", sequence))
+    (export_dir / "f").write_bytes(b"data!")
+    body = v4.body(compound_args([u32(53, 1), putrootfh(), lookup("e"), lookup("f"),
+                                  u32(25) + b"\0" * 16 + b"\0" * 8 + u32(10)], minor=1))
+    assert state.done == [("slot-0", body)] and body.endswith(b"data!\0\0\0")
+    assert v4.body(compound_args([u32(53, 7), putrootfh()], minor=1)) == b"cached reply bytes"
+    assert len(state.done) == 1
+
+
+def test_secinfo_no_name_in_41(v4, monkeypatch):
+    from acmenfs.nfs4.compound import OpSpec
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: b""))
+    reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 0), getfh()], minor=1)
+    assert reply.results[3].value == [1] and reply.results[4].status == NOFILEHANDLE   # fh consumed
+    reply = v4.compound([u32(53), putrootfh(), u32(52, 1)], minor=1)
+    assert reply.results[-1].status == NOENT                                          # root: no parent
+    reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 1)], minor=1)
+    assert reply.status == OK
+
+
+def test_compounds_are_counted_in_the_servers_call_stats(v4):
+    v4.compound([putrootfh(), getfh()])
+    v4.compound([putrootfh(), lookup("missing")])
+    stats = v4.server.stats()
+    assert stats["calls"][("NFS4", "COMPOUND")] == 2
+    assert stats["errors"][("NFS4", "COMPOUND", "NOENT")] == 1
+
+
+def test_handles_of_a_removed_export_or_file_are_stale(v4, v4_exports, export_dir):
+    (export_dir / "f").write_text("x")
+    f = v4.fh_of("/e/f")
+    (export_dir / "f").unlink()
+    assert v4.compound([putfh(f), getattr_(1)]).status == 70     # at PUTFH or at the first use
+    e = v4.fh_of("/e")
+    v4_exports.remove("/e")
+    assert v4.compound([putfh(e)]).status == 70
+
+
+def test_an_op_that_would_wait_inline_is_resumed_in_the_pool_with_what_ran_before(v4, export_dir):
+    (export_dir / "listed").write_text("x")
+    pending = _begin(v4, compound_args([putrootfh(), lookup("e"), u32(26) + b"\0" * 16 + u32(4096, 8192) + u32(1, 2),
+                                        getfh()]), 4)
+    assert v4.dispatcher.run_inline_first(pending) is None        # READDIR lists in the pool
+    assert len(v4.nfs4._parked) == 1
+    reply = parse_compound(b"".join(bytes(p) for p in v4.dispatcher.run_sync(pending))[24:])
+    assert reply.statuses == [OK] * 4 and [n for _, n, _ in reply.results[2].value[1]] == ["listed"]
+    assert reply.results[3].value == v4.fh_of("/e") and not v4.nfs4._parked

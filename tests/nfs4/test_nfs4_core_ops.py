@@ -250,3 +250,20 @@ def test_write_as_root_is_squashed_on_a_root_squash_export(v4, v4_exports, tmp_p
     v4_exports.add(Export("/sq", str(directory), rules=(ClientRule("*", squash="root"),)))
     reply = v4.compound([putrootfh(), lookup("sq"), lookup("f"), write(0, b"y")])
     assert reply.status == ACCES
+
+
+def test_readdir_entry_whose_attributes_fail_gets_rdattr_error_if_asked(v4, export_dir, monkeypatch):
+    (export_dir / "a").write_text("x")
+    (export_dir / "b").write_text("x")
+    backend = v4.nfs4.nfs.backend(v4.nfs4.nfs.exports.get("/e"))
+    real = backend.entry_node
+
+    def flaky(directory, name, who):
+        if name == "a":
+            raise FileNotFoundError(2, "gone")
+        return real(directory, name, who)
+    monkeypatch.setattr(backend, "entry_node", flaky)
+    reply = v4.compound(in_e(readdir(attrs=(RDATTR_ERROR, TYPE))))
+    entries = {name: attrs for _, name, attrs in reply.results[-1].value[1]}
+    assert entries["a"] == ({RDATTR_ERROR}, u32(NOENT)) and entries["b"] == ({RDATTR_ERROR, TYPE}, u32(1, 0))   # type, then rdattr_error
+    assert v4.compound(in_e(readdir(attrs=(TYPE,)))).status == NOENT

@@ -22,7 +22,7 @@ def names(v4, path="/", client=("127.0.0.1", 800)):
     ops = [putrootfh()] + [lookup(p) for p in path.split("/") if p] + [readdir(attrs=(TYPE,))]
     reply = v4.compound(ops, client=client)
     assert reply.status == 0, reply
-    return [name for _, name, _ in reply.results[-1].value[1]]
+    return sorted(name for _, name, _ in reply.results[-1].value[1])
 
 
 def test_root_lists_only_the_exports_a_client_may_use(v4):
@@ -115,6 +115,8 @@ def test_new_export_appears_in_the_pseudo_fs_at_once(v4, v4_exports, tmp_path):
 def test_pseudo_readdir_cookies_resume(v4):
     reply = v4.compound([putrootfh(), readdir(attrs=(TYPE,))])
     entries = reply.results[-1].value[1]
+    assert sorted(name for _, name, _ in entries) == ["e", "ro", "shares"]
     first_cookie = entries[0][0]
     reply = v4.compound([putrootfh(), readdir(cookie=first_cookie, verf=reply.results[-1].value[0], attrs=(TYPE,))])
-    assert [name for _, name, _ in reply.results[-1].value[1]] == ["ro", "shares"]
+    assert [name for _, name, _ in reply.results[-1].value[1]] == [name for _, name, _ in entries[1:]]
+    assert v4.compound([putrootfh(), readdir(cookie=7)]).status == 10003          # BAD_COOKIE

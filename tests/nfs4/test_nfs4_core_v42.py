@@ -96,3 +96,51 @@ def test_42_attributes(v42, export_dir):
     offset = 4 + 4 * words
     clone_blksize, space_freed, change_type = struct.unpack_from(">IQI", data, offset)
     assert clone_blksize == 4096 and space_freed == os.stat(export_dir / "f").st_blocks * 512 and change_type == 3
+
+
+@pytest.fixture(scope="module")
+def btrfs_mount():
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
+        pytest.skip("a loop-mounted btrfs needs root and btrfs-progs")
+    base = Path(tempfile.mkdtemp(prefix="acmenfs-nfs4-btrfs-", dir="/tmp"))
+    image, mount_point = base / "fs.img", base / "mnt"
+    mount_point.mkdir()
+    with open(image, "wb") as handle:
+        handle.truncate(256 * 1024 * 1024)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", str(image)], check=True, capture_output=True)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    try:
+        subprocess.run(["mount", device, str(mount_point)], check=True, capture_output=True)
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_clone_on_btrfs_shares_the_range_and_checks_alignment(btrfs_mount, tmp_path, monkeypatch):
+    from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
+    from nfs4_core_helpers import Sans4
+    directory = btrfs_mount / "export"
+    directory.mkdir()
+    source = os.urandom(64 * 1024)
+    (directory / "base.img").write_bytes(source)
+    (directory / "vm.img").write_bytes(b"\0" * (128 * 1024))
+    server = Sans4(ExportTable([Export("/b", str(directory), rules=(ClientRule("*", squash="none"),))]),
+                   tmp_path / "state")
+    try:
+        monkeypatch.setitem(server.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: (args.unpack_fopaque(32), b"")[1]))
+        reply = run(server, "/b/base.img", savefh(), u32(24), lookup("b"), lookup("vm.img"),
+                    clone(0, 64 * 1024, 64 * 1024))
+        assert reply.status == OK, reply
+        data = (directory / "vm.img").read_bytes()
+        assert data[64 * 1024:] == source and data[:64 * 1024] == b"\0" * (64 * 1024)
+        reply = run(server, "/b/base.img", savefh(), u32(24), lookup("b"), lookup("vm.img"), clone(1, 0, 4096))
+        assert reply.status == INVAL                     # not block-aligned
+    finally:
+        server.close()

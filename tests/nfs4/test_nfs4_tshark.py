@@ -10,11 +10,16 @@ import time
 
 import pytest
 
+from acmenfs.nfs4.const import Op
+from acmenfs.nfs4.program import load_ops
 from nfs4_core_helpers import (
     NfsdProcess4, TcpCompound, access, commit, create_dir, create_symlink, getattr_, getfh, lookup,
     putrootfh, read, readdir, readlink, remove, rename, require_tool, restorefh, savefh, secinfo,
     setattr_, u32, verify, write, U64,
 )
+
+
+LIBNFS_CAN_MOUNT = {Op.SETCLIENTID, Op.OPEN} <= set(load_ops())
 
 
 def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -26,6 +31,7 @@ def nfsd4(tmp_path):
     directory = tmp_path / "export"
     directory.mkdir()
     (directory / "f").write_bytes(b"hello tshark")
+    (directory / "cat.txt").write_bytes(b"for libnfs\n")
     server = NfsdProcess4(directory, tmp_path / "state", tmp_path / "nfsd.log")
     yield server
     server.stop()
@@ -59,6 +65,9 @@ def test_tshark_decodes_nfs4_compounds_without_malformed_frames(nfsd4, tmp_path)
         assert client.compound(e + [lookup("missing")]).status == 2
         assert client.compound([putrootfh(), u32(99)]).status == 10044
         client.close()
+        if LIBNFS_CAN_MOUNT:   # with B's SETCLIENTID/OPEN in the tree: a real client's exchange too
+            assert run("nfs-ls", nfsd4.url("/e")).returncode == 0
+            assert run("nfs-cat", nfsd4.url("/e/cat.txt")).stdout == b"for libnfs\n"
         time.sleep(1.0)
     finally:
         process.send_signal(signal.SIGINT)
