@@ -6,8 +6,10 @@ Owns two things:
   state, under ``<state dir>/nfs4/``, named by a digest of the client's owner
   id (``nfs_client_id4.id`` / ``co_ownerid``, the only identity that survives a
   restart: clientids do not) and containing that id.  Each write is durable
-  (file fsync'd, renamed into place, directory fsync'd), each removal too.  The
-  records found at start are the clients allowed to reclaim.
+  (file fsync'd, renamed into place, directory fsync'd), each removal too, by one
+  writer thread that takes the changes in order: ``add`` waits for its record to be
+  on disk (the op that gave the state replies after that), ``remove`` does not wait.
+  The records found at start are the clients allowed to reclaim.
 * ``Grace``: the grace period after start.  It ends when its time runs out, or
   earlier once every client allowed to reclaim has said RECLAIM_COMPLETE (or was
   seen to have nothing to reclaim), or when no client may reclaim at all.  At its
@@ -20,11 +22,14 @@ thread or timer: the clock is injected and read on each question.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
+log = logging.getLogger("acmenfs.nfs4")
 RECORD_SUFFIX = ".client"
 BOOTS_FILE = "instances"          # boot ids of earlier server instances (STALE_STATEID detection)
 MAX_BOOTS = 32
@@ -40,6 +45,9 @@ class ClientRecords:
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
         self._lock = threading.Lock()
+        self._queue: deque = deque()        # record changes for the writer thread, in order
+        self._writing = False
+        self._pending: dict[bytes, threading.Event] = {}   # adds not yet on disk
         self.current: set[bytes] = set()
         self.previous: frozenset[bytes] = frozenset()
         self.previous_boots: frozenset[int] = frozenset()
@@ -81,23 +89,65 @@ class ClientRecords:
         self._sync_dir()
 
     def add(self, owner: bytes) -> None:
+        """Record ``owner``; returns once the record is on disk (call it outside other locks)."""
         with self._lock:
-            if owner in self.current:
+            if owner in self.current and owner not in self._pending:
                 return
             self.current.add(owner)
-            if self.directory is None:
-                return
-            self._write(self.directory / record_name(owner), owner)
+            done = self._pending.get(owner)
+            if done is None:
+                if self.directory is None:
+                    return
+                done = self._pending[owner] = threading.Event()
+                self._submit(("add", owner, done))
+        done.wait()
 
     def remove(self, owner: bytes) -> None:
+        """Forget ``owner``; the unlink is done (and fsync'd) by the writer thread, in order,
+        without making the caller wait: callers may hold the state lock or run on the event loop."""
         with self._lock:
             if owner not in self.current:
                 return
             self.current.discard(owner)
-            if self.directory is None:
-                return
-            (self.directory / record_name(owner)).unlink(missing_ok=True)
-            self._sync_dir()
+            if self.directory is not None:
+                self._submit(("remove", owner, None))
+
+    def flush(self) -> None:
+        """Wait until every queued record change is on disk."""
+        if self.directory is None:
+            return
+        done = threading.Event()
+        with self._lock:
+            self._submit(("flush", b"", done))
+        done.wait()
+
+    def _submit(self, item) -> None:
+        self._queue.append(item)
+        if not self._writing:
+            self._writing = True
+            threading.Thread(target=self._writer, name="nfs4-client-records", daemon=True).start()
+
+    def _writer(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._writing = False
+                    return
+                kind, owner, done = self._queue.popleft()
+            try:
+                if kind == "add":
+                    self._write(self.directory / record_name(owner), owner)
+                elif kind == "remove":
+                    (self.directory / record_name(owner)).unlink(missing_ok=True)
+                    self._sync_dir()
+            except OSError:
+                log.exception("NFSv4 client record %s of %r failed", kind, owner)
+            finally:
+                if done is not None:
+                    with self._lock:
+                        if self._pending.get(owner) is done:
+                            del self._pending[owner]
+                    done.set()
 
     def _sync_dir(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)

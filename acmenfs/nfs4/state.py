@@ -249,7 +249,9 @@ class StateManager:
             raise fail(S.GRACE, "4.1 client has not sent RECLAIM_COMPLETE")
 
     def note_state(self, client: Client) -> None:
-        """The client holds state: keep its record on disk for reclaim after a restart."""
+        """The client holds state: keep its record on disk for reclaim after a restart.
+        Waits for the disk: call it without holding ``self.mutex`` (SEQUENCE and check_io
+        run on the event loop and take it)."""
         self.records.add(client.owner)
 
     # ----- owners and seqids (RFC 7530 §9.1.7) --------------------------------------------
@@ -404,8 +406,8 @@ class StateManager:
             state.deny |= deny
             state.access_bmap.add(access)
             state.deny_bmap.add(deny)
-            self.note_state(owner.client)
-            return state
+        self.note_state(owner.client)           # durable, outside the mutex
+        return state
 
     def check_share_conflict(self, owner: OpenOwner, file_key, access: int, deny: int) -> None:
         for other in list(self.file_opens.get(file_key, ())):
@@ -510,8 +512,9 @@ class StateManager:
                 raise denied(conflict)
             self.locks.lock(state.file_key, state.owner, start, end, write)
             state.bump()
-            self.note_state(state.client)
-            return state.stateid()
+            answer = state.stateid()
+        self.note_state(state.client)           # durable, outside the mutex
+        return answer
 
     def lockt(self, file_key, owner_key, start: int, end: int, write: bool) -> None:
         with self.mutex:

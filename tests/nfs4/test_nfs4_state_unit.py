@@ -322,6 +322,7 @@ def test_record_of_expired_client_removed(sm, clock, tmp_path):
     assert list((tmp_path / "nfs4").glob("*.client"))
     clock.now += 91
     sm.expire_idle()
+    sm.records.flush()
     assert not list((tmp_path / "nfs4").glob("*.client"))
 
 
@@ -333,6 +334,7 @@ def test_previous_client_that_never_returns_loses_record(clock, tmp_path):
     sm3 = StateManager(grace_seconds=10, records_dir=records, clock=clock, boot_id=3)
     clock.now += 11
     assert not sm3.in_grace()
+    sm3.records.flush()
     assert not list(records.glob("*.client"))
 
 
