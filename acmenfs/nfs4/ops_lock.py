@@ -43,6 +43,16 @@ def _locktype(value: int) -> bool:
     return is_write(value)
 
 
+def _lock_file_key(cs: CompoundState) -> tuple:
+    """The current fh must be a regular file of an export: ISDIR for a directory, INVAL else."""
+    scope = cs.require_file()
+    if scope.node.is_dir:
+        raise Nfs4Error(S.ISDIR, "byte-range lock on a directory")
+    if not scope.node.is_reg:
+        raise Nfs4Error(S.INVAL, "byte-range lock on a special file")
+    return cs.file_key()
+
+
 def _take(cs: CompoundState, lock_state: LockState, write: bool, start: int, end: int) -> bytes:
     state = cs.server.state
     try:
@@ -70,7 +80,7 @@ def op_lock(cs: CompoundState, args: Unpacker) -> bytes:
     else:
         lock_sid = resolve_stateid(cs, decode_stateid(args))
         lock_seqid = args.unpack_uint()
-    key = cs.file_key()
+    key = _lock_file_key(cs)
     state = cs.server.state
     minor = cs.minorversion
     if not new_owner:
@@ -117,8 +127,7 @@ def op_lockt(cs: CompoundState, args: Unpacker) -> bytes:
     owner_name = args.unpack_opaque(OPAQUE_LIMIT)
     write = _locktype(locktype)
     start, end = _range(offset, length)
-    key = cs.file_key()
-    cs.require_file()
+    key = _lock_file_key(cs)
     state = cs.server.state
     with state.mutex:
         client = current_client(cs) if cs.minorversion >= 1 else state.client_for(clientid)
@@ -140,7 +149,7 @@ def op_locku(cs: CompoundState, args: Unpacker) -> bytes:
     stateid = resolve_stateid(cs, decode_stateid(args))
     offset = args.unpack_uhyper()
     length = args.unpack_uhyper()
-    key = cs.file_key()
+    key = _lock_file_key(cs)
     state = cs.server.state
     lock_state = state.find_state(stateid, key, LockState, check_seqid=False,
                                   minorversion=cs.minorversion)

@@ -117,3 +117,14 @@ def test_exclusive41_refused_in_40(v4):
     c = client_for(v4, 0)
     op = Ops.open(0, c.clientid, b"x", "e41", create="exclusive41")
     assert last_status(c, *c.lookup_ops("/e"), op) == S.BADXDR
+
+
+def test_locks_on_directories_and_special_files(v4, export_dir):
+    import os
+    os.mkfifo(export_dir / "fifo")
+    c = client_for(v4, 1)
+    _, sid = c.open("/e/reg", create="unchecked")
+    assert last_status(c, *c.lookup_ops("/e"), Ops.lockt(2, 0, 1, c.clientid, b"o")) == S.ISDIR
+    assert last_status(c, *c.lookup_ops("/e/fifo"), Ops.lockt(2, 0, 1, c.clientid, b"o")) == S.INVAL
+    op = Ops.lock_new(2, 0, 1, 0, sid, 0, c.clientid, b"o")
+    assert last_status(c, *c.lookup_ops("/e"), op) == S.ISDIR
