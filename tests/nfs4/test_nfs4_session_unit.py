@@ -4,28 +4,16 @@ CREATE_SESSION replay, SEQUENCE slots and reply cache, DESTROY_*, RECLAIM_COMPLE
 from __future__ import annotations
 
 import pytest
+from nfs4_state_helpers import Clock, status
 
 from acmenfs.nfs4.const import Nfs4Stat as S
-from acmenfs.nfs4.errors import Nfs4Error, SlotReplay
+from acmenfs.nfs4.errors import SlotReplay
 from acmenfs.nfs4.sessions import (EXCHGID4_FLAG_CONFIRMED_R, EXCHGID4_FLAG_UPD_CONFIRMED_REC_A,
                                    EXCHGID4_FLAG_USE_NON_PNFS, ChannelAttrs)
 from acmenfs.nfs4.state import StateManager
 
 P1, P2 = ("sys", 0, 0), ("sys", 1000, 1000)
 ATTRS = ChannelAttrs(0, 1 << 20, 1 << 20, 4096, 16, 8)
-
-
-class Clock:
-    now = 50.0
-
-    def __call__(self):
-        return self.now
-
-
-def status(call, *args, **kwargs):
-    with pytest.raises(Nfs4Error) as info:
-        call(*args, **kwargs)
-    return info.value.status
 
 
 @pytest.fixture

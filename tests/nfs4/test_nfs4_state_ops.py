@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from nfs4_core_helpers import Sans4, export_dir, v4, v4_exports  # noqa: F401 - fixtures
+from nfs4_state_helpers import Clock
 
 from acmenfs.nfs4.client import ALL_ONES, Nfs4Client, Nfs4Failed, Ops, compound_args, parse_compound
 from acmenfs.nfs4.const import Nfs4Stat as S
@@ -16,13 +17,6 @@ def client_for(v4, minor: int, owner: bytes | None = None, uid: int = 0) -> Nfs4
     client = Nfs4Client(lambda args: v4.body(args, uid=uid), minor, owner=owner)
     client.establish()
     return client
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

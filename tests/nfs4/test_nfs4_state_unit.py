@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from nfs4_state_helpers import Clock, status
 
 from acmenfs.nfs4.const import Nfs4Stat as S
 from acmenfs.nfs4.errors import Nfs4Error
@@ -13,20 +14,6 @@ from acmenfs.nfs4.locks import MAX_OFFSET
 from acmenfs.nfs4.state import ANONYMOUS, BYPASS, LockState, OpenState, StateManager
 
 P1, P2 = ("sys", 0, 0), ("sys", 1000, 1000)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def status(call, *args, **kwargs):
-    with pytest.raises(Nfs4Error) as info:
-        call(*args, **kwargs)
-    return info.value.status
 
 
 @pytest.fixture
