@@ -136,6 +136,7 @@ PARSERS = {
     52: lambda u: [u.unpack_uint() for _ in range(u.unpack_uint())],
     38: lambda u: (u.unpack_uint(), u.unpack_uint(), u.unpack_fopaque(8)),
     69: lambda u: (u.unpack_bool(), u.unpack_uhyper()),
+    53: lambda u: (u.unpack_fopaque(16), [u.unpack_uint() for _ in range(5)]),   # SEQUENCE4resok
 }
 
 
