@@ -41,6 +41,7 @@ def bitmap(*attrs: int) -> bytes:
 
 
 ZERO_STATEID = b"\0" * 16
+SEQUENCE_STUB_BODY = b"\0" * 36   # a SEQUENCE4resok-shaped body for the tests' stand-in SEQUENCE
 
 # op builders: each returns the nfs_argop4 bytes
 def putrootfh(): return u32(24)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    Sans4, compound_args, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
+    SEQUENCE_STUB_BODY, Sans4, compound_args, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
     remove, u32, v4, v4_exports,
 )
 
@@ -170,7 +170,7 @@ def _begin(v4, args, minor_ops_xid=1):
 def test_read_only_ops_run_inline_and_a_compound_resumes_in_the_pool_at_the_first_other_op(v4, export_dir, monkeypatch):
     from acmenfs.nfs4.compound import OpSpec
     ran = []
-    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: ran.append(1) or b""))
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: ran.append(1) or SEQUENCE_STUB_BODY))
     from acmenfs.oncrpc.dispatch import FileRegion
     (export_dir / "f").write_bytes(b"inline data")
     (export_dir / "f").read_bytes()
@@ -237,7 +237,7 @@ def test_a_compound_that_passed_sequence_hands_its_reply_to_the_slot(v4, monkeyp
         if args.unpack_uint() == 7:
             raise SlotReplay(b"cached reply bytes")
         cs.slot = "slot-0"
-        return b""
+        return SEQUENCE_STUB_BODY
     monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", sequence))
     (export_dir / "f").write_bytes(b"data!")
     body = v4.body(compound_args([u32(53, 1), putrootfh(), lookup("e"), lookup("f"),
@@ -249,7 +249,7 @@ def test_a_compound_that_passed_sequence_hands_its_reply_to_the_slot(v4, monkeyp
 
 def test_secinfo_no_name_in_41(v4, monkeypatch):
     from acmenfs.nfs4.compound import OpSpec
-    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: b""))
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: SEQUENCE_STUB_BODY))
     reply = v4.compound([u32(53), putrootfh(), lookup("e"), u32(52, 0), getfh()], minor=1)
     assert reply.results[3].value == [1] and reply.results[4].status == NOFILEHANDLE   # fh consumed
     reply = v4.compound([u32(53), putrootfh(), u32(52, 1)], minor=1)
