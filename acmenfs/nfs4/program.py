@@ -4,9 +4,9 @@ Owns the op registry (``OP_MODULES``: every module listed that exists is importe
 its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
 inline-first COMPOUND (read-only ops and SEQUENCE run on the event loop; at the first
 other op, or backend call that would wait, the COMPOUND is parked and resumed at that op in
-the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
-cache; the entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE
-slots), and the lazy lease sweep.  No procedure logic.
+the thread pool), the per-call DRC decision (a 4.0 COMPOUND that may change something is checked in the
+v3 duplicate request cache, found by stepping over the arguments of read-only ops; its
+entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE slots), and the lazy lease sweep.  No procedure logic.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import threading
 import time
 
 from acmenfs.nfs4.compound import OpSpec, run_compound
-from acmenfs.nfs4.const import NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Proc
+from acmenfs.nfs4.const import MAX_OPS, NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Op, Proc
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
 from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
-from acmenfs.oncrpc.xdr import UINT32
+from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 log = logging.getLogger("acmenfs.nfs4")
 
@@ -92,13 +92,52 @@ def _status_name(status: int) -> str:
         return str(status)
 
 
-def _minor_version_of(record, offset: int) -> int | None:
-    """The minorversion of a COMPOUND call without decoding it (None if too short)."""
+def _skip_opaque(u: Unpacker) -> None:
+    u.unpack_opaque_view()
+
+
+def _skip_bitmap(u: Unpacker) -> None:
+    u.unpack_fopaque_view(4 * u.unpack_uint())
+
+
+def _skip_bytes(count: int):
+    return lambda u: u.unpack_fopaque_view(count)
+
+
+def _skip_nothing(u: Unpacker) -> None:
+    pass
+
+
+# How to step over the arguments of the ops that change nothing (the DRC decision needs no more).
+_READ_ONLY_ARGS = {
+    Op.PUTFH: _skip_opaque, Op.LOOKUP: _skip_opaque, Op.SECINFO: _skip_opaque,
+    Op.PUTROOTFH: _skip_nothing, Op.PUTPUBFH: _skip_nothing, Op.GETFH: _skip_nothing,
+    Op.SAVEFH: _skip_nothing, Op.RESTOREFH: _skip_nothing, Op.LOOKUPP: _skip_nothing,
+    Op.READLINK: _skip_nothing, Op.GETATTR: _skip_bitmap, Op.ACCESS: _skip_bytes(4),
+    Op.READ: _skip_bytes(28), Op.RENEW: _skip_bytes(8),
+    Op.READDIR: lambda u: (u.unpack_fopaque_view(24), _skip_bitmap(u)),
+    Op.VERIFY: lambda u: (_skip_bitmap(u), u.unpack_opaque_view()),
+    Op.NVERIFY: lambda u: (_skip_bitmap(u), u.unpack_opaque_view()),
+}
+
+
+def needs_drc(record, offset: int) -> bool:
+    """Whether a COMPOUND call goes through the duplicate request cache: a 4.0 one that may
+    contain an op that changes something (an op not known to be read-only, or undecodable
+    arguments: cached, the harmless side).  4.1+ replays come from the session's slots."""
     try:
-        tag_length = UINT32.unpack_from(record, offset)[0]
-        return UINT32.unpack_from(record, offset + 4 + ((tag_length + 3) & ~3))[0]
-    except Exception:  # noqa: BLE001 - garbage: let the procedure answer it
-        return None
+        u = Unpacker(record, offset)
+        u.unpack_opaque_view()
+        if u.unpack_uint() != 0:
+            return False
+        for _ in range(min(u.unpack_uint(), MAX_OPS + 1)):
+            skip = _READ_ONLY_ARGS.get(u.unpack_uint())
+            if skip is None:
+                return True
+            skip(u)
+        return False
+    except XdrError:
+        return True
 
 
 class Nfs4Server:
@@ -129,7 +168,7 @@ class Nfs4Server:
         return Program(NFS4_PROGRAM, NFS_V4, "NFS4", {
             Proc.NULL: Procedure("NULL", lambda ctx, args: b""),
             Proc.COMPOUND: Procedure("COMPOUND", self.compound_inline, cached=True, fallback=self.compound,
-                                     cache_if=lambda record, offset: _minor_version_of(record, offset) == 0),
+                                     cache_if=needs_drc),
         })
 
     def compound(self, ctx, args):

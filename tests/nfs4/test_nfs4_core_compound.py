@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    SEQUENCE_STUB_BODY, Sans4, compound_args, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
+    SEQUENCE_STUB_BODY, Sans4, compound_args, savefh, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
     remove, u32, v4, v4_exports,
 )
 
@@ -140,7 +140,7 @@ def test_40_compound_of_reads_only_is_not_kept_in_the_drc(v4):
     v4.rpc(compound_args([putrootfh(), getfh()]), xid=900)
     v4.rpc(compound_args([putrootfh(), getfh()]), xid=900)   # run again: not a cache hit
     stats = drc.stats()
-    assert stats.checks == 2 and stats.hits == 0 and stats.entries == 0 and stats.in_progress == 0
+    assert stats.checks == 0 and stats.hits == 0 and stats.entries == 0 and stats.in_progress == 0
 
 
 def test_41_compounds_never_touch_the_drc(v4):
@@ -148,8 +148,23 @@ def test_41_compounds_never_touch_the_drc(v4):
     original = v4.server.drc.check
     v4.server.drc.check = lambda key: calls.append(key) or original(key)
     v4.compound([], minor=1)
-    v4.compound([putrootfh()], minor=0)
+    v4.compound([u32(53) + b"\0" * 32, putrootfh(), remove("x")], minor=1)
+    v4.compound([putrootfh(), remove("x")], minor=0)
     assert len(calls) == 1
+
+
+def test_the_drc_decision_steps_over_read_only_ops_and_keeps_everything_else():
+    from acmenfs.nfs4.program import needs_drc
+    fh = b"\1" * 40
+    read_only = [putfh(fh), putrootfh(), lookup("a"), getattr_(1, 4, 33, 55), u32(3, 0x3F), getfh(), savefh(),
+                 u32(31), u32(16), u32(27), u32(25) + b"\0" * 28, u32(26) + b"\0" * 24 + u32(1, 3),
+                 u32(37) + u32(1, 16) + opaque(b"12345678"), u32(33) + opaque("n"), u32(30) + b"\0" * 8]
+    assert not needs_drc(compound_args(read_only), 0)
+    assert not needs_drc(compound_args(read_only + [remove("x")], minor=1), 0)
+    assert needs_drc(compound_args(read_only + [remove("x")]), 0)
+    assert needs_drc(compound_args([putfh(fh), u32(38)]), 0)               # WRITE
+    assert needs_drc(compound_args([putfh(fh), u32(9, 5)]), 0)             # truncated bitmap
+    assert needs_drc(b"\0\0", 0) and not needs_drc(b"xxxx" + compound_args([getfh()]), 4)
 
 
 def test_forged_handles_are_badhandle(v4):
