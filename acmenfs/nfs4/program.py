@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import struct
 import threading
 import time
 
@@ -23,7 +24,6 @@ from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
 from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
-from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 log = logging.getLogger("acmenfs.nfs4")
 
@@ -92,51 +92,46 @@ def _status_name(status: int) -> str:
         return str(status)
 
 
-def _skip_opaque(u: Unpacker) -> None:
-    u.unpack_opaque_view()
-
-
-def _skip_bitmap(u: Unpacker) -> None:
-    u.unpack_fopaque_view(4 * u.unpack_uint())
-
-
-def _skip_bytes(count: int):
-    return lambda u: u.unpack_fopaque_view(count)
-
-
-def _skip_nothing(u: Unpacker) -> None:
-    pass
-
-
-# How to step over the arguments of the ops that change nothing (the DRC decision needs no more).
+_OPAQUE, _BITMAP, _READDIR, _FATTR = -1, -2, -3, -4
+# The argument layout of the ops that change nothing (byte counts for fixed ones): the DRC
+# decision steps over them without decoding anything else.
 _READ_ONLY_ARGS = {
-    Op.PUTFH: _skip_opaque, Op.LOOKUP: _skip_opaque, Op.SECINFO: _skip_opaque,
-    Op.PUTROOTFH: _skip_nothing, Op.PUTPUBFH: _skip_nothing, Op.GETFH: _skip_nothing,
-    Op.SAVEFH: _skip_nothing, Op.RESTOREFH: _skip_nothing, Op.LOOKUPP: _skip_nothing,
-    Op.READLINK: _skip_nothing, Op.GETATTR: _skip_bitmap, Op.ACCESS: _skip_bytes(4),
-    Op.READ: _skip_bytes(28), Op.RENEW: _skip_bytes(8),
-    Op.READDIR: lambda u: (u.unpack_fopaque_view(24), _skip_bitmap(u)),
-    Op.VERIFY: lambda u: (_skip_bitmap(u), u.unpack_opaque_view()),
-    Op.NVERIFY: lambda u: (_skip_bitmap(u), u.unpack_opaque_view()),
+    Op.PUTFH: _OPAQUE, Op.LOOKUP: _OPAQUE, Op.SECINFO: _OPAQUE,
+    Op.PUTROOTFH: 0, Op.PUTPUBFH: 0, Op.GETFH: 0, Op.SAVEFH: 0, Op.RESTOREFH: 0, Op.LOOKUPP: 0,
+    Op.READLINK: 0, Op.ACCESS: 4, Op.READ: 28, Op.RENEW: 8,
+    Op.GETATTR: _BITMAP, Op.READDIR: _READDIR, Op.VERIFY: _FATTR, Op.NVERIFY: _FATTR,
 }
+_U32 = struct.Struct(">I")
 
 
 def needs_drc(record, offset: int) -> bool:
     """Whether a COMPOUND call goes through the duplicate request cache: a 4.0 one that may
-    contain an op that changes something (an op not known to be read-only, or undecodable
-    arguments: cached, the harmless side).  4.1+ replays come from the session's slots."""
+    contain an op that changes something (an op not known to be read-only, or arguments that
+    do not parse: cached, the harmless side).  4.1+ replays come from the session's slots."""
+    unpack = _U32.unpack_from
+    end = len(record)
     try:
-        u = Unpacker(record, offset)
-        u.unpack_opaque_view()
-        if u.unpack_uint() != 0:
+        position = offset + 4 + ((unpack(record, offset)[0] + 3) & ~3)
+        if unpack(record, position)[0] != 0:
             return False
-        for _ in range(min(u.unpack_uint(), MAX_OPS + 1)):
-            skip = _READ_ONLY_ARGS.get(u.unpack_uint())
-            if skip is None:
+        count = unpack(record, position + 4)[0]
+        position += 8
+        for _ in range(min(count, MAX_OPS + 1)):
+            layout = _READ_ONLY_ARGS.get(unpack(record, position)[0])
+            position += 4
+            if layout is None:
                 return True
-            skip(u)
-        return False
-    except XdrError:
+            if layout >= 0:
+                position += layout
+                continue
+            if layout == _READDIR:
+                position += 24
+            if layout != _OPAQUE:   # a bitmap4 first
+                position += 4 + 4 * unpack(record, position)[0]
+            if layout in (_OPAQUE, _FATTR):
+                position += 4 + ((unpack(record, position)[0] + 3) & ~3)
+        return position > end
+    except struct.error:
         return True
 
 
