@@ -117,6 +117,7 @@ def _status_of_exception(exc: BaseException, opname: str) -> tuple[int, bytes]:
 
 
 _HEAD = struct.Struct(">II")   # nfs_resop4 discriminant, then the op's status
+_U32_FROM = struct.Struct(">I").unpack_from
 _BUFFERS = (bytes, bytearray, memoryview)
 
 
@@ -205,12 +206,12 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
     limit = _reply_limit(cs)
     while run.index < run.numops:
         index = cs.op_index = run.index
-        run.offset = args.offset
-        try:
-            opnum = args.unpack_uint()
-        except XdrError:   # the op array is shorter than it claims
+        offset = run.offset = args.offset
+        if offset + 4 > args.end:   # the op array is shorter than it claims
             run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
             break
+        opnum = _U32_FROM(args.view, offset)[0]
+        args.offset = offset + 4
         if index == 0 and run.numops > MAX_OPS:
             run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
                        Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
