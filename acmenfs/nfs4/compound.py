@@ -12,6 +12,7 @@ the slot).  It knows no operation's semantics.  Sans-IO: bytes in, reply parts o
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -115,6 +116,11 @@ def _status_of_exception(exc: BaseException, opname: str) -> tuple[int, bytes]:
     return status, b""
 
 
+_HEAD = struct.Struct(">II")   # nfs_resop4 discriminant, then the op's status
+_U32_FROM = struct.Struct(">I").unpack_from
+_BUFFERS = (bytes, bytearray, memoryview)
+
+
 def _parts_size(body) -> int:
     if isinstance(body, (bytes, bytearray, memoryview)):
         return len(body)
@@ -164,7 +170,7 @@ class _Run:
         self.status = Nfs4Stat.OK
 
     def answer(self, resop: int, status: int, body=b"") -> None:
-        head = U32.pack(resop) + U32.pack(status)
+        head = _HEAD.pack(resop, status)
         if isinstance(body, (bytes, bytearray, memoryview)):
             self.results.append(head + body)
         else:
@@ -196,24 +202,27 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
         args.offset = run.offset
     cs = run.cs
     minor = cs.minorversion
+    last_op = LAST_OP[minor]
     limit = _reply_limit(cs)
     while run.index < run.numops:
         index = cs.op_index = run.index
-        run.offset = args.offset
-        try:
-            opnum = args.unpack_uint()
-        except XdrError:   # the op array is shorter than it claims
+        offset = run.offset = args.offset
+        if offset + 4 > args.end:   # the op array is shorter than it claims
             run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
             break
+        opnum = _U32_FROM(args.view, offset)[0]
+        args.offset = offset + 4
         if index == 0 and run.numops > MAX_OPS:
             run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
                        Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
             break
-        refused = _precheck(cs, opnum, index, run.numops, ops)
-        if refused is not None:
-            run.answer(*refused)
-            break
-        spec = ops[opnum]
+        spec = ops.get(opnum)
+        if (spec is None or not spec.minor_min <= minor <= spec.minor_max or opnum > last_op
+                or (minor and ((index == 0) != (opnum == Op.SEQUENCE) or opnum in OBSOLETE_IN_41))):
+            refused = _precheck(cs, opnum, index, run.numops, ops)
+            if refused is not None:
+                run.answer(*refused)
+                break
         if inline and opnum not in INLINE_OPS and opnum != Op.SEQUENCE:
             server.park(ctx, run)
             raise WouldBlock(f"{spec.name} runs in the thread pool")
@@ -233,7 +242,17 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
         if index == 0 and cs.session is not None:
             limit = _reply_limit(cs)
         run.index += 1
-        run.size += 8 + _parts_size(body)
+        if type(body) is bytes:   # the common case, inlined
+            run.size += 8 + len(body)
+            if run.size <= limit:
+                run.results.append(_HEAD.pack(opnum, status) + body)
+                run.count += 1
+                run.status = status
+                if status:
+                    break
+                continue
+        else:
+            run.size += 8 + _parts_size(body)
         if run.size > limit:
             run.answer(opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
             break

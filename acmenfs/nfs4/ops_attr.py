@@ -67,7 +67,8 @@ def op_setattr(cs: CompoundState, args: Unpacker) -> bytes:
                 raise Nfs4Error(Nfs4Stat.ISDIR, "size of a directory")
             if not scope.node.is_reg:
                 raise Nfs4Error(Nfs4Stat.INVAL, "size of a special file")
-            cs.server.state.check_io(stateid, cs.file_key(), True)
+            from acmenfs.nfs4.ops_io import effective_stateid
+            cs.server.state.check_io(effective_stateid(cs, stateid), cs.file_key(), True)
         scope.backend.setattr(scope.node, scope.who, changes, None)
     except Exception as exc:  # noqa: BLE001 - SETATTR4res always carries attrsset
         raise Nfs4Error(status_for(exc), str(exc), body=EMPTY_BITMAP) from exc

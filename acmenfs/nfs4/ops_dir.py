@@ -15,6 +15,7 @@ import os
 import stat as statmod
 
 from acmenfs.fs.backend import SetAttributes
+from acmenfs.fs.credentials import acting_as
 from acmenfs.fs.local import COOKIE_FLAG, name_cookie
 from acmenfs.nfs4.attrs import decode_fattr4_setattrs, encode_change_info, encode_fattr
 from acmenfs.nfs4.compound import CompoundState, OpSpec
@@ -94,8 +95,13 @@ def _export_entries(cs: CompoundState, scope, fh: Fh4, cookie: int, requested: s
         entries = backend.list_directory(scope.node, scope.who, cookie)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
+    with_handle = Attr.FILEHANDLE in requested
     for entry in entries:
         def make(name=entry.name):
+            if not with_handle:   # no handle asked for: one lstat, as the caller
+                with acting_as(scope.who):
+                    st = os.stat(name, dir_fd=scope.node.fd, follow_symlinks=False)
+                return export_source(cs, scope, b"", st)
             handle, st = backend.entry_node(scope.node, name, scope.who)
             child = cs.server.fh.export_object(fh.export_id, handle)
             return export_source(cs, scope, child.raw, st)

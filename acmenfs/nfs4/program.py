@@ -4,26 +4,26 @@ Owns the op registry (``OP_MODULES``: every module listed that exists is importe
 its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
 inline-first COMPOUND (read-only ops and SEQUENCE run on the event loop; at the first
 other op, or backend call that would wait, the COMPOUND is parked and resumed at that op in
-the thread pool), the per-call DRC decision (4.0 COMPOUNDs are checked in the v3 duplicate request
-cache; the entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE
-slots), and the lazy lease sweep.  No procedure logic.
+the thread pool), the per-call DRC decision (a 4.0 COMPOUND that may change something is checked in the
+v3 duplicate request cache, found by stepping over the arguments of read-only ops; its
+entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE slots), and the lazy lease sweep.  No procedure logic.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import struct
 import threading
 import time
 
 from acmenfs.nfs4.compound import OpSpec, run_compound
-from acmenfs.nfs4.const import NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Proc
+from acmenfs.nfs4.const import MAX_OPS, NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Op, Proc
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
 from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
-from acmenfs.oncrpc.xdr import UINT32
 
 log = logging.getLogger("acmenfs.nfs4")
 
@@ -92,13 +92,47 @@ def _status_name(status: int) -> str:
         return str(status)
 
 
-def _minor_version_of(record, offset: int) -> int | None:
-    """The minorversion of a COMPOUND call without decoding it (None if too short)."""
+_OPAQUE, _BITMAP, _READDIR, _FATTR = -1, -2, -3, -4
+# The argument layout of the ops that change nothing (byte counts for fixed ones): the DRC
+# decision steps over them without decoding anything else.
+_READ_ONLY_ARGS = {
+    Op.PUTFH: _OPAQUE, Op.LOOKUP: _OPAQUE, Op.SECINFO: _OPAQUE,
+    Op.PUTROOTFH: 0, Op.PUTPUBFH: 0, Op.GETFH: 0, Op.SAVEFH: 0, Op.RESTOREFH: 0, Op.LOOKUPP: 0,
+    Op.READLINK: 0, Op.ACCESS: 4, Op.READ: 28, Op.RENEW: 8,
+    Op.GETATTR: _BITMAP, Op.READDIR: _READDIR, Op.VERIFY: _FATTR, Op.NVERIFY: _FATTR,
+}
+_U32 = struct.Struct(">I")
+
+
+def needs_drc(record, offset: int) -> bool:
+    """Whether a COMPOUND call goes through the duplicate request cache: a 4.0 one that may
+    contain an op that changes something (an op not known to be read-only, or arguments that
+    do not parse: cached, the harmless side).  4.1+ replays come from the session's slots."""
+    unpack = _U32.unpack_from
+    end = len(record)
     try:
-        tag_length = UINT32.unpack_from(record, offset)[0]
-        return UINT32.unpack_from(record, offset + 4 + ((tag_length + 3) & ~3))[0]
-    except Exception:  # noqa: BLE001 - garbage: let the procedure answer it
-        return None
+        position = offset + 4 + ((unpack(record, offset)[0] + 3) & ~3)
+        if unpack(record, position)[0] != 0:
+            return False
+        count = unpack(record, position + 4)[0]
+        position += 8
+        for _ in range(min(count, MAX_OPS + 1)):
+            layout = _READ_ONLY_ARGS.get(unpack(record, position)[0])
+            position += 4
+            if layout is None:
+                return True
+            if layout >= 0:
+                position += layout
+                continue
+            if layout == _READDIR:
+                position += 24
+            if layout != _OPAQUE:   # a bitmap4 first
+                position += 4 + 4 * unpack(record, position)[0]
+            if layout in (_OPAQUE, _FATTR):
+                position += 4 + ((unpack(record, position)[0] + 3) & ~3)
+        return position > end
+    except struct.error:
+        return True
 
 
 class Nfs4Server:
@@ -129,7 +163,7 @@ class Nfs4Server:
         return Program(NFS4_PROGRAM, NFS_V4, "NFS4", {
             Proc.NULL: Procedure("NULL", lambda ctx, args: b""),
             Proc.COMPOUND: Procedure("COMPOUND", self.compound_inline, cached=True, fallback=self.compound,
-                                     cache_if=lambda record, offset: _minor_version_of(record, offset) == 0),
+                                     cache_if=needs_drc),
         })
 
     def compound(self, ctx, args):

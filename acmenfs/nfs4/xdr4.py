@@ -29,11 +29,17 @@ MAX_BITMAP_WORDS = 8
 
 # ----- bitmap4 ----------------------------------------------------------------------
 _BITMAPS: dict[tuple, frozenset] = {}
+_WORDS = [struct.Struct(f">{count}I") for count in range(MAX_BITMAP_WORDS + 1)]
 
 
 def decode_bitmap(args: Unpacker) -> frozenset[int]:
     """A bitmap4 as the set of attribute numbers (clients repeat a few bitmaps: remembered)."""
-    words = tuple(args.unpack_array(args.unpack_uint, MAX_BITMAP_WORDS))
+    count = args.unpack_uint()
+    if count > MAX_BITMAP_WORDS:
+        raise XdrError(f"bitmap4 of {count} words")
+    start = args.offset
+    args.unpack_fopaque_view(4 * count)          # bounds check and advance
+    words = _WORDS[count].unpack_from(args.view, start)
     attrs = _BITMAPS.get(words)
     if attrs is None:
         attrs = frozenset(index * 32 + bit for index, word in enumerate(words) for bit in range(32)

@@ -41,6 +41,7 @@ def bitmap(*attrs: int) -> bytes:
 
 
 ZERO_STATEID = b"\0" * 16
+SEQUENCE_STUB_BODY = b"\0" * 36   # a SEQUENCE4resok-shaped body for the tests' stand-in SEQUENCE
 
 # op builders: each returns the nfs_argop4 bytes
 def putrootfh(): return u32(24)
@@ -136,6 +137,7 @@ PARSERS = {
     52: lambda u: [u.unpack_uint() for _ in range(u.unpack_uint())],
     38: lambda u: (u.unpack_uint(), u.unpack_uint(), u.unpack_fopaque(8)),
     69: lambda u: (u.unpack_bool(), u.unpack_uhyper()),
+    53: lambda u: (u.unpack_fopaque(16), [u.unpack_uint() for _ in range(5)]),   # SEQUENCE4resok
 }
 
 

@@ -252,6 +252,13 @@ def test_write_as_root_is_squashed_on_a_root_squash_export(v4, v4_exports, tmp_p
     assert reply.status == ACCES
 
 
+def test_readdir_filehandles_of_entries_match_lookup(v4, export_dir):
+    (export_dir / "a").write_text("x")
+    reply = v4.compound(in_e(readdir(attrs=(FILEHANDLE, FILEID))))
+    (_, name, (present, data)), = reply.results[-1].value[1]
+    assert present == {FILEHANDLE, FILEID} and data.startswith(opaque(v4.fh_of("/e/a")))
+
+
 def test_readdir_entry_whose_attributes_fail_gets_rdattr_error_if_asked(v4, export_dir, monkeypatch):
     (export_dir / "a").write_text("x")
     (export_dir / "b").write_text("x")
@@ -263,7 +270,8 @@ def test_readdir_entry_whose_attributes_fail_gets_rdattr_error_if_asked(v4, expo
             raise FileNotFoundError(2, "gone")
         return real(directory, name, who)
     monkeypatch.setattr(backend, "entry_node", flaky)
-    reply = v4.compound(in_e(readdir(attrs=(RDATTR_ERROR, TYPE))))
+    reply = v4.compound(in_e(readdir(attrs=(RDATTR_ERROR, TYPE, FILEHANDLE))))
     entries = {name: attrs for _, name, attrs in reply.results[-1].value[1]}
-    assert entries["a"] == ({RDATTR_ERROR}, u32(NOENT)) and entries["b"] == ({RDATTR_ERROR, TYPE}, u32(1, 0))   # type, then rdattr_error
-    assert v4.compound(in_e(readdir(attrs=(TYPE,)))).status == NOENT
+    assert entries["a"] == ({RDATTR_ERROR}, u32(NOENT))
+    assert entries["b"][0] == {RDATTR_ERROR, TYPE, FILEHANDLE} and entries["b"][1][:8] == u32(1, 0)
+    assert v4.compound(in_e(readdir(attrs=(TYPE, FILEHANDLE)))).status == NOENT

@@ -12,7 +12,7 @@ import pytest
 
 from acmenfs.nfs4.compound import OpSpec
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    U64, allocate, bitmap, clone, deallocate, export_dir, getattr_, lookup, putrootfh, savefh, seek,
+    SEQUENCE_STUB_BODY, U64, allocate, bitmap, clone, deallocate, export_dir, getattr_, lookup, putrootfh, savefh, seek,
     u32, v4, v4_exports,
 )
 
@@ -23,7 +23,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def v42(v4, monkeypatch):
-    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: (args.unpack_fopaque(32), b"")[1]))
+    monkeypatch.setitem(v4.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: (args.unpack_fopaque(32), SEQUENCE_STUB_BODY)[1]))
     return v4
 
 
@@ -134,7 +134,7 @@ def test_clone_on_btrfs_shares_the_range_and_checks_alignment(btrfs_mount, tmp_p
     server = Sans4(ExportTable([Export("/b", str(directory), rules=(ClientRule("*", squash="none"),))]),
                    tmp_path / "state")
     try:
-        monkeypatch.setitem(server.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: (args.unpack_fopaque(32), b"")[1]))
+        monkeypatch.setitem(server.nfs4.ops, 53, OpSpec("SEQUENCE", lambda cs, args: (args.unpack_fopaque(32), SEQUENCE_STUB_BODY)[1]))
         reply = run(server, "/b/base.img", savefh(), u32(24), lookup("b"), lookup("vm.img"),
                     clone(0, 64 * 1024, 64 * 1024))
         assert reply.status == OK, reply
