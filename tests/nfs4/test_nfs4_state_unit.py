@@ -368,3 +368,38 @@ def test_threads_contend_for_one_range(sm):
         thread.join()
     assert not errors and holders
     assert not sm.locks.files and not sm.file_opens and not sm.states
+
+
+def test_client_records_durable_files_in_order(tmp_path):
+    from acmenfs.nfs4.grace import ClientRecords, record_name
+
+    (tmp_path / "leftover.tmp").write_bytes(b"half")
+    records = ClientRecords(tmp_path)
+    assert not (tmp_path / "leftover.tmp").exists()                # a crash's half-written file
+    records.add(b"owner-1")                                         # on disk when add returns
+    assert (tmp_path / record_name(b"owner-1")).read_bytes() == b"owner-1"
+    records.remove(b"owner-1")
+    records.add(b"owner-1")                                         # remove then add: kept
+    records.remove(b"owner-2")                                      # unknown: nothing
+    records.flush()
+    assert (tmp_path / record_name(b"owner-1")).exists()
+    records.remove(b"owner-1")
+    records.flush()
+    assert not list(tmp_path.glob("*.client"))
+    assert ClientRecords(tmp_path).previous == frozenset()
+    assert ClientRecords(None).previous == frozenset()
+
+
+def test_test_stateid_codes(sm, clock):
+    a, b = confirmed(sm, b"a"), confirmed(sm, b"b")
+    _, state = opened(sm, a)
+    _, other = opened(sm, b)
+    client = sm.client_for(a)
+    assert sm.test_stateid(client, state.stateid()) == S.OK
+    assert sm.test_stateid(client, stateid_with(state, 1)) == S.OLD_STATEID
+    assert sm.test_stateid(client, other.stateid()) == S.BAD_STATEID    # another client's
+    clock.now += 80
+    sm.renew(a)
+    clock.now += 11
+    sm.expire_idle()
+    assert sm.test_stateid(client, other.stateid()) == S.EXPIRED
