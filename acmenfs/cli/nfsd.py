@@ -74,6 +74,7 @@ def register(subparsers) -> None:
     parser.add_argument("--squash", choices=("root", "all", "none"), default="root",
                         help="identity squashing (default root_squash)")
     parser.add_argument("--read-only", action="store_true", help="export read-only")
+    parser.add_argument("--nfs4-lease-seconds", type=float, default=90, help="NFSv4 lease and grace period (default 90)")
     add_busy_poll_option(parser)
     add_workers_option(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -108,10 +109,11 @@ async def _serve(exports: ExportTable, state_dir: Path, args: argparse.Namespace
     if args.workers > 1:
         from acmenfs.workers.supervisor import Supervisor
         server = Supervisor(exports, state_dir, workers=args.workers, busy_poll=args.busy_poll_us / 1e6,
-                            log_level=args.log_level)
+                            log_level=args.log_level, nfs4_lease_seconds=args.nfs4_lease_seconds)
     else:
         from acmenfs.nfs3.server import NfsServer
         server = NfsServer(exports, state_dir, busy_poll=args.busy_poll_us / 1e6)
+        server.nfs4.state.configure(args.nfs4_lease_seconds)
     mount_port = None if args.mount_port == -1 else args.mount_port
     try:
         await server.start(args.bind, args.port, mount_port, udp=args.udp,

@@ -30,6 +30,7 @@ from acmenfs.nfs3.exports import ExportTable
 from acmenfs.nfs3.mount import MountService
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import UINT32
+from acmenfs.nfs4.program import Nfs4Server
 from acmenfs.oncrpc.busypoll import DEFAULT_WINDOW, BusyPoller
 from acmenfs.oncrpc.dispatch import Procedure, Program, RpcDispatcher, RunInPool
 from acmenfs.oncrpc.drc import DuplicateRequestCache
@@ -136,6 +137,7 @@ class NfsServer:
         self.mount_service = MountService(self.state)
         self.drc = DuplicateRequestCache(max_entries=drc_max_entries, lifetime=drc_lifetime)
         self.call_stats = CallStats()
+        self.nfs4 = Nfs4Server(self.state, drc=self.drc, call_stats=self.call_stats)  # NFSv4 on the NFS port
         self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
         self.bytes_written = 0
@@ -261,12 +263,12 @@ class NfsServer:
         ``rpc_servers`` without listening; the supervisor hands them accepted connections."""
         self._register_portmapper = register_portmapper
         self._listening = listen
-        nfs, mount = self.nfs_program(), self.mount_program()
+        nfs, mount, nfs4 = self.nfs_program(), self.mount_program(), self.nfs4.program()
         if mount_port is None:
-            self.port = await self._listen(RpcDispatcher([nfs, mount], drc=self.drc), host, port, udp)
+            self.port = await self._listen(RpcDispatcher([nfs, nfs4, mount], drc=self.drc), host, port, udp)
             self.mount_port = self.port
         else:
-            self.port = await self._listen(RpcDispatcher([nfs], drc=self.drc), host, port, udp)
+            self.port = await self._listen(RpcDispatcher([nfs, nfs4], drc=self.drc), host, port, udp)
             self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
 
     async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:

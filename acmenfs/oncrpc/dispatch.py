@@ -102,6 +102,8 @@ class Procedure:
     ``fallback``: a synchronous handler for the thread pool; ``handler`` (synchronous)
     then runs inline on the transport's thread first and raises ``RunInPool`` when it
     would block (no task, no thread hop for the calls that need neither).
+    ``cache_if(record, args_offset)``: for a ``cached`` procedure, decides per call whether
+    it goes through the cache (NFSv4 COMPOUND: minor version 0 only); None = always.
     """
 
     name: str
@@ -109,6 +111,7 @@ class Procedure:
     cached: bool = False
     blocking: bool = False
     fallback: Handler | None = None
+    cache_if: Callable[[bytes | bytearray | memoryview, int], bool] | None = None
     is_async: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -232,7 +235,8 @@ class RpcDispatcher:
             return [rpc.encode_accept_error(xid, AcceptStat.PROC_UNAVAIL)]
         pending = PendingCall(xid, prog, vers, proc, cred, client, transport, procedure, program,
                               record, args_offset)
-        if procedure.cached and self.drc is not None:
+        if procedure.cached and self.drc is not None and (
+                procedure.cache_if is None or procedure.cache_if(record, args_offset)):
             return self._check_cache(pending)
         return pending
 

@@ -102,7 +102,7 @@ def _udp_socket(host: str, port: int) -> socket.socket:
 class Supervisor:
     def __init__(self, exports: ExportTable, state_dir: str | Path, *, workers: int, busy_poll: float,
                  log_level: str = "INFO", push_timeout: float = PUSH_TIMEOUT,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, nfs4_lease_seconds: float | None = None) -> None:
         """``reuse_port`` (measurement only): every worker accepts on its own SO_REUSEPORT
         listener instead of being handed connections (no NFSv4 routing, no DRC locality
         across a worker restart)."""
@@ -116,6 +116,7 @@ class Supervisor:
         self.log_level = log_level
         self.push_timeout = push_timeout
         self.reuse_port = reuse_port
+        self.nfs4_lease_seconds = nfs4_lease_seconds  # NFSv4 state lives in worker 0
         self.slots = [WorkerSlot(index) for index in range(workers)]
         self.restarts = 0
         self.counters: Counter[str] = Counter()
@@ -302,7 +303,7 @@ class Supervisor:
             self._broadcast({"op": "verifier", "verifier": self.verifier}, skip=slot)
             config = {
                 "index": slot.index, "state_dir": str(self.state_dir), "usage_dir": str(self.usage_dir),
-                "busy_poll": self.busy_poll, "same_port": self._same_port, "log_level": self.log_level,
+                "busy_poll": self.busy_poll, "nfs4_lease_seconds": self.nfs4_lease_seconds, "same_port": self._same_port, "log_level": self.log_level,
                 "exports": self.exports.list(), "verifier": self.verifier,
                 "udp_fds": [(tag, s.fileno()) for tag, s in udp],
                 "listen_fds": [(tag, s.fileno()) for tag, s in own_listeners],

@@ -71,6 +71,8 @@ class Worker:
         self.stop_event = asyncio.Event()
         quota.share_usage_between_processes(config["usage_dir"])
         self.server = NfsServer(ExportTable(config["exports"]), config["state_dir"], busy_poll=config["busy_poll"])
+        if config.get("nfs4_lease_seconds") is not None:
+            self.server.nfs4.state.configure(config["nfs4_lease_seconds"])
         committer = self.server.state.committer
         committer.verifier = config["verifier"]
         committer.other_writers = True

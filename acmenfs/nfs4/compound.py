@@ -1,0 +1,278 @@
+"""The NFSv4 COMPOUND procedure (RFC 7530 §15-16, RFC 8881 §16): framing, op loop, limits.
+
+Owns ``CompoundState`` (what the ops of one COMPOUND share: current and saved
+file handles and stateids, the session and slot SEQUENCE set) and
+``run_compound`` (decode tag/minorversion/ops, check the minor version, run each
+op's handler from the merged ``OpSpec`` registry, stop at the first error, answer
+OP_ILLEGAL / NOTSUPP / OP_NOT_IN_SESSION / SEQUENCE_POS / NOT_ONLY_OP /
+RESOURCE / TOO_MANY_OPS / REP_TOO_BIG, echo the tag, hand the encoded reply to
+the slot).  It knows no operation's semantics.  Sans-IO: bytes in, reply parts out.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from acmenfs.fs.backend import BadHandle, StaleHandle
+from acmenfs.fs.nonblocking import WouldBlock, inline_active
+from acmenfs.nfs3.errors import NfsError
+from acmenfs.nfs4.const import (
+    INLINE_OPS, LAST_OP, MAX_OPS, MAX_REPLY, MAX_TAG, MINOR_VERSIONS, NON_IDEMPOTENT_OPS, OBSOLETE_IN_41,
+    SESSIONLESS_OPS, Nfs4Stat, Op,
+)
+from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
+from acmenfs.nfs4.fh4 import Fh4
+from acmenfs.nfs4.xdr4 import U32, encode_opaque
+from acmenfs.oncrpc.dispatch import FileRegion, materialize
+from acmenfs.oncrpc.xdr import Unpacker, XdrError
+
+log = logging.getLogger("acmenfs.nfs4")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    handler: Callable
+    minor_min: int = 0
+    minor_max: int = 2
+
+
+class CompoundState:
+    """One COMPOUND's shared state (RFC 8881 §16.2.3.1.1 current/saved fh and stateid)."""
+
+    __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
+                 "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
+                 "cinfo", "_last_scope")
+
+    def __init__(self, server, ctx, minorversion: int) -> None:
+        self.server = server
+        self.ctx = ctx
+        self.minorversion = minorversion
+        self.current_fh: Fh4 | None = None
+        self.saved_fh: Fh4 | None = None
+        self.current_stateid: bytes | None = None
+        self.saved_stateid: bytes | None = None
+        self.session = None
+        self.slot = None
+        self.clientid: int | None = None
+        self.nonidempotent = False
+        self.op_index = 0
+        self.op_count = 0
+        self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
+        self._last_scope: tuple | None = None   # (fh, Scope): PUTFH then GETATTR resolve once
+
+    @property
+    def address(self) -> str:
+        return self.ctx.client[0]
+
+    def require_fh(self) -> Fh4:
+        if self.current_fh is None:
+            raise Nfs4Error(Nfs4Stat.NOFILEHANDLE, "no current file handle")
+        return self.current_fh
+
+    def scope(self, fh: Fh4 | None = None, *, write: bool = False):
+        """The v3 ``Scope`` (export, backend, node, identity) of ``fh`` (default: the current fh).
+        A pseudo directory has none: ROFS when writing, else ``None``."""
+        fh = self.require_fh() if fh is None else fh
+        if fh.is_pseudo:
+            if write:
+                raise Nfs4Error(Nfs4Stat.ROFS, "the pseudo file system is read-only")
+            self.server.pseudo.require(fh.pseudo_path, self.address)
+            return None
+        last = self._last_scope
+        if last is not None and last[0] is fh and (not write or last[1].writable):
+            return last[1]
+        try:
+            scope = self.server.nfs.scope(self.ctx, fh.raw, write=write)
+        except (NfsError, StaleHandle, BadHandle, OSError) as exc:
+            raise Nfs4Error(status_for(exc), str(exc)) from exc
+        self._last_scope = (fh, scope)
+        return scope
+
+    def require_file(self, *, write: bool = False):
+        """Scope of the current fh, which must be an export object (pseudo dirs: ISDIR)."""
+        scope = self.scope(write=write)
+        if scope is None:
+            raise Nfs4Error(Nfs4Stat.ISDIR, "a pseudo-fs directory")
+        return scope
+
+    def file_key(self) -> tuple:
+        """Identity of the current fh's object for open/lock state: (export_id, backend handle)."""
+        fh = self.require_fh()
+        if fh.is_pseudo:
+            return (b"pseudo", fh.pseudo_path.encode())
+        return (fh.export_id, fh.backend_handle)
+
+
+def _status_of_exception(exc: BaseException, opname: str) -> tuple[int, bytes]:
+    if isinstance(exc, Nfs4Error):
+        return exc.status, exc.body
+    status = status_for(exc)
+    if status is Nfs4Stat.SERVERFAULT:
+        log.error("NFS4 %s failed unexpectedly", opname, exc_info=exc)
+    return status, b""
+
+
+_HEAD = struct.Struct(">II")   # nfs_resop4 discriminant, then the op's status
+_U32_FROM = struct.Struct(">I").unpack_from
+_BUFFERS = (bytes, bytearray, memoryview)
+
+
+def _parts_size(body) -> int:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return len(body)
+    return sum(len(part) for part in body)
+
+
+def _precheck(cs: CompoundState, opnum: int, index: int, numops: int, ops: dict) -> tuple[int, int] | None:
+    """(result op number, status) when the op must not run; None when it may."""
+    minor = cs.minorversion
+    if not (Op.ACCESS <= opnum <= LAST_OP[minor]):
+        return Op.ILLEGAL, Nfs4Stat.OP_ILLEGAL
+    if minor >= 1:
+        if opnum in OBSOLETE_IN_41:
+            return opnum, Nfs4Stat.NOTSUPP
+        if index == 0 and opnum != Op.SEQUENCE:
+            if opnum not in SESSIONLESS_OPS:
+                return opnum, Nfs4Stat.OP_NOT_IN_SESSION
+            if numops > 1:
+                return opnum, Nfs4Stat.NOT_ONLY_OP
+        if index > 0 and opnum == Op.SEQUENCE:
+            return opnum, Nfs4Stat.SEQUENCE_POS
+    spec = ops.get(opnum)
+    if spec is None or not spec.minor_min <= minor <= spec.minor_max:
+        return opnum, Nfs4Stat.NOTSUPP
+    return None
+
+
+def _reply_limit(cs: CompoundState) -> int:
+    limit = getattr(cs.session, "max_response_size", None) if cs.session is not None else None
+    return min(limit, MAX_REPLY) if limit else MAX_REPLY
+
+
+class _Run:
+    """A COMPOUND in progress: where it is in its op array and what it answered so far."""
+
+    __slots__ = ("cs", "tag", "numops", "index", "offset", "results", "count", "size", "status")
+
+    def __init__(self, cs: CompoundState, tag: bytes, numops: int) -> None:
+        self.cs = cs
+        self.tag = tag
+        self.numops = numops
+        self.index = 0
+        self.offset = 0
+        self.results: list = []
+        self.count = 0
+        self.size = 0
+        self.status = Nfs4Stat.OK
+
+    def answer(self, resop: int, status: int, body=b"") -> None:
+        head = _HEAD.pack(resop, status)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            self.results.append(head + body)
+        else:
+            self.results.append(head)
+            self.results.extend(body)
+        self.count += 1
+        self.status = status
+
+
+def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
+    """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
+    An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
+
+    On the event loop (``inline_active()``) ops of ``INLINE_OPS`` (and SEQUENCE) run until one
+    that is not, or a backend call that would wait, raises WouldBlock; that op has changed
+    nothing yet.  The COMPOUND is then parked with ``server.park(ctx, run)`` and the transport's
+    pool thread resumes it at that op (``server.unpark(ctx)``): what ran inline never runs twice."""
+    inline = inline_active()
+    run = None if inline else server.unpark(ctx)
+    if run is None:
+        tag = args.unpack_opaque(MAX_TAG)
+        minor = args.unpack_uint()
+        numops = args.unpack_uint()
+        if minor not in MINOR_VERSIONS:
+            return _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
+        run = _Run(CompoundState(server, ctx, minor), tag, numops)
+        run.cs.op_count = numops
+    else:
+        args.offset = run.offset
+    cs = run.cs
+    minor = cs.minorversion
+    last_op = LAST_OP[minor]
+    limit = _reply_limit(cs)
+    while run.index < run.numops:
+        index = cs.op_index = run.index
+        offset = run.offset = args.offset
+        if offset + 4 > args.end:   # the op array is shorter than it claims
+            run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
+            break
+        opnum = _U32_FROM(args.view, offset)[0]
+        args.offset = offset + 4
+        if index == 0 and run.numops > MAX_OPS:
+            run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
+                       Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
+            break
+        spec = ops.get(opnum)
+        if (spec is None or not spec.minor_min <= minor <= spec.minor_max or opnum > last_op
+                or (minor and ((index == 0) != (opnum == Op.SEQUENCE) or opnum in OBSOLETE_IN_41))):
+            refused = _precheck(cs, opnum, index, run.numops, ops)
+            if refused is not None:
+                run.answer(*refused)
+                break
+        if inline and opnum not in INLINE_OPS and opnum != Op.SEQUENCE:
+            server.park(ctx, run)
+            raise WouldBlock(f"{spec.name} runs in the thread pool")
+        if opnum in NON_IDEMPOTENT_OPS:
+            cs.nonidempotent = True
+        try:
+            body = spec.handler(cs, args)
+            status = Nfs4Stat.OK
+        except SlotReplay as replay:
+            return replay.reply
+        except WouldBlock:
+            if inline:
+                server.park(ctx, run)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
+            status, body = _status_of_exception(exc, spec.name)
+        if index == 0 and cs.session is not None:
+            limit = _reply_limit(cs)
+        run.index += 1
+        if type(body) is bytes:   # the common case, inlined
+            run.size += 8 + len(body)
+            if run.size <= limit:
+                run.results.append(_HEAD.pack(opnum, status) + body)
+                run.count += 1
+                run.status = status
+                if status:
+                    break
+                continue
+        else:
+            run.size += 8 + _parts_size(body)
+        if run.size > limit:
+            run.answer(opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
+            break
+        run.answer(opnum, status, body)
+        if status != Nfs4Stat.OK:
+            break
+    reply = _encode_res(run.status, run.tag, run.results, run.count)
+    if cs.slot is not None:
+        data = materialize(reply)
+        server.state.slot_done(cs.slot, data)
+        return data
+    if getattr(ctx, "drc_token", None) is not None and not cs.nonidempotent:
+        server.forget_cached(ctx)
+    return reply
+
+
+def _encode_res(status: int, tag: bytes, results: list, count: int) -> list:
+    head = U32.pack(status) + encode_opaque(tag) + U32.pack(count)
+    if not results:
+        return [head]
+    if all(type(part) is not FileRegion for part in results):
+        return [head + b"".join(results)]
+    return [head, *results]

@@ -1,0 +1,97 @@
+"""NFSv4 data ops: READ, WRITE, COMMIT.
+
+Owns the stateid check hand-off (``cs.server.state.check_io``: anonymous and READ-bypass
+stateids as RFC 7530 §9.1.4.3, open/lock stateids by B's StateManager; a 4.1 client may
+send the "current stateid" (seqid 1, other zero), replaced here by ``cs.current_stateid``),
+and reuses the v3 data path (on the event loop, page-cached data goes out with sendfile): backend read/write, UNSTABLE data made durable by the group
+committer, whose verifier is the write verifier (it changes on restart).  COMMIT waits
+on the committer in the pool thread the COMPOUND runs on.
+"""
+
+from __future__ import annotations
+
+from acmenfs.fs.nonblocking import inline_active
+from acmenfs.nfs4.compound import CompoundState, OpSpec
+from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, Nfs4Stat, Op
+from acmenfs.nfs4.errors import Nfs4Error, status_for
+from acmenfs.nfs4.xdr4 import CURRENT_STATEID, FALSE, TRUE, U32, decode_stateid
+from acmenfs.oncrpc.dispatch import FileRegion
+from acmenfs.oncrpc.xdr import Unpacker
+
+_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
+MAX_OFFSET = 2**64 - 1
+
+
+def effective_stateid(cs: CompoundState, stateid: bytes) -> bytes:
+    """RFC 8881 §16.2.3.1.2: the special "current stateid" stands for the COMPOUND's current one."""
+    if stateid == CURRENT_STATEID and cs.minorversion >= 1:
+        if cs.current_stateid is None:
+            raise Nfs4Error(Nfs4Stat.BAD_STATEID, "no current stateid")
+        return cs.current_stateid
+    return stateid
+
+
+def io_scope(cs: CompoundState, stateid: bytes, *, write: bool):
+    """Scope of the current fh for I/O: a regular file whose stateid passes check_io."""
+    scope = cs.require_file(write=write)
+    if scope.node.is_dir:
+        raise Nfs4Error(Nfs4Stat.ISDIR, "a directory")
+    if not scope.node.is_reg:
+        raise Nfs4Error(Nfs4Stat.INVAL, "not a regular file")
+    cs.server.state.check_io(effective_stateid(cs, stateid), cs.file_key(), write)
+    return scope
+
+
+def op_read(cs: CompoundState, args: Unpacker):
+    stateid = decode_stateid(args)
+    offset, count = args.unpack_uhyper(), args.unpack_uint()
+    scope = io_scope(cs, stateid, write=False)
+    try:
+        fileobj, count, eof, _ = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        if count and inline_active():   # 4.0 on the event loop, data in the page cache: sendfile
+            return [(TRUE if eof else FALSE) + U32.pack(count), FileRegion(fileobj, offset, count),
+                    _PADDING[count & 3]]
+        data = scope.backend.read_bytes(fileobj, offset, count) if count else b""
+    except Exception as exc:  # noqa: BLE001
+        raise Nfs4Error(status_for(exc), str(exc)) from exc
+    eof = eof or len(data) < count
+    return [(TRUE if eof else FALSE) + U32.pack(len(data)), bytes(data), _PADDING[len(data) & 3]]
+
+
+def op_write(cs: CompoundState, args: Unpacker) -> bytes:
+    stateid = decode_stateid(args)
+    offset, stable = args.unpack_uhyper(), args.unpack_uint()
+    data = args.unpack_opaque_view()
+    if stable > FILE_SYNC4:
+        raise Nfs4Error(Nfs4Stat.BADXDR, f"stable_how4 {stable}")
+    if offset + len(data) > MAX_OFFSET:
+        raise Nfs4Error(Nfs4Stat.INVAL, "write beyond the largest offset")
+    scope = io_scope(cs, stateid, write=True)
+    try:
+        scope.backend.write(scope.node, scope.who, offset, data, stable)
+    except Exception as exc:  # noqa: BLE001
+        raise Nfs4Error(status_for(exc), str(exc)) from exc
+    return U32.pack(len(data)) + U32.pack(stable) + cs.server.nfs.committer.verifier
+
+
+def op_commit(cs: CompoundState, args: Unpacker) -> bytes:
+    offset, count = args.unpack_uhyper(), args.unpack_uint()
+    if count and offset + count > MAX_OFFSET:
+        raise Nfs4Error(Nfs4Stat.INVAL, "commit range beyond the largest offset")
+    scope = cs.require_file(write=True)
+    if scope.node.is_dir:
+        raise Nfs4Error(Nfs4Stat.ISDIR, "a directory")
+    if not scope.node.is_reg:
+        raise Nfs4Error(Nfs4Stat.INVAL, "not a regular file")
+    committer = cs.server.nfs.committer
+    ticket = scope.backend.commit_ticket()
+    if ticket is not None:
+        committer.durable.wait_for(ticket)
+    return committer.verifier
+
+
+OPS = {
+    Op.READ: OpSpec("READ", op_read),
+    Op.WRITE: OpSpec("WRITE", op_write),
+    Op.COMMIT: OpSpec("COMMIT", op_commit),
+}

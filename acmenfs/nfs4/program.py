@@ -1,0 +1,224 @@
+"""Program 100003 version 4 (NULL, COMPOUND) and ``Nfs4Server``, what every op reaches through ``cs.server``.
+
+Owns the op registry (``OP_MODULES``: every module listed that exists is imported and
+its ``OPS`` merged), the RPC ``Program`` registered next to NFSv3 on the same port,
+inline-first COMPOUND (read-only ops and SEQUENCE run on the event loop; at the first
+other op, or backend call that would wait, the COMPOUND is parked and resumed at that op in
+the thread pool), the per-call DRC decision (a 4.0 COMPOUND that may change something is checked in the
+v3 duplicate request cache, found by stepping over the arguments of read-only ops; its
+entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE slots), and the lazy lease sweep.  No procedure logic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import struct
+import threading
+import time
+
+from acmenfs.nfs4.compound import OpSpec, run_compound
+from acmenfs.nfs4.const import MAX_OPS, NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Op, Proc
+from acmenfs.nfs4.errors import Nfs4Error
+from acmenfs.nfs4.fh4 import Fh4Codec
+from acmenfs.nfs4.pseudofs import PseudoFs
+from acmenfs.fs.nonblocking import WouldBlock, inline_state
+from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
+
+log = logging.getLogger("acmenfs.nfs4")
+
+# Engineer A's modules, then B's; a module not (yet) in the tree is skipped.
+OP_MODULES = (
+    "acmenfs.nfs4.ops_fh", "acmenfs.nfs4.ops_attr", "acmenfs.nfs4.ops_dir", "acmenfs.nfs4.ops_io",
+    "acmenfs.nfs4.ops_v42",
+    "acmenfs.nfs4.ops_client", "acmenfs.nfs4.ops_open", "acmenfs.nfs4.ops_lock",
+)
+
+
+def load_ops(modules=OP_MODULES) -> dict[int, OpSpec]:
+    ops: dict[int, OpSpec] = {}
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for opnum, spec in module.OPS.items():
+            if opnum in ops:
+                raise ValueError(f"op {opnum} registered by two modules")
+            ops[int(opnum)] = spec
+    return ops
+
+
+class AnonymousOnlyState:
+    """Stand-in until B's StateManager is in the tree: I/O with the anonymous or READ-bypass
+    stateid only; no clients, no sessions."""
+
+    lease_seconds = 90
+
+    def check_io(self, stateid: bytes, file_key: tuple, write: bool) -> None:
+        if stateid == b"\0" * STATEID_SIZE or (stateid == b"\xff" * STATEID_SIZE and not write):
+            return
+        raise Nfs4Error(Nfs4Stat.BAD_STATEID, "no open state on this server")
+
+    def slot_done(self, slot, reply: bytes) -> None:
+        pass
+
+    def in_grace(self) -> bool:
+        return False
+
+    def expire_idle(self, now: float) -> None:
+        pass
+
+
+def make_state_manager(nfs_state, lease_seconds: int):
+    try:
+        from acmenfs.nfs4.state import StateManager
+    except ModuleNotFoundError as exc:
+        if exc.name != "acmenfs.nfs4.state":
+            raise
+        return AnonymousOnlyState()
+    return StateManager(lease_seconds=lease_seconds, records_dir=nfs_state.state_dir / "nfs4")
+
+
+_COMPOUND_KEY = ("NFS4", "COMPOUND")
+
+
+def _status_name(status: int) -> str:
+    try:
+        return Nfs4Stat(status).name
+    except ValueError:
+        return str(status)
+
+
+_OPAQUE, _BITMAP, _READDIR, _FATTR = -1, -2, -3, -4
+# The argument layout of the ops that change nothing (byte counts for fixed ones): the DRC
+# decision steps over them without decoding anything else.
+_READ_ONLY_ARGS = {
+    Op.PUTFH: _OPAQUE, Op.LOOKUP: _OPAQUE, Op.SECINFO: _OPAQUE,
+    Op.PUTROOTFH: 0, Op.PUTPUBFH: 0, Op.GETFH: 0, Op.SAVEFH: 0, Op.RESTOREFH: 0, Op.LOOKUPP: 0,
+    Op.READLINK: 0, Op.ACCESS: 4, Op.READ: 28, Op.RENEW: 8,
+    Op.GETATTR: _BITMAP, Op.READDIR: _READDIR, Op.VERIFY: _FATTR, Op.NVERIFY: _FATTR,
+}
+_U32 = struct.Struct(">I")
+
+
+def needs_drc(record, offset: int) -> bool:
+    """Whether a COMPOUND call goes through the duplicate request cache: a 4.0 one that may
+    contain an op that changes something (an op not known to be read-only, or arguments that
+    do not parse: cached, the harmless side).  4.1+ replays come from the session's slots."""
+    unpack = _U32.unpack_from
+    end = len(record)
+    try:
+        position = offset + 4 + ((unpack(record, offset)[0] + 3) & ~3)
+        if unpack(record, position)[0] != 0:
+            return False
+        count = unpack(record, position + 4)[0]
+        position += 8
+        for _ in range(min(count, MAX_OPS + 1)):
+            layout = _READ_ONLY_ARGS.get(unpack(record, position)[0])
+            position += 4
+            if layout is None:
+                return True
+            if layout >= 0:
+                position += layout
+                continue
+            if layout == _READDIR:
+                position += 24
+            if layout != _OPAQUE:   # a bitmap4 first
+                position += 4 + 4 * unpack(record, position)[0]
+            if layout in (_OPAQUE, _FATTR):
+                position += 4 + ((unpack(record, position)[0] + 3) & ~3)
+        return position > end
+    except struct.error:
+        return True
+
+
+class Nfs4Server:
+    """What NFSv4 ops share: ``nfs`` (the v3 NfsState), ``state`` (open/lock/session state),
+    ``pseudo`` (pseudo fs), ``fh`` (handle codec)."""
+
+    def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None,
+                 call_stats=None) -> None:
+        """``call_stats``: the NfsServer's CallStats; each COMPOUND is counted as ("NFS4",
+        "COMPOUND") with its latency, and a failed one under its final nfsstat4's name."""
+        self.nfs = nfs_state
+        self.drc = drc
+        self.call_stats = call_stats
+        self.pseudo = PseudoFs(nfs_state.exports)
+        self.fh = Fh4Codec(nfs_state)
+        self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
+        self.ops = load_ops()
+        self.started_ns = time.time_ns()
+        self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
+        self._next_sweep = 0.0
+        self._sweep_lock = threading.Lock()
+
+    @property
+    def lease_seconds(self) -> int:
+        return int(getattr(self.state, "lease_seconds", 90))
+
+    def program(self) -> Program:
+        return Program(NFS4_PROGRAM, NFS_V4, "NFS4", {
+            Proc.NULL: Procedure("NULL", lambda ctx, args: b""),
+            Proc.COMPOUND: Procedure("COMPOUND", self.compound_inline, cached=True, fallback=self.compound,
+                                     cache_if=needs_drc),
+        })
+
+    def compound(self, ctx, args):
+        started = time.perf_counter()
+        self._sweep()
+        return self._counted(started, run_compound(self, ctx, args, self.ops))
+
+    def _counted(self, started: float, reply):
+        if self.call_stats is not None:
+            head = reply if isinstance(reply, (bytes, bytearray)) else reply[0]
+            status = int.from_bytes(head[:4], "big")
+            self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
+                                   None if status == 0 else _status_name(status))
+        return reply
+
+    def compound_inline(self, ctx, args):
+        """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait."""
+        previous = inline_state.active
+        inline_state.active = True
+        started = time.perf_counter()
+        try:
+            return self._counted(started, run_compound(self, ctx, args, self.ops))
+        except WouldBlock:
+            raise RunInPool from None
+        finally:
+            inline_state.active = previous
+
+    def park(self, ctx, run) -> None:
+        """Keep a COMPOUND that stopped on the event loop until the pool thread resumes it.
+        (The transport always runs the fallback after RunInPool unless the connection is gone:
+        the table is bounded so such leftovers cannot pile up.)"""
+        if len(self._parked) >= 4096:
+            self._parked.clear()
+        self._parked[id(ctx)] = (ctx, run)
+
+    def unpark(self, ctx):
+        entry = self._parked.pop(id(ctx), None)
+        return entry[1] if entry is not None and entry[0] is ctx else None
+
+    def forget_cached(self, ctx) -> None:
+        """A 4.0 COMPOUND without a non-idempotent op: its DRC entry is not kept."""
+        if self.drc is not None and ctx.drc_token is not None:
+            self.drc.drop(ctx.drc_token)
+            ctx.drc_token = None
+
+    def _sweep(self) -> None:
+        """Expire idle leases about once a second, on the calls that arrive (no timer thread)."""
+        now = time.monotonic()
+        if now < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = now + 1.0
+            clock = getattr(self.state, "clock", None)
+            self.state.expire_idle(clock() if callable(clock) else now)
+        except Exception:  # noqa: BLE001 - a sweep failure must not fail the call
+            log.exception("NFSv4 lease sweep failed")
+        finally:
+            self._sweep_lock.release()
