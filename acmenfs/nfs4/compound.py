@@ -25,7 +25,7 @@ from acmenfs.nfs4.const import (
 )
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
 from acmenfs.nfs4.fh4 import Fh4
-from acmenfs.nfs4.xdr4 import U32, encode_opaque
+from acmenfs.nfs4.xdr4 import CURRENT_STATEID, U32, encode_opaque
 from acmenfs.oncrpc.dispatch import FileRegion, materialize
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
@@ -105,6 +105,15 @@ class CompoundState:
         if fh.is_pseudo:
             return (b"pseudo", fh.pseudo_path.encode())
         return (fh.export_id, fh.backend_handle)
+
+
+def effective_stateid(cs: CompoundState, stateid: bytes) -> bytes:
+    """RFC 8881 §16.2.3.1.2: the special "current stateid" stands for the COMPOUND's current one."""
+    if stateid == CURRENT_STATEID and cs.minorversion >= 1:
+        if cs.current_stateid is None:
+            raise Nfs4Error(Nfs4Stat.BAD_STATEID, "no current stateid")
+        return cs.current_stateid
+    return stateid
 
 
 def _status_of_exception(exc: BaseException, opname: str) -> tuple[int, bytes]:

@@ -13,7 +13,7 @@ from acmenfs.nfs3.xdr import fileid_of
 from acmenfs.nfs4.attrs import (
     SUPPORTED, AttrSource, decode_fattr4_raw, decode_fattr4_setattrs, encode_attrlist, encode_fattr,
 )
-from acmenfs.nfs4.compound import CompoundState, OpSpec
+from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import Access, Attr, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.fh4 import Fh4
@@ -67,7 +67,6 @@ def op_setattr(cs: CompoundState, args: Unpacker) -> bytes:
                 raise Nfs4Error(Nfs4Stat.ISDIR, "size of a directory")
             if not scope.node.is_reg:
                 raise Nfs4Error(Nfs4Stat.INVAL, "size of a special file")
-            from acmenfs.nfs4.ops_io import effective_stateid
             cs.server.state.check_io(effective_stateid(cs, stateid), cs.file_key(), True)
         scope.backend.setattr(scope.node, scope.who, changes, None)
     except Exception as exc:  # noqa: BLE001 - SETATTR4res always carries attrsset

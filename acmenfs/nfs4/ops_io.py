@@ -11,24 +11,15 @@ on the committer in the pool thread the COMPOUND runs on.
 from __future__ import annotations
 
 from acmenfs.fs.nonblocking import inline_active
-from acmenfs.nfs4.compound import CompoundState, OpSpec
+from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
-from acmenfs.nfs4.xdr4 import CURRENT_STATEID, FALSE, TRUE, U32, decode_stateid
+from acmenfs.nfs4.xdr4 import FALSE, TRUE, U32, decode_stateid
 from acmenfs.oncrpc.dispatch import FileRegion
 from acmenfs.oncrpc.xdr import Unpacker
 
 _PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
 MAX_OFFSET = 2**64 - 1
-
-
-def effective_stateid(cs: CompoundState, stateid: bytes) -> bytes:
-    """RFC 8881 §16.2.3.1.2: the special "current stateid" stands for the COMPOUND's current one."""
-    if stateid == CURRENT_STATEID and cs.minorversion >= 1:
-        if cs.current_stateid is None:
-            raise Nfs4Error(Nfs4Stat.BAD_STATEID, "no current stateid")
-        return cs.current_stateid
-    return stateid
 
 
 def io_scope(cs: CompoundState, stateid: bytes, *, write: bool):

@@ -19,10 +19,9 @@ import struct
 
 from acmenfs.fs.local import permitted
 from acmenfs.fs.quota import charged_bytes, unallocated_bytes
-from acmenfs.nfs4.compound import CompoundState, OpSpec
+from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import NFS4_CONTENT_DATA, NFS4_CONTENT_HOLE, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
-from acmenfs.nfs4.ops_io import effective_stateid
 from acmenfs.nfs4.xdr4 import FALSE, TRUE, U64, decode_stateid
 from acmenfs.oncrpc.xdr import Unpacker
 
