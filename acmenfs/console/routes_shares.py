@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 
-from acmenfs.appliance.api import problem_body
+from acmenfs.appliance.api_http import problem_body
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.console.forms import FormError, access_field, access_list, form_fields, size_field, text_field
 from acmenfs.console.lineage import lineage_tree, tree_size

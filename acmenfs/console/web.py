@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from acmenfs import __version__
-from acmenfs.appliance.api import problem_body, problem_response
+from acmenfs.appliance.api_http import problem_body, problem_response
 from acmenfs.appliance.errors import ApplianceError
 from acmenfs.console.forms import form_fields
 from acmenfs.console.jobs import Job, JobRunner
