@@ -75,7 +75,11 @@ class ClientRecords:
         self.previous_boots = self.previous_boots - {boot}
         if self.directory is not None:
             boots = [*sorted(self.previous_boots), boot][-MAX_BOOTS:]
-            self._write(self.directory / BOOTS_FILE, " ".join(map(str, boots)).encode())
+            try:
+                self._write(self.directory / BOOTS_FILE, " ".join(map(str, boots)).encode())
+            except OSError as exc:  # a full pool must not stop the server: only STALE vs BAD is lost
+                log.warning("NFSv4: cannot record this boot in %s (%s): stateids of this instance "
+                            "will read as BAD, not STALE, after the next restart", self.directory, exc)
 
     def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_suffix(".tmp")

@@ -39,6 +39,8 @@ def op_read(cs: CompoundState, args: Unpacker):
     scope = io_scope(cs, stateid, write=False)
     try:
         fileobj, count, eof, _ = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        if type(fileobj) is bytearray:  # a small read the backend already copied from the page cache
+            return [(TRUE if eof else FALSE) + U32.pack(count), fileobj, _PADDING[count & 3]]
         if count and inline_active():   # 4.0 on the event loop, data in the page cache: sendfile
             return [(TRUE if eof else FALSE) + U32.pack(count), FileRegion(fileobj, offset, count),
                     _PADDING[count & 3]]
@@ -75,7 +77,7 @@ def op_commit(cs: CompoundState, args: Unpacker) -> bytes:
     if not scope.node.is_reg:
         raise Nfs4Error(Nfs4Stat.INVAL, "not a regular file")
     committer = cs.server.nfs.committer
-    ticket = scope.backend.commit_ticket()
+    ticket = scope.backend.commit_ticket(scope.node)  # names the file: other workers' data too
     if ticket is not None:
         committer.durable.wait_for(ticket)
     return committer.verifier

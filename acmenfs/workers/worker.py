@@ -40,14 +40,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def apply_exports(table, exports) -> None:
-    """Make ``table`` hold exactly ``exports``; unchanged exports are left alone (no rescans)."""
+def apply_exports(table, exports, readd: str | None = None) -> None:
+    """Make ``table`` hold exactly ``exports``; unchanged exports are left alone (no rescans),
+    except ``readd``, which the supervisor's table added again (e.g. after a revert)."""
     wanted = {export.path: export for export in exports}
     for export in table.list():
         if export.path not in wanted:
             table.remove(export.path)
     for export in exports:
-        if table.get(export.path) != export:
+        if table.get(export.path) != export or export.path == readd:
             table.add(export)
 
 
@@ -148,7 +149,7 @@ class Worker:
     def _handle(self, message: dict) -> object:
         op = message.get("op")
         if op == "exports":
-            apply_exports(self.server.exports, message["exports"])
+            apply_exports(self.server.exports, message["exports"], message.get("readd"))
             return {"ok": True}
         if op == "verifier":
             self.server.state.committer.verifier = message["verifier"]

@@ -193,7 +193,8 @@ def test_read_only_ops_run_inline_and_a_compound_resumes_in_the_pool_at_the_firs
     v4.compound([putfh(e), lookup("f"), getattr_(4)])             # handles now cached
     pending = _begin(v4, compound_args([putfh(e), lookup("f"), u32(25) + b"\0" * 16 + b"\0" * 8 + u32(100)]), 1)
     parts = v4.dispatcher.run_inline_first(pending)
-    assert parts is not None and any(type(p) is FileRegion for p in parts)
+    # answered inline: the data as a FileRegion (sendfile) or, for a small read, already copied
+    assert parts is not None and any(type(p) is FileRegion or b"inline data" in bytes(p) for p in parts)
     pending = _begin(v4, compound_args([putfh(e), remove("f")]), 2)
     assert v4.dispatcher.run_inline_first(pending) is None         # REMOVE: not on the event loop...
     assert (export_dir / "f").exists()                              # ...and not run before RunInPool
