@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import stat
@@ -39,6 +40,8 @@ from acmenfs.fs.nonblocking import WouldBlock
 
 
 BLOCK = 4096
+
+log = logging.getLogger("acmenfs.fs.quota")
 
 
 def allocated_bytes(st: os.stat_result) -> int:
@@ -118,7 +121,10 @@ _shared_directory: Path | None = None
 def share_usage_between_processes(directory: str | Path) -> None:
     """From now on, usage of exports with a quota is kept in cells under ``directory``."""
     global _shared_directory
-    Path(directory).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a full pool: each process counts on its own (UsageCounter says so)
+        log.warning("cannot create %s (%s): quota usage is not shared between processes", directory, exc)
     _shared_directory = Path(directory)
 
 
@@ -141,9 +147,14 @@ class _SharedCell:
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if os.fstat(self._fd).st_size < self._LAYOUT.size:
-            os.ftruncate(self._fd, self._LAYOUT.size)
-        self._map = mmap.mmap(self._fd, self._LAYOUT.size)
+        try:
+            # allocated, not sparse: a store into an unbacked mapped page on a full file system
+            # would end the process with SIGBUS; here a full pool is an OSError (ENOSPC) instead
+            os.posix_fallocate(self._fd, 0, self._LAYOUT.size)
+            self._map = mmap.mmap(self._fd, self._LAYOUT.size)
+        except OSError:
+            os.close(self._fd)
+            raise
         self._lock = threading.Lock()  # fcntl locks are per process: threads need their own
 
     @classmethod
@@ -190,7 +201,11 @@ class UsageCounter:
         self._generation = 0  # bumped by invalidate: a scan started before must not be kept
         self._cell: _SharedCell | None = None
         if _shared_directory is not None:
-            self._cell = _SharedCell.for_directory(_shared_directory, directory)
+            try:
+                self._cell = _SharedCell.for_directory(_shared_directory, directory)
+            except OSError as exc:  # e.g. a full pool: count in this process (and say so)
+                log.warning("quota usage of %s is not shared with the other workers (%s): each "
+                            "worker checks it on its own", directory, exc)
 
     def _shared(self) -> _SharedCell | None:
         """The cross-process cell, used only while the export has a quota."""

@@ -144,7 +144,11 @@ class Supervisor:
         try:
             self._bind(host, port, mount_port, udp)
             shutil.rmtree(self.usage_dir, ignore_errors=True)  # figures of an earlier run are not trusted
-            self.usage_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.usage_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a full pool: workers then count quota usage each on their own
+                log.warning("cannot create %s (%s): quota usage is not shared between workers",
+                            self.usage_dir, exc)
             for slot in self.slots:
                 slot.monitor = threading.Thread(target=self._monitor, args=(slot,), daemon=True,
                                                 name=f"acmenfs-worker-{slot.index}")
