@@ -21,23 +21,7 @@ U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 
 
-def u32(*values: int) -> bytes:
-    return b"".join(U32.pack(v) for v in values)
-
-
-def opaque(data: bytes | str) -> bytes:
-    if isinstance(data, str):
-        data = data.encode()
-    return U32.pack(len(data)) + data + b"\0" * (-len(data) & 3)
-
-
-def bitmap(*attrs: int) -> bytes:
-    if not attrs:
-        return u32(0)
-    words = [0] * (max(attrs) // 32 + 1)
-    for a in attrs:
-        words[a // 32] |= 1 << (a % 32)
-    return u32(len(words), *words)
+from acmenfs.nfs4.client import bitmap, opaque, u32  # noqa: E402  (one copy of the XDR builders)
 
 
 ZERO_STATEID = b"\0" * 16
