@@ -186,6 +186,6 @@ class SnapshotOperations(ServiceBase):
                     self._discard(staging, share_id)
                     raise
                 self._discard(staging, share_id)  # now holds the share's previous content
-            self._publish_share(share)
+            self._publish_share(share)  # a re-add is a reopen (ExportTable): every server drops the old tree
             log.info("reverted share %s to snapshot %s (%s)", share_id, snapshot_id, snapshot.name)
             return share_model(self.layout, share)
