@@ -7,6 +7,13 @@ renames done through the server (``renamed``) and disappear on removal
 (``removed``).  An id whose path no longer leads to the same inode is stale.
 Limitation (documented): renames made behind the server's back make the moved
 objects' handles stale.  It never opens the files themselves.
+
+The database is WAL in ``locking_mode=EXCLUSIVE`` (as the appliance store, see
+``acmenfs.appliance.store``): the WAL index lives in the process's memory, not in
+a memory-mapped ``-shm`` file, which a page fault could turn into SIGBUS on a
+full copy-on-write pool.  That is sound because one process holds the table:
+without kernel handles the server runs a single process (``acmenfs.workers.policy``
+refuses several), and a second opener gets ``PathTableInUse``, not a shared table.
 """
 
 from __future__ import annotations
@@ -29,12 +36,26 @@ CREATE TABLE IF NOT EXISTS objects (
 """
 
 
+class PathTableInUse(RuntimeError):
+    """Another server (process or instance) holds the state directory's handle table."""
+
+
 class PathTable:
-    def __init__(self, database: str | Path) -> None:
-        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, database: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None,
+                                   timeout=busy_timeout)
+        try:
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT COUNT(*) FROM objects").fetchone()  # takes the exclusive lock now
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if "locked" in str(exc):
+                raise PathTableInUse(f"the handle table {database} is in use by another server "
+                                     "(one server per state directory)") from exc
+            raise
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from acmenfs.fs.backend import BadHandle
+from acmenfs.fs.durable import write_atomically
 from acmenfs.nfs3.const import NFS3_FHSIZE
 
 HANDLE_VERSION = 1
@@ -33,24 +34,34 @@ REMEMBERED_HANDLES = 65536
 
 
 def load_or_create_secret(state_dir: str | Path) -> bytes:
+    """The state directory's handle secret, created (durably, mode 0600) on first use.
+
+    Creation never overwrites: if another process created the secret meanwhile, its
+    secret is the one used, so every process of a server signs handles alike.  A file
+    too short to be a secret is replaced.
+    """
     path = Path(state_dir) / SECRET_FILE
-    try:
-        secret = path.read_bytes()
-        if len(secret) >= 32:
-            return secret[:32]
-    except FileNotFoundError:
-        pass
+    existing = _read_secret(path)
+    if existing is not None:
+        return existing
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     secret = os.urandom(32)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, secret)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        write_atomically(path, secret, mode=0o600, replace=path.exists())  # exists: too short, replaced
+    except FileExistsError:
+        existing = _read_secret(path)
+        if existing is None:
+            raise
+        return existing
     return secret
+
+
+def _read_secret(path: Path) -> bytes | None:
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return secret[:32] if len(secret) >= 32 else None
 
 
 class HandleCodec:

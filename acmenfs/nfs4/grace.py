@@ -82,15 +82,8 @@ class ClientRecords:
                             "will read as BAD, not STALE, after the next restart", self.directory, exc)
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._sync_dir()
+        from acmenfs.fs.durable import write_atomically
+        write_atomically(path, data, mode=0o600)   # temp beside, fsync, rename over, fsync the dir
 
     def add(self, owner: bytes) -> None:
         """Record ``owner``; returns once the record is on disk (call it outside other locks)."""

@@ -352,15 +352,13 @@ class Supervisor:
     # ----- keeping workers consistent -----------------------------------------------------
     def _exports_changed(self, event: str, export) -> None:
         if self._started and not self._stopping:
-            # an "add" of an unchanged export still means something (a revert swapped the
-            # directory under the same path): the workers re-add it, as this process did
-            self.push_exports(readd=export.path if event == "add" else None)
+            self.push_exports()
 
-    def push_exports(self, readd: str | None = None) -> None:
-        """Every live worker holds the current export table when this returns; ``readd``: an
-        export path the workers add again even if it looks unchanged (fresh backend)."""
+    def push_exports(self) -> None:
+        """Every live worker holds the current export table when this returns, generations
+        included (a worker reopens each export whose generation went up)."""
         with self._table_lock:
-            self._broadcast({"op": "exports", "exports": self.exports.list(), "readd": readd})
+            self._broadcast({"op": "exports", "exports": self.exports.list()})
 
     def _broadcast(self, message: dict, skip: WorkerSlot | None = None) -> None:
         """Send to every ready worker and wait for each ack; one that fails is killed (and

@@ -40,18 +40,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def apply_exports(table, exports, readd: str | None = None) -> None:
-    """Make ``table`` hold exactly ``exports``; unchanged exports are left alone (no rescans),
-    except ``readd``, which the supervisor's table added again (e.g. after a revert)."""
-    wanted = {export.path: export for export in exports}
-    for export in table.list():
-        if export.path not in wanted:
-            table.remove(export.path)
-    for export in exports:
-        if table.get(export.path) != export or export.path == readd:
-            table.add(export)
-
-
 class Worker:
     def __init__(self, control: socket.socket, handoff: socket.socket, config: dict) -> None:
         self.control = control
@@ -149,7 +137,9 @@ class Worker:
     def _handle(self, message: dict) -> object:
         op = message.get("op")
         if op == "exports":
-            apply_exports(self.server.exports, message["exports"], message.get("readd"))
+            # the supervisor's table, generations included: an export whose generation
+            # went up was reopened there (e.g. a revert), so it is reopened here too
+            self.server.exports.sync(message["exports"])
             return {"ok": True}
         if op == "verifier":
             self.server.state.committer.verifier = message["verifier"]

@@ -13,7 +13,6 @@ from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.workers.policy import WorkersRefused, effective_workers
 from acmenfs.workers.routing import call_program, choose_worker, home_worker
 from acmenfs.workers.stats import counters_only, sum_stats
-from acmenfs.workers.worker import apply_exports
 
 
 def header(program: int, version: int) -> bytes:
@@ -84,10 +83,10 @@ def test_shared_usage_cells_are_one_figure_for_all_counters(tmp_path, monkeypatc
     assert unlimited.current() == 8192 and first.current() == 8192
 
 
-def test_apply_exports_changes_only_what_differs():
+def test_a_pushed_export_table_changes_only_what_differs():
     table = ExportTable([Export("/a", "/tmp"), Export("/b", "/tmp")])
     events = []
     table.subscribe(lambda event, export: events.append((event, export.path)))
-    apply_exports(table, [Export("/a", "/tmp"), Export("/c", "/tmp", rules=(ClientRule("10.0.0.0/8"),))])
+    table.sync([Export("/a", "/tmp"), Export("/c", "/tmp", rules=(ClientRule("10.0.0.0/8"),))])
     assert sorted(events) == [("add", "/c"), ("remove", "/b")]
     assert [export.path for export in table.list()] == ["/a", "/c"]
