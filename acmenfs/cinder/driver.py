@@ -421,7 +421,8 @@ class AcmeNfsDriver(SnapshotsMixin, ConnectionsMixin, DataCopyMixin, driver.Volu
             self.configuration.safe_get("max_over_subscription_ratio"), supports_auto=True)
         pool_stats = stats.pool_stats(pool, pool_name=self._pool_name, sparse_default=self._sparse,
                                       reserved_percentage=self.configuration.safe_get("reserved_percentage") or 0,
-                                      max_over_subscription_ratio=ratio)
+                                      max_over_subscription_ratio=ratio,
+                                      total_volumes=stats.backend_volume_count(self.host, self.cluster_name))
         self._stats = stats.backend_stats(pool_stats, backend_name=self._pool_name, vendor_name=VENDOR_NAME,
                                           driver_version=self.VERSION)
 
