@@ -20,8 +20,8 @@ Rules:
   driver, Cinder's own os-brick connector) get ``vers=4`` in auto mode: Nova
   mounts once with no fallback, and mount.nfs (nfs-utils >= 2.1.2) with a bare
   ``vers=4`` negotiates 4.2, then 4.1, then 4.0 against the client's kernel and
-  the server, never v3. So a compute host whose kernel lacks 4.2 mounts 4.1
-  instead of failing the attachment. An explicit ``acmenfs_nfs_version`` is
+  the server, never v3 (older mount.nfs mounts 4.0). So a compute host whose
+  kernel lacks 4.2 mounts 4.1 instead of failing the attachment. An explicit ``acmenfs_nfs_version`` is
   handed out exactly (``vers=4.2`` on a host without 4.2 then fails to attach).
 - A version option in ``nfs_mount_options`` (``vers=``, ``nfsvers=``, ``v4.1``,
   ``minorversion=``) wins over both: the driver then adds no ``vers=`` of its
