@@ -201,8 +201,9 @@ class AcmeNfsDriver(SnapshotsMixin, ConnectionsMixin, DataCopyMixin, driver.Volu
         except ApplianceError as error:
             raise exception.InvalidConfigurationValue(option="acmenfs_api_url", value=url) from error
 
-    def _check_appliance(self) -> dict:
-        """API version and token; returns the pool. Raises clear Cinder errors."""
+    def _check_appliance(self) -> tuple[dict, dict]:
+        """API version and token; returns the pool and the ``GET /v1/version`` answer.
+        Raises clear Cinder errors."""
         client = self._require_client()
         url = client.base_url
         try:
@@ -216,14 +217,13 @@ class AcmeNfsDriver(SnapshotsMixin, ConnectionsMixin, DataCopyMixin, driver.Volu
                 data=_("acmenfs: %(url)s does not answer like an acmenfs appliance "
                        "(check acmenfs_api_url): %(error)s") % {"url": url, "error": error}) from error
         api_version = version.get("api_version") if isinstance(version, dict) else None
-        self._appliance_version = version if isinstance(version, dict) else {}
         if api_version != SUPPORTED_API_VERSION:
             raise exception.VolumeBackendAPIException(
                 data=_("acmenfs: appliance at %(url)s speaks API version %(found)s, "
                        "this driver needs %(needed)s") % {"url": url, "found": api_version,
                                                           "needed": SUPPORTED_API_VERSION})
         try:
-            return client.pool()
+            return client.pool(), version
         except ApplianceAuthError as error:
             raise exception.VolumeBackendAPIException(
                 data=_("acmenfs: the appliance at %(url)s refused the API token "
@@ -287,7 +287,7 @@ class AcmeNfsDriver(SnapshotsMixin, ConnectionsMixin, DataCopyMixin, driver.Volu
         self._check_volume_owner()
         setting = self._nfs_version_setting()
         self._client = self._build_client()
-        pool = self._check_appliance()
+        pool, self._appliance_version = self._check_appliance()
         self._pool_nfs = dict(pool.get("nfs") or {})
         self._version_choice = self._choose_nfs_version(setting)
         self._data_path_mode = choose_data_path(self.configuration.safe_get("acmenfs_data_path")

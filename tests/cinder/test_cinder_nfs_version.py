@@ -147,6 +147,23 @@ def test_an_appliance_without_v4_gets_v3_with_nolock(cinder_conf, appliance_with
     assert data["options"].startswith("-o vers=3,proto=tcp,nolock,")
 
 
+def test_do_setup_asks_the_appliance_again(cinder_conf, appliance, appliance_without_nfs, mount_base):
+    """The versions are cached per driver and refreshed by do_setup (here: the backend is
+    pointed at another appliance and set up again)."""
+    from cinder import context as cinder_context
+    from oslo_config import cfg
+
+    require_nfs(appliance)
+    driver = mount_driver(cinder_conf, appliance_without_nfs, mount_base, RecordingExecutor())
+    assert driver._version_choice.host_versions == ("3",)
+    group = driver.configuration.config_group
+    cfg.CONF.set_override("acmenfs_api_url", appliance.url, group=group)
+    cfg.CONF.set_override("acmenfs_api_token", appliance.token, group=group)
+    driver.do_setup(cinder_context.get_admin_context())
+    assert driver._version_choice.host_versions == ("4.2", "4.1")
+    assert driver._mounts.mount_options.startswith("vers=4.2,")
+
+
 def test_an_appliance_too_old_to_list_versions_gets_v3():
     choice = nfs_version.choose("auto", None, None)
     assert choice.host_versions == ("3",) and choice.client_version == "3"
