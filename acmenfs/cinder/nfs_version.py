@@ -101,11 +101,6 @@ class VersionChoice:
     client_version: str | None
     reason: str
 
-    @property
-    def uses_v4(self) -> bool:
-        first = self.host_versions[0]
-        return first is not None and _is_v4(first)
-
 
 def choose(setting: str, served: list[str] | None, extra: str | None) -> VersionChoice:
     """The versions to mount with (``setting`` already parsed; ``served`` from the
