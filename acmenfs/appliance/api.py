@@ -199,13 +199,41 @@ def _admin_routes(router: APIRouter, service) -> None:
 # --------------------------------------------------------------------------- the app
 
 
+NFS_PROGRAM = 100003
+
+
+def served_nfs_versions(nfs_server: Any) -> list[str]:
+    """The NFS versions ``nfs_server`` answers on its port, for ``GET /v1/version``.
+
+    None (``--no-nfs``) serves none. An in-process ``NfsServer`` is asked which
+    versions of program 100003 its dispatchers registered; a worker
+    ``Supervisor`` runs that same server in each worker. Version 4 means every
+    minor version COMPOUND accepts (``acmenfs.nfs4.const.MINOR_VERSIONS``).
+    """
+    if nfs_server is None:
+        return []
+    majors = {program.version for rpc_server in getattr(nfs_server, "rpc_servers", [])
+              for program in rpc_server.dispatcher.programs() if program.number == NFS_PROGRAM}
+    if not majors:  # a Supervisor: the listeners hand connections to NfsServer workers
+        majors = {3, 4}
+    versions = [str(major) for major in sorted(majors) if major != 4]
+    if 4 in majors:
+        from acmenfs.nfs4.const import MINOR_VERSIONS
+
+        versions += [f"4.{minor}" for minor in MINOR_VERSIONS]
+    return versions
+
+
 def create_app(
-    service, *, nfs_stats: Callable[[], dict] | None = None, metrics_auth: MetricsAuth = MetricsAuth()
+    service, *, nfs_stats: Callable[[], dict] | None = None, metrics_auth: MetricsAuth = MetricsAuth(),
+    nfs_versions: list[str] | tuple[str, ...] = (),
 ) -> FastAPI:
     """The REST application for ``service``.
 
     ``nfs_stats`` returns the NFS server's live counters (``NfsServer.stats``)
     for /metrics; without it the NFS metric families are empty.
+    ``nfs_versions`` (``served_nfs_versions``) is what ``GET /v1/version`` says
+    the NFS server serves; empty without one.
     ``metrics_auth`` says who may read /metrics (default: anyone).
     """
     app = FastAPI(
@@ -234,7 +262,7 @@ def create_app(
 
     @app.get("/v1/version", response_model=VersionOut, tags=["meta"], summary="API version")
     def version():
-        return _json({"api_version": API_VERSION, "version": __version__})
+        return _json({"api_version": API_VERSION, "version": __version__, "nfs_versions": list(nfs_versions)})
 
     @app.get("/metrics", tags=["meta"], summary="Prometheus metrics",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -212,6 +212,10 @@ class TokenCreatedOut(BaseModel):
 class VersionOut(BaseModel):
     api_version: int
     version: str
+    nfs_versions: list[str] = Field(
+        description="NFS protocol versions the running NFS server serves on its port, e.g. "
+        '["3", "4.0", "4.1", "4.2"]; empty when it runs without NFS (--no-nfs). Clients '
+        "(the Cinder driver) pick their mount version from it; absent on appliances older than this field.")
 
 
 class FieldErrorOut(BaseModel):

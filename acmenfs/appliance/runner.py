@@ -23,7 +23,7 @@ from typing import Callable, TextIO
 
 import uvicorn
 
-from acmenfs.appliance.api import create_app
+from acmenfs.appliance.api import create_app, served_nfs_versions
 from acmenfs.appliance.api_http import parse_metrics_auth
 from acmenfs.appliance.models import NfsEndpoint
 from acmenfs.appliance.service import ApplianceService
@@ -161,7 +161,8 @@ class ApplianceRunner:
     async def _start_api(self) -> None:
         config = self.config
         nfs_stats = self.nfs_server.stats if self.nfs_server is not None else None
-        app = create_app(self.service, nfs_stats=nfs_stats, metrics_auth=parse_metrics_auth(config.metrics_auth))
+        app = create_app(self.service, nfs_stats=nfs_stats, metrics_auth=parse_metrics_auth(config.metrics_auth),
+                         nfs_versions=served_nfs_versions(self.nfs_server))
         if hasattr(self.nfs_server, "worker_stats"):
             from acmenfs.workers.metrics import WorkerCollector
             app.state.metrics_registry.register(WorkerCollector(self.nfs_server.worker_stats))

@@ -20,17 +20,17 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 from os_brick.remotefs import remotefs as remotefs_brick
 
+from acmenfs.cinder import nfs_version
 from acmenfs.nfs3.client import Fattr, NfsClient, NfsError, is_regular_file
 
 LOG = logging.getLogger(__name__)
 
-NFS_V3_MOUNT_OPTIONS = "vers=3,proto=tcp,nolock"
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ class NfsLocation:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.export_path}"
 
-    def mount_options(self, extra: str | None = None) -> str:
-        """NFSv3 options for this server's ports; ``extra`` (admin's) come last and win."""
-        options = f"{NFS_V3_MOUNT_OPTIONS},port={self.nfs_port},mountport={self.mount_port}"
-        return f"{options},{extra}" if extra else options
+    def mount_options(self, version: str | None, extra: str | None = None) -> str:
+        """Options for NFS ``version`` on this server's ports (``nfs_version.mount_options``);
+        ``extra`` (the operator's) come last and win."""
+        return nfs_version.mount_options(version, self.nfs_port, self.mount_port, extra)
 
 
 def host_can_mount_nfs(proc_filesystems: str = "/proc/filesystems") -> bool:
@@ -72,21 +72,45 @@ def host_can_mount_nfs(proc_filesystems: str = "/proc/filesystems") -> bool:
 class MountDataPath:
     """Refcounted kernel NFS mounts at os-brick's mount points.
 
-    ``execute`` is Cinder's executor (root helper applied); tests pass a
-    recording fake.
+    ``mount_options`` is one ``-o`` string or several in preference order (NFS
+    4.2, then 4.1): a mount refused for its version (``nfs_version.refuses_version``)
+    moves to the next for good, without using up a retry; other failures are
+    retried ``mount_attempts`` times. Each option string carries its ``vers=``,
+    so os-brick's own version loop (``RemoteFsClient._mount_nfs``) makes exactly
+    one attempt with it. ``execute`` is Cinder's executor (root helper applied);
+    tests pass a recording fake.
     """
 
-    def __init__(self, mount_point_base: str, mount_options: str, mount_attempts: int,
+    def __init__(self, mount_point_base: str, mount_options: str | Sequence[str], mount_attempts: int,
                  execute: Callable, root_helper: str, *, retry_delay: float = 1.0) -> None:
         self._execute = execute
         self._retry_delay = retry_delay
         self._root_helper = root_helper
         self._attempts = max(1, mount_attempts)
-        self._client = remotefs_brick.RemoteFsClient(
+        option_sets = [mount_options] if isinstance(mount_options, str) else list(mount_options)
+        if not option_sets:
+            raise ValueError("MountDataPath needs at least one set of mount options")
+        self._clients = [remotefs_brick.RemoteFsClient(
             "nfs", root_helper, execute=execute,
-            nfs_mount_point_base=mount_point_base, nfs_mount_options=mount_options)
+            nfs_mount_point_base=mount_point_base, nfs_mount_options=options) for options in option_sets]
+        self._option_sets = option_sets
+        self._preferred = 0  # index of the option set mounts use now
         self._users: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> remotefs_brick.RemoteFsClient:
+        return self._clients[self._preferred]
+
+    @property
+    def option_sets(self) -> list[str]:
+        """Every option string in preference order."""
+        return list(self._option_sets)
+
+    @property
+    def mount_options(self) -> str:
+        """The options the next mount uses (after any version fallback)."""
+        return self._option_sets[self._preferred]
 
     @property
     def mount_point_base(self) -> str:
@@ -128,16 +152,30 @@ class MountDataPath:
             self.release(share)
 
     def _mount_with_retries(self, share: str) -> None:
-        for attempt in range(1, self._attempts + 1):
+        attempt = 1
+        while True:
             try:
                 self._client.mount(share)
                 return
             except Exception as error:  # os-brick raises BrickException or ProcessExecutionError
-                if attempt == self._attempts:
+                if self._fall_back_from(share, error):
+                    continue
+                if attempt >= self._attempts:
                     raise
                 LOG.warning("acmenfs: mount of %(share)s failed (attempt %(n)d of %(max)d): %(error)s",
                             {"share": share, "n": attempt, "max": self._attempts, "error": error})
+                attempt += 1
                 time.sleep(self._retry_delay)
+
+    def _fall_back_from(self, share: str, error: Exception) -> bool:
+        """Move to the next option set when ``error`` refuses this one's NFS version."""
+        if self._preferred + 1 >= len(self._option_sets) or not nfs_version.refuses_version(error):
+            return False
+        LOG.warning("acmenfs: mount of %(share)s with %(refused)s refused its NFS version (%(error)s); "
+                    "using %(next)s from now on", {"share": share, "refused": self.mount_options,
+                                                   "error": error, "next": self._option_sets[self._preferred + 1]})
+        self._preferred += 1
+        return True
 
     def _unmount(self, share: str) -> None:
         mount_point = self.mount_point(share)

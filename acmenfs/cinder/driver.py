@@ -33,22 +33,27 @@ Decisions worth knowing:
   a squashed root's chown); it must run as acmenfs_volume_owner's uid or group.
 - Migration returns only ``_name_id`` and ``provider_location`` (``migration``);
   stats and thin/thick per volume type live in ``stats``.
+- The NFS version (``acmenfs_nfs_version``, ``nfs_version``) is chosen once per
+  do_setup from the appliance's ``GET /v1/version``: v4.2/4.1 without nolock
+  when it serves them, else v3 with nolock; it applies to this host's mounts
+  and to the connection info Nova gets.
+
+The class is assembled from mixins by concern: ``snapshots`` (snapshots,
+clones, revert), ``connections`` (exports, connection info for Nova) and
+``copies`` (image copies, the only code that mounts); this module keeps setup,
+share lookup, volumes, stats, manage and migration.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import threading
-from typing import Any, Iterator
+from typing import Any
 
 from oslo_log import log as logging
 
 from cinder import coordination
 from cinder import exception
 from cinder.i18n import _
-from cinder.image import image_utils
 from cinder import interface
 from cinder import utils
 from cinder.volume import driver
@@ -56,6 +61,7 @@ from cinder.volume import volume_utils
 
 from acmenfs.cinder import manage
 from acmenfs.cinder import migration
+from acmenfs.cinder import nfs_version
 from acmenfs.cinder import options
 from acmenfs.cinder import stats
 from acmenfs.cinder.appliance_client import (
@@ -68,7 +74,10 @@ from acmenfs.cinder.appliance_client import (
     ApplianceUnreachable,
 )
 from acmenfs.cinder.common import backend_error, bytes_to_gib_rounded_up, gib_to_bytes
+from acmenfs.cinder.connections import ConnectionsMixin
+from acmenfs.cinder.copies import DataCopyMixin, _local_address_towards  # noqa: F401 (old import path)
 from acmenfs.cinder.datapath import MountDataPath, NfsLocation, UserspaceDataPath, choose_data_path
+from acmenfs.cinder.snapshots import TEMPORARY_CLONE_SNAPSHOT_PREFIX, SnapshotsMixin  # noqa: F401
 
 LOG = logging.getLogger(__name__)
 
@@ -76,7 +85,6 @@ VERSION = "1.0.0"
 VENDOR_NAME = "ACME"
 FILE_MODE_SECURE = "0660"
 FILE_MODE_OPEN = "0666"
-TEMPORARY_CLONE_SNAPSHOT_PREFIX = "clone-source-"
 MAX_OWNER_ID = (1 << 32) - 2  # the appliance's limit (2^32-1 is chown's "unchanged")
 VOLUME_OWNER_SYNTAX = f"UID:GID, numbers 0..{MAX_OWNER_ID}, e.g. 64055:64055"
 
@@ -108,17 +116,9 @@ def _export_path_of(provider_location: str | None) -> str | None:
     return "/" + provider_location.split(":/", 1)[1]
 
 
-def _local_address_towards(host: str) -> str:
-    """The source IP this host uses to reach ``host`` (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect((host, 2049))
-        return probe.getsockname()[0]
-
-
 @interface.volumedriver
-class AcmeNfsDriver(driver.VolumeDriver):
-    """acmenfs appliance: one NFSv3 share per volume, appliance-side snapshots and clones."""
+class AcmeNfsDriver(SnapshotsMixin, ConnectionsMixin, DataCopyMixin, driver.VolumeDriver):
+    """acmenfs appliance: one NFS share per volume, appliance-side snapshots and clones."""
 
     VERSION = VERSION
     CI_WIKI_NAME = "ACME_acmenfs_CI"
@@ -143,6 +143,8 @@ class AcmeNfsDriver(driver.VolumeDriver):
         self._host_access_users: dict[str, tuple[int, bool, str]] = {}
         self._export_mounts: dict[str, str] = {}
         self._volume_owner: tuple[int, int] | None = None
+        self._appliance_version: dict = {}  # GET /v1/version, asked again by every do_setup
+        self._version_choice = nfs_version.choose(nfs_version.AUTO, None, None)  # until do_setup asks
 
     @staticmethod
     def get_driver_options() -> list:
@@ -199,8 +201,9 @@ class AcmeNfsDriver(driver.VolumeDriver):
         except ApplianceError as error:
             raise exception.InvalidConfigurationValue(option="acmenfs_api_url", value=url) from error
 
-    def _check_appliance(self) -> dict:
-        """API version and token; returns the pool. Raises clear Cinder errors."""
+    def _check_appliance(self) -> tuple[dict, dict]:
+        """API version and token; returns the pool and the ``GET /v1/version`` answer.
+        Raises clear Cinder errors."""
         client = self._require_client()
         url = client.base_url
         try:
@@ -220,7 +223,7 @@ class AcmeNfsDriver(driver.VolumeDriver):
                        "this driver needs %(needed)s") % {"url": url, "found": api_version,
                                                           "needed": SUPPORTED_API_VERSION})
         try:
-            return client.pool()
+            return client.pool(), version
         except ApplianceAuthError as error:
             raise exception.VolumeBackendAPIException(
                 data=_("acmenfs: the appliance at %(url)s refused the API token "
@@ -254,23 +257,55 @@ class AcmeNfsDriver(driver.VolumeDriver):
         uid, gid = self._volume_owner
         return {f"{prefix}uid": uid, f"{prefix}gid": gid}
 
+    def _nfs_version_setting(self) -> str:
+        """``acmenfs_nfs_version`` checked (before anything is contacted)."""
+        text = self.configuration.safe_get("acmenfs_nfs_version")
+        try:
+            return nfs_version.parse_setting(text)
+        except nfs_version.InvalidNfsVersion as error:
+            raise exception.InvalidConfigurationValue(option="acmenfs_nfs_version", value=str(error)) from error
+
+    def _served_nfs_versions(self) -> list[str] | None:
+        """What the appliance said it serves at do_setup; None from an appliance too old to say."""
+        served = self._appliance_version.get("nfs_versions")
+        if not isinstance(served, list):
+            return None
+        return [str(version) for version in served]
+
+    def _choose_nfs_version(self, setting: str) -> nfs_version.VersionChoice:
+        extra = self.configuration.safe_get("nfs_mount_options")
+        choice = nfs_version.choose(setting, self._served_nfs_versions(), extra)
+        if nfs_version.keeps_locks_local(choice.host_versions[0], extra):
+            LOG.warning("acmenfs: nfs_mount_options has nolock on an NFSv4 mount: Linux then keeps "
+                        "byte-range locks local to each host, so two hosts can open one volume; "
+                        "remove nolock")
+        return choice
+
     def do_setup(self, context: Any) -> None:
-        """Check acmenfs_volume_owner, connect to the appliance, check API version and token, pick the data path."""
+        """Check acmenfs_volume_owner and acmenfs_nfs_version, connect to the appliance, check API
+        version and token, choose the NFS version from what it serves, pick the data path."""
         self._check_volume_owner()
+        setting = self._nfs_version_setting()
         self._client = self._build_client()
-        pool = self._check_appliance()
+        pool, self._appliance_version = self._check_appliance()
         self._pool_nfs = dict(pool.get("nfs") or {})
+        self._version_choice = self._choose_nfs_version(setting)
         self._data_path_mode = choose_data_path(self.configuration.safe_get("acmenfs_data_path")
                                                 or options.DATA_PATH_AUTO)
         location = self._location_of({"export_path": "/", "nfs": self._pool_nfs})
+        extra = self.configuration.safe_get("nfs_mount_options")
         self._mounts = MountDataPath(
             mount_point_base=self.configuration.safe_get("nfs_mount_point_base"),
-            mount_options=location.mount_options(self.configuration.safe_get("nfs_mount_options")),
+            mount_options=[location.mount_options(version, extra)
+                           for version in self._version_choice.host_versions],
             mount_attempts=self.configuration.safe_get("nfs_mount_attempts") or 1,
             execute=self._execute, root_helper=utils.get_root_helper())
-        LOG.info("acmenfs: appliance %(url)s, NFS at %(host)s:%(port)s, data path %(mode)s",
+        LOG.info("acmenfs: appliance %(url)s, NFS at %(host)s:%(port)s, data path %(mode)s; "
+                 "NFS version: %(why)s; this host mounts with %(host_options)s, clients get %(client_options)s",
                  {"url": self._client.base_url, "host": location.host, "port": location.nfs_port,
-                  "mode": self._data_path_mode})
+                  "mode": self._data_path_mode, "why": self._version_choice.reason,
+                  "host_options": " or ".join(self._mounts.option_sets),
+                  "client_options": self._mount_options_for_clients(location)})
 
     def check_for_setup_error(self) -> None:
         self._check_appliance()
@@ -375,221 +410,6 @@ class AcmeNfsDriver(driver.VolumeDriver):
             raise backend_error(f"extending volume {volume.id} to {new_size} GiB", error) from error
 
     # ------------------------------------------------------------------
-    # snapshots and clones
-    # ------------------------------------------------------------------
-    def _create_appliance_snapshot(self, share_id: str, name: str) -> dict:
-        """Create, or adopt a same-named snapshot left by an interrupted attempt."""
-        client = self._require_client()
-        try:
-            return client.create_snapshot(share_id, name)
-        except ApplianceConflict as error:
-            if error.code != "name_conflict":
-                raise
-            for existing in client.list_snapshots(share_id):
-                if existing["name"] == name:
-                    return existing
-            raise
-
-    def _delete_appliance_snapshot(self, snapshot_id: str) -> None:
-        try:
-            self._require_client().delete_snapshot(snapshot_id)
-        except ApplianceNotFound:
-            LOG.info("acmenfs: snapshot %s already gone", snapshot_id)
-
-    @coordination.synchronized("acmenfs-volume-{snapshot.volume_id}")
-    def create_snapshot(self, snapshot: Any) -> dict:
-        try:
-            created = self._create_appliance_snapshot(self._share_id(snapshot.volume), snapshot.name)
-        except ApplianceError as error:
-            raise backend_error(f"creating snapshot {snapshot.id}", error) from error
-        return {"provider_id": created["id"]}
-
-    def _appliance_snapshot_id(self, snapshot: Any) -> str | None:
-        if snapshot.provider_id:
-            return snapshot.provider_id
-        share = self._find_share(snapshot.volume)
-        if share is None:
-            return None
-        for existing in self._require_client().list_snapshots(share["id"]):
-            if existing["name"] == snapshot.name:
-                return existing["id"]
-        return None
-
-    @coordination.synchronized("acmenfs-volume-{snapshot.volume_id}")
-    def delete_snapshot(self, snapshot: Any) -> None:
-        try:
-            snapshot_id = self._appliance_snapshot_id(snapshot)
-            if snapshot_id is None:
-                LOG.info("acmenfs: snapshot %s not on the appliance; nothing to delete", snapshot.id)
-                return
-            self._delete_appliance_snapshot(snapshot_id)
-        except ApplianceConflict as error:
-            raise exception.SnapshotIsBusy(snapshot_name=snapshot.name) from error
-        except ApplianceError as error:
-            raise backend_error(f"deleting snapshot {snapshot.id}", error) from error
-
-    def _clone(self, snapshot_id: str, volume: Any) -> dict:
-        """Appliance clone of a snapshot into the new volume's share (renamed, grown, chowned when configured)."""
-        try:
-            share = self._require_client().clone_snapshot(
-                snapshot_id, volume.name, size=gib_to_bytes(volume.size), volume_name=volume.name,
-                **self._owner_fields("volume_"))
-        except ApplianceError as error:
-            raise backend_error(f"cloning snapshot {snapshot_id} into volume {volume.id}", error) from error
-        return self._model_update(share)
-
-    @coordination.synchronized("acmenfs-volume-{snapshot.volume_id}")
-    def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> dict:
-        snapshot_id = self._appliance_snapshot_id(snapshot)
-        if snapshot_id is None:
-            raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
-        return self._clone(snapshot_id, volume)
-
-    @coordination.synchronized("acmenfs-volume-{src_vref.id}")
-    def create_cloned_volume(self, volume: Any, src_vref: Any) -> dict:
-        """Temporary snapshot of the source, clone it, then drop the snapshot.
-
-        The clone does not depend on its snapshot on this appliance, so the
-        snapshot goes away after success as well as after failure.
-        """
-        try:
-            temporary = self._create_appliance_snapshot(
-                self._share_id(src_vref), f"{TEMPORARY_CLONE_SNAPSHOT_PREFIX}{volume.id}")
-        except ApplianceError as error:
-            raise backend_error(f"snapshotting volume {src_vref.id} for a clone", error) from error
-        try:
-            return self._clone(temporary["id"], volume)
-        finally:
-            try:
-                self._delete_appliance_snapshot(temporary["id"])
-            except ApplianceError as error:
-                LOG.warning("acmenfs: could not delete temporary snapshot %(snap)s of volume "
-                            "%(vol)s: %(error)s", {"snap": temporary["id"], "vol": src_vref.id,
-                                                   "error": error})
-
-    def snapshot_revert_use_temp_snapshot(self) -> bool:
-        return False
-
-    @coordination.synchronized("acmenfs-volume-{volume.id}")
-    def revert_to_snapshot(self, context: Any, volume: Any, snapshot: Any) -> None:
-        """Appliance revert, then the volume's own file name, owner and size back."""
-        client = self._require_client()
-        snapshot_id = self._appliance_snapshot_id(snapshot)
-        if snapshot_id is None:
-            raise exception.SnapshotNotFound(snapshot_id=snapshot.id)
-        try:
-            share = client.revert_share(self._share_id(volume), snapshot_id)
-            share = self._restore_volume_file_name(share, volume)
-            wanted = gib_to_bytes(volume.size)
-            if (share.get("volume") or {}).get("size", wanted) < wanted or share.get("size", wanted) < wanted:
-                client.extend_share(share["id"], wanted)
-        except ApplianceError as error:
-            raise backend_error(f"reverting volume {volume.id} to snapshot {snapshot.id}", error) from error
-
-    def _restore_volume_file_name(self, share: dict, volume: Any) -> dict:
-        """A revert brings back the snapshot's file name (``disk.img`` for a snapshot
-        taken before manage_existing renamed it) and owner: rename to the name Nova
-        opens, and chown to acmenfs_volume_owner when set."""
-        reverted = share.get("volume")
-        owner = self._owner_fields()
-        if not reverted:
-            LOG.warning("acmenfs: snapshot reverted into volume %s holds no volume file", volume.id)
-            return share
-        if reverted.get("name") == volume.name and all(reverted.get(key) == value for key, value in owner.items()):
-            return share
-        LOG.info("acmenfs: revert of volume %(id)s brought back file %(old)s; renaming it to %(new)s",
-                 {"id": volume.id, "old": reverted.get("name"), "new": volume.name})
-        return self._require_client().put_volume(share["id"], volume.name, **owner)
-
-    # ------------------------------------------------------------------
-    # exports and connections
-    # ------------------------------------------------------------------
-    def _mount_options_for_clients(self, location: NfsLocation) -> str:
-        return "-o " + location.mount_options(self.configuration.safe_get("nfs_mount_options"))
-
-    def _mount_point_base(self) -> str:
-        return self._mounts.mount_point_base if self._mounts else \
-            self.configuration.safe_get("nfs_mount_point_base")
-
-    @coordination.synchronized("acmenfs-volume-{volume.id}")
-    def initialize_connection(self, volume: Any, connector: dict, initiator_data: Any = None) -> dict:
-        """Let the connector's IP mount the share (read-only for 'ro' attachments);
-        return Nova's NFS connection info."""
-        if not connector or not connector.get("ip"):
-            raise exception.InvalidConnectorException(missing="ip")
-        access = "ro" if connector.get("mode") == "ro" else "rw"
-        try:
-            share = self._require_client().add_access(self._share_id(volume), connector["ip"], access=access,
-                                                      squash=self._squash)
-        except ApplianceError as error:
-            raise backend_error(f"granting {connector['ip']} access to volume {volume.id}", error) from error
-        location = self._location_of(share)
-        return {
-            "driver_volume_type": self.driver_volume_type,
-            "data": {"export": location.share, "name": volume.name,
-                     "options": self._mount_options_for_clients(location),
-                     "format": "raw", "access_mode": access},
-            "mount_point_base": self._mount_point_base(),
-        }
-
-    @staticmethod
-    def _attachments_from(volume: Any, client_ip: str) -> int:
-        count = 0
-        for attachment in volume.volume_attachment or []:
-            connector = attachment.connector or {}
-            if connector.get("ip") == client_ip and attachment.attach_status != "detached":
-                count += 1
-        return count
-
-    @coordination.synchronized("acmenfs-volume-{volume.id}")
-    def terminate_connection(self, volume: Any, connector: dict | None, **kwargs: Any) -> None:
-        """Remove the connector's access rule; ``connector=None`` (force detach) removes
-        every rule but the one this Cinder host holds for a data copy."""
-        share = self._find_share(volume)
-        if share is None:
-            return
-        client = self._require_client()
-        if connector is None:
-            keep = self._held_host_access_client(share["id"])
-            clients = [rule["client"] for rule in share.get("access") or [] if rule["client"] != keep]
-        else:
-            if not connector.get("ip"):
-                raise exception.InvalidConnectorException(missing="ip")
-            if self._attachments_from(volume, connector["ip"]) > 1:
-                LOG.info("acmenfs: %(ip)s still has another attachment of volume %(id)s; keeping access",
-                         {"ip": connector["ip"], "id": volume.id})
-                return
-            clients = [connector["ip"]]
-        try:
-            for client_address in clients:
-                client.remove_access(share["id"], client_address)
-        except ApplianceNotFound:
-            return
-        except ApplianceError as error:
-            raise backend_error(f"removing access to volume {volume.id}", error) from error
-
-    def create_export(self, context: Any, volume: Any, connector: dict | None) -> None:
-        """Nothing to export (the share exists); when Cinder attaches locally on a
-        mounting host, hold the mount so ``remove_export`` unmounts what os-brick mounted."""
-        if (self._data_path_mode == options.DATA_PATH_MOUNT and self._mounts and connector
-                and connector.get("host") == volume_utils.extract_host(self.host or "", "host")
-                and volume.provider_location and volume.id not in self._export_mounts):
-            self._mounts.acquire(volume.provider_location)
-            self._export_mounts[volume.id] = volume.provider_location
-        return None
-
-    def ensure_export(self, context: Any, volume: Any) -> None:
-        return None
-
-    def remove_export(self, context: Any, volume: Any) -> None:
-        self._release_export_mount(volume)
-
-    def _release_export_mount(self, volume: Any) -> None:
-        share = self._export_mounts.pop(volume.id, None)
-        if share and self._mounts:
-            self._mounts.release(share)
-
-    # ------------------------------------------------------------------
     # stats
     # ------------------------------------------------------------------
     def _update_volume_stats(self) -> None:
@@ -601,115 +421,13 @@ class AcmeNfsDriver(driver.VolumeDriver):
             self.configuration.safe_get("max_over_subscription_ratio"), supports_auto=True)
         pool_stats = stats.pool_stats(pool, pool_name=self._pool_name, sparse_default=self._sparse,
                                       reserved_percentage=self.configuration.safe_get("reserved_percentage") or 0,
-                                      max_over_subscription_ratio=ratio)
+                                      max_over_subscription_ratio=ratio,
+                                      total_volumes=stats.backend_volume_count(self.host, self.cluster_name))
         self._stats = stats.backend_stats(pool_stats, backend_name=self._pool_name, vendor_name=VENDOR_NAME,
                                           driver_version=self.VERSION)
 
     def get_pool(self, volume: Any) -> str:
         return self._pool_name
-
-    # ------------------------------------------------------------------
-    # data copies (the only code that mounts or speaks NFS)
-    # ------------------------------------------------------------------
-    def _held_host_access_client(self, share_id: str) -> str | None:
-        """The address this host holds an access rule under for a running data copy."""
-        with self._host_access_lock:
-            entry = self._host_access_users.get(share_id)
-        return entry[2] if entry else None
-
-    @contextlib.contextmanager
-    def _cinder_host_access(self, share: dict) -> Iterator[NfsLocation]:
-        """Grant this host access to the share for a data copy; refcounted, and a
-        rule that existed before (an attachment here) is left alone."""
-        location = self._location_of(share)
-        address = _local_address_towards(location.host)
-        client = self._require_client()
-        with self._host_access_lock:
-            users, added, _ = self._host_access_users.get(share["id"], (0, False, address))
-            if users == 0:
-                existing = {rule["client"] for rule in share.get("access") or []}
-                added = address not in existing
-                if added:
-                    try:
-                        # Temporary and for this trusted host only: no squash, so a
-                        # root-owned volume file is writable; I/O still runs as the
-                        # file's owner (see UserspaceDataPath).
-                        client.add_access(share["id"], address, access="rw", squash="none")
-                    except ApplianceError as error:
-                        raise backend_error(f"granting this host ({address}) access to share "
-                                             f"{share['id']}", error) from error
-            self._host_access_users[share["id"]] = (users + 1, added, address)
-        try:
-            yield location
-        finally:
-            with self._host_access_lock:
-                users, added, _ = self._host_access_users.pop(share["id"])
-                if users > 1:
-                    self._host_access_users[share["id"]] = (users - 1, added, address)
-                elif added:
-                    try:
-                        client.remove_access(share["id"], address)
-                    except ApplianceError as error:
-                        LOG.warning("acmenfs: could not remove this host's access to share %(id)s: "
-                                    "%(error)s", {"id": share["id"], "error": error})
-
-    @contextlib.contextmanager
-    def _mounted_volume(self, volume: Any) -> Iterator[str]:
-        share = self._share(volume)
-        with self._cinder_host_access(share) as location:
-            with self._mounts.mounted(location.share) as mount_point:
-                yield os.path.join(mount_point, volume.name)
-
-    def local_path(self, volume: Any) -> str:
-        """Where the volume file is when its share is mounted here (os-brick's mount point)."""
-        if self._mounts is None or not volume.provider_location:
-            raise exception.VolumeDriverException(
-                message=_("acmenfs: no local path for volume %s before do_setup/create") % volume.id)
-        return os.path.join(self._mounts.mount_point(volume.provider_location), volume.name)
-
-    def copy_image_to_volume(self, context: Any, volume: Any, image_service: Any, image_id: str,
-                             disable_sparse: bool = False) -> None:
-        blocksize = self.configuration.safe_get("volume_dd_blocksize") or "1M"
-        if self._data_path_mode == options.DATA_PATH_MOUNT:
-            with self._mounted_volume(volume) as path:
-                image_utils.fetch_to_raw(context, image_service, image_id, path, blocksize,
-                                         size=volume.size, run_as_root=self._execute_as_root,
-                                         disable_sparse=disable_sparse)
-            self._grow_volume_file(volume)
-            return
-        share = self._share(volume)
-        with image_utils.temporary_file(prefix=f"acmenfs_image_{image_id}_") as staging:
-            image_utils.fetch_to_raw(context, image_service, image_id, staging, blocksize,
-                                     size=volume.size, run_as_root=False, disable_sparse=disable_sparse)
-            with self._cinder_host_access(share) as location, open(staging, "rb") as source:
-                if self._userspace.allocated_bytes(location, volume.name):
-                    # Old contents (re-image): zero the file so skipped holes read as zeros.
-                    # The appliance grows it back (NFS SETATTR growth counts against quota).
-                    self._userspace.truncate(location, volume.name)
-                    self._grow_volume_file(volume)
-                self._userspace.upload(location, volume.name, source, os.path.getsize(staging),
-                                       sparse=self._sparse and not disable_sparse)
-
-    def _grow_volume_file(self, volume: Any) -> None:
-        """After a mounted copy (qemu-img writes the image's size), back to the volume size."""
-        try:
-            self._require_client().put_volume(self._share_id(volume), volume.name,
-                                              size=gib_to_bytes(volume.size))
-        except ApplianceError as error:
-            raise backend_error(f"resizing volume file of {volume.id}", error) from error
-
-    def copy_volume_to_image(self, context: Any, volume: Any, image_service: Any, image_meta: dict) -> None:
-        if self._data_path_mode == options.DATA_PATH_MOUNT:
-            with self._mounted_volume(volume) as path:
-                volume_utils.upload_volume(context, image_service, image_meta, path, volume,
-                                           run_as_root=self._execute_as_root)
-            return
-        share = self._share(volume)
-        with image_utils.temporary_file(prefix=f"acmenfs_volume_{volume.id}_") as staging:
-            with self._cinder_host_access(share) as location, open(staging, "r+b") as destination:
-                self._userspace.download(location, volume.name, destination, sparse=True)
-            volume_utils.upload_volume(context, image_service, image_meta, staging, volume,
-                                       run_as_root=False)
 
     # ------------------------------------------------------------------
     # manage / unmanage

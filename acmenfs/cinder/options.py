@@ -83,6 +83,22 @@ acmenfs_opts = [
                     "(secure file operations: no chown as root), so it must "
                     "run as this uid or with this gid. Empty means the "
                     "appliance default, 0:0 (root)."),
+    cfg.StrOpt("acmenfs_nfs_version",
+               default="auto",
+               help="NFS version for mounts of volume shares, on this host "
+                    "and in the connection info handed to Nova: auto, 3, "
+                    "4.0, 4.1 or 4.2. auto asks the appliance (GET "
+                    "/v1/version) at startup: when it serves 4.2 or 4.1, "
+                    "this host mounts vers=4.2 (vers=4.1 if 4.2 is refused) "
+                    "and Nova gets vers=4, which mount.nfs negotiates to "
+                    "the best minor version its kernel has, never v3; "
+                    "otherwise (or with an appliance too old to say) v3 "
+                    "with nolock. NFSv4 is mounted without nolock, so byte-"
+                    "range locks (qemu's image locks) hold across hosts and "
+                    "expire with a dead host's lease; NFSv3 locks stay "
+                    "local to each host. A version given in "
+                    "nfs_mount_options (vers=, nfsvers=, v4.1, "
+                    "minorversion=) overrides this option."),
     cfg.IntOpt("acmenfs_userspace_io_depth",
                default=4,
                min=1,

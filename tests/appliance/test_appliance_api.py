@@ -76,7 +76,7 @@ def test_version_needs_no_token(live_api):
     with live_api.client(token=None) as anonymous:
         response = anonymous.get("/v1/version")
     assert response.status_code == 200
-    assert response.json() == {"api_version": 1, "version": "0.1.0"}
+    assert response.json() == {"api_version": 1, "version": "0.1.0", "nfs_versions": []}  # no NFS server here
 
 
 def test_create_share_with_volume_and_access(api, live_api):

@@ -61,7 +61,8 @@ NFS_PATTERN = re.compile(r"NFS \S+ port (?P<nfs>\d+), MOUNT port (?P<mount>\d+)"
 
 def appliance_binary() -> str:
     """``$ACMENFS_BIN``, else an ``acmenfs`` on PATH that is not this (Cinder) venv's
-    (installed there with --no-deps, it cannot serve), else the main dev venv's.
+    (installed there with --no-deps, it cannot serve), else this checkout's ``.venv``'s,
+    else the main dev venv's.
     Never a silent skip: no binary is a failure that says what to set."""
     explicit = os.environ.get("ACMENFS_BIN")
     if explicit:
@@ -69,7 +70,8 @@ def appliance_binary() -> str:
             pytest.fail(f"ACMENFS_BIN={explicit!r} is not an executable", pytrace=False)
         return explicit
     this_venv = os.path.realpath(sys.prefix)
-    for candidate in (shutil.which("acmenfs"), "/work/venv/bin/acmenfs"):
+    checkout_venv = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "acmenfs")
+    for candidate in (shutil.which("acmenfs"), checkout_venv, "/work/venv/bin/acmenfs"):
         if (candidate and os.access(candidate, os.X_OK)
                 and not os.path.realpath(candidate).startswith(this_venv + os.sep)):
             return candidate

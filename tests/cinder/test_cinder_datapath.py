@@ -160,11 +160,18 @@ class RecordingExecutor:
     """Stands in for Cinder's ``execute``: records commands; a "mounted" share is a
     plain directory (created by ``mkdir -p``); ``umount`` empties it again."""
 
-    def __init__(self, fail_mounts: int = 0, on_mount=None) -> None:
+    def __init__(self, fail_mounts: int = 0, on_mount=None, refuse: dict[str, str] | None = None) -> None:
+        """``refuse`` maps a mount option (``vers=4.2``) to the stderr mount.nfs fails with."""
         self.commands: list[tuple[str, ...]] = []
         self.fail_mounts = fail_mounts
         self.on_mount = on_mount
+        self.refuse = refuse or {}
         self._lock = threading.Lock()
+
+    def _refusal(self, command: tuple[str, ...]) -> str | None:
+        options = {option for index, part in enumerate(command) if part == "-o"
+                   for option in command[index + 1].split(",")}
+        return next((stderr for option, stderr in self.refuse.items() if option in options), None)
 
     def __call__(self, *command, **kwargs):
         command = tuple(str(part) for part in command)
@@ -173,6 +180,9 @@ class RecordingExecutor:
             if command[:2] == ("mkdir", "-p"):
                 os.makedirs(command[2], exist_ok=True)
             elif command[0] == "mount":
+                refusal = self._refusal(command)
+                if refusal:
+                    raise processutils.ProcessExecutionError(exit_code=32, stderr=refusal, cmd=" ".join(command))
                 if self.fail_mounts:
                     self.fail_mounts -= 1
                     raise processutils.ProcessExecutionError(stderr="mount.nfs: Connection refused",
@@ -232,9 +242,8 @@ def test_image_to_volume_through_a_mount(cinder_conf, appliance, mount_base, con
     [mount] = executor.named("mount")
     assert mount[:3] == ("mount", "-t", "nfs")
     options = mount[mount.index("-o") + 1].split(",")
-    assert {"vers=3", "proto=tcp", "nolock", f"port={appliance.nfs_port}",
-            f"mountport={appliance.mount_port}"} <= set(options)
-    assert options[-1] == "timeo=600"  # the admin's nfs_mount_options come last
+    # The appliance serves v4.2: no nolock, no MOUNT port; the admin's nfs_mount_options come last.
+    assert options == ["vers=4.2", "proto=tcp", f"port={appliance.nfs_port}", "timeo=600"]
     assert mount[-2:] == (volume.provider_location, mount_point)
     assert executor.named("umount") == [("umount", mount_point)]
     assert driver.local_path(volume) == os.path.join(mount_point, volume.name)

@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from cinder import context as cinder_context
+from cinder import objects
 from cinder.scheduler import host_manager
 from cinder.scheduler.filters import capabilities_filter, capacity_filter
 from cinder.volume import volume_types
@@ -63,6 +64,20 @@ def test_allocated_capacity_is_what_cinder_provisioned_not_used_bytes(manager, r
 
     assert "allocated_capacity_gb" not in manager.driver.get_volume_stats(refresh=True)["pools"][0]
     assert published_pool(manager)["allocated_capacity_gb"] == 3
+
+
+def test_total_volumes_counts_this_backends_volumes_not_every_share(manager, rest):
+    ctxt = cinder_context.get_admin_context()
+    before = published_pool(manager)["total_volumes"]
+    volume = db_volume(ctxt, size=1, backend=BACKEND)
+    manager.create_volume(ctxt, volume)
+    rest.create_share(f"not-cinder-{uuid.uuid4().hex[:8]}", GIB)  # another user of the appliance
+
+    after = published_pool(manager)["total_volumes"]
+    assert after == before + 1
+    count = objects.VolumeList.get_volume_summary(ctxt, False, {"host": f"{CINDER_HOST}@{BACKEND}"})[0]
+    assert after == count
+    assert rest.pool()["share_count"] > after  # the session's other backends and the share above
 
 
 def test_total_and_free_are_the_pools(manager, rest):
