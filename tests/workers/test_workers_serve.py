@@ -69,11 +69,15 @@ def test_quota_holds_across_workers(serve_workers):
     accepted = {0: 0, 1: 0}
     refused = {}
 
+    both_wrote_once = threading.Barrier(2, timeout=60)
+
     def writer(worker: int) -> None:
         with PortClient(serve.port, ports[worker][0]) as client:
             fh = create_file(client, root, f"fill-{worker}")
             offset = 0
             while offset < 2 * quota:  # each alone would happily fill twice the quota
+                if offset == chunk:  # on a busy machine one writer could fill it before the other starts
+                    both_wrote_once.wait()
                 status, _committed, _verifier = write(client, fh, offset, b"q" * chunk, FILE_SYNC)
                 if status != 0:
                     refused[worker] = status
