@@ -23,11 +23,29 @@ KERNEL_KIND = b"K"
 PATH_KIND = b"P"
 COOKIE_FLAG = 1 << 63
 # Namespace changes and writes run on the event loop when they can; one that blocked (slept in the
-# kernel: disk, journal) and took longer than this pauses that for the export, for
-# INLINE_CHANGE_PAUSE_SECONDS.  Being preempted (a busy machine) does not count.
+# kernel: disk, journal) and took longer than this pauses that for the export (``next_pause``).
+# Being preempted (a busy machine) does not count.
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
-INLINE_CHANGE_PAUSE_SECONDS = 2.0
+INLINE_PAUSE_FIRST_SECONDS = 0.1
+INLINE_CHANGE_PAUSE_SECONDS = 2.0  # the longest pause
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+
+def next_pause(previous: float, paused_until: float, now: float) -> float:
+    """Seconds to pause inline work of one kind after a call of it blocked at ``now``.
+
+    ``previous`` is the length of the last pause (0 if none), ``paused_until`` when it ended.
+    An isolated block (a journal commit, one burst of dirty-page throttling) costs a short
+    pause, INLINE_PAUSE_FIRST_SECONDS: a long one would send seconds of calls to the
+    thread pool, each paying a thread hand-off, for one wait.  A block within
+    INLINE_CHANGE_PAUSE_SECONDS of the end of the last pause doubles it, up to
+    INLINE_CHANGE_PAUSE_SECONDS, so a disk that keeps blocking stalls the event loop at
+    most about once per longest pause."""
+    if previous > 0 and now - paused_until < INLINE_CHANGE_PAUSE_SECONDS:
+        return min(INLINE_CHANGE_PAUSE_SECONDS, previous * 2)
+    return INLINE_PAUSE_FIRST_SECONDS
+
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _AT_FDCWD = -100

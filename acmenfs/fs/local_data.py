@@ -18,8 +18,8 @@ import time
 
 from acmenfs.fs.backend import SetAttributes, StaleHandle
 from acmenfs.fs.credentials import Identity, acting_as
-from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, INLINE_CHANGE_PAUSE_SECONDS,
-                                     is_noop_change, permitted, require, set_times)
+from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, is_noop_change, next_pause,
+                                     permitted, require, set_times)
 from acmenfs.fs.nodes import Node
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active
 from acmenfs.fs.quota import charged_bytes, unallocated_bytes
@@ -128,7 +128,7 @@ class LocalDataMixin:
         but not in the page cache (the kernel would read it from disk first).  What cannot be
         foreseen (dirty-page throttling, a journal wait) is seen afterwards: a write that slept in
         the kernel and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS sends this export's writes to
-        the thread pool for INLINE_CHANGE_PAUSE_SECONDS (``_end_inline_write``).
+        the thread pool for a while (``_end_inline_write``, ``local_common.next_pause``).
         Returns (start time, voluntary context switches) for ``_end_inline_write``."""
         if stable:
             raise WouldBlock("a stable write waits for the disk")
@@ -145,9 +145,11 @@ class LocalDataMixin:
         elapsed = time.monotonic() - started[0]
         if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
             self.slow_inline_writes += 1
-            self._inline_writes_paused_until = time.monotonic() + INLINE_CHANGE_PAUSE_SECONDS
+            now = time.monotonic()
+            pause = self._inline_write_pause = next_pause(self._inline_write_pause, self._inline_writes_paused_until, now)
+            self._inline_writes_paused_until = now + pause
             log.info("export %s: an inline write blocked and took %.1f ms; writes go to the thread pool "
-                     "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
+                     "for %.1f s", self.directory, elapsed * 1000, pause)
 
     def commit_ticket(self, node: Node | None = None) -> int | None:
         if node is not None and self.committer.other_writers:

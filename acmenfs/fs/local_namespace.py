@@ -18,8 +18,8 @@ import time
 
 from acmenfs.fs.backend import SetAttributes
 from acmenfs.fs.credentials import Identity, acting_as
-from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, INLINE_CHANGE_PAUSE_SECONDS, O_PATH_FLAGS,
-                                     check_name, check_new_name)
+from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, O_PATH_FLAGS, check_name,
+                                     check_new_name, next_pause)
 from acmenfs.fs.nodes import Node
 from acmenfs.fs.nonblocking import WouldBlock, inline_active, open_cached
 from acmenfs.fs.quota import allocated_bytes, charged_bytes
@@ -63,9 +63,11 @@ class LocalNamespaceMixin:
         elapsed = time.monotonic() - started[0]
         if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
             self.slow_inline_changes += 1
-            self._inline_changes_paused_until = time.monotonic() + INLINE_CHANGE_PAUSE_SECONDS
+            now = time.monotonic()
+            pause = self._inline_change_pause = next_pause(self._inline_change_pause, self._inline_changes_paused_until, now)
+            self._inline_changes_paused_until = now + pause
             log.info("export %s: an inline change blocked and took %.1f ms; changes go to the thread pool "
-                     "for %.0f s", self.directory, elapsed * 1000, INLINE_CHANGE_PAUSE_SECONDS)
+                     "for %.1f s", self.directory, elapsed * 1000, pause)
 
     def _forget_listing(self, directory: Node) -> None:
         with self._listings_lock:
