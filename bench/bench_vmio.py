@@ -18,7 +18,7 @@ min–max over rounds.  Writes end with one COMMIT (nfsio's fsync); every timed 
     python bench/bench_vmio.py [--rounds 2] [--seconds 5] [--only 4k-randread-qd1 ...]
         [--server-python /path/to/python] [--target nfsd|serve] [--connections K]
         [--acmenfs-args "--busy-poll-us 0"] [--variant w1=--workers 1 --variant w2=--workers 2]
-        [--no-ganesha] [--workdir DIR]
+        [--variant-python w1=/path/to/python] [--no-ganesha] [--workdir DIR]
 
 ``--server-python``: the interpreter that runs ``acmenfs`` (it must have acmenfs installed, e.g.
 a venv of Debian's /usr/bin/python3); default: this one.  ``--target serve`` runs ``acmenfs serve
@@ -291,6 +291,9 @@ def main() -> int:
     parser.add_argument("--acmenfs-args", default="", help="extra arguments for every acmenfs server")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="an acmenfs configuration to run as well (repeatable); without any, one 'acmenfs'")
+    parser.add_argument("--variant-python", action="append", default=[], metavar="NAME=PATH",
+                        help="the interpreter of variant NAME (default: --server-python); e.g. a wrapper "
+                        "that sets PYTHONPATH to another checkout, to compare code in one run")
     parser.add_argument("--no-ganesha", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
     args = parser.parse_args()
@@ -306,6 +309,10 @@ def main() -> int:
         variants.append((name, shlex.split(rest)))
     if not variants:
         variants = [("acmenfs", [])]
+    pythons = dict(text.partition("=")[::2] for text in args.variant_python)
+    unknown = set(pythons) - {name for name, _ in variants}
+    if unknown or not all(pythons.values()):
+        parser.error(f"--variant-python wants NAME=PATH for a --variant NAME, got {args.variant_python}")
     common = shlex.split(args.acmenfs_args)
     workloads = args.only or list(WORKLOADS)
 
@@ -318,11 +325,11 @@ def main() -> int:
             export_dir.mkdir()
             fill_and_cache(export_dir / FILE_NAME)
             for name, extra in variants:
-                servers.append(AcmenfsNfsd(name, args.server_python, export_dir, workdir / name, common + extra))
+                servers.append(AcmenfsNfsd(name, pythons.get(name, args.server_python), export_dir, workdir / name, common + extra))
         else:
             export_dir = None
             for index, (name, extra) in enumerate(variants):
-                server = AcmenfsServe(name, args.server_python, workdir / f"data-{name}", workdir / name,
+                server = AcmenfsServe(name, pythons.get(name, args.server_python), workdir / f"data-{name}", workdir / name,
                                       common + extra)
                 servers.append(server)
                 server.export, directory = server.create_share()
@@ -361,7 +368,7 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     out = out_dir / time.strftime("vmio-%Y%m%dT%H%M%SZ.json", time.gmtime())
     out.write_text(json.dumps({
-        "argv": sys.argv[1:], "server_python": python_version, "target": args.target,
+        "argv": sys.argv[1:], "server_python": python_version, "variant_pythons": pythons, "target": args.target,
         "connections": args.connections, "seconds": args.seconds, "rounds": rounds,
         "servers": names, "runs": results, "summary": table,
     }, indent=1))

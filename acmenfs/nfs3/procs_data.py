@@ -4,7 +4,8 @@ READ runs inline on the event loop when the handle is cached and the data is in
 the page cache; up to 64 KiB are copied with one preadv2(RWF_NOWAIT) and sent in
 one writev, larger replies are ``[header, FileRegion, padding]`` so the TCP
 transport sends file data with sendfile (never copied through Python).  Cold
-data is read in the thread pool with one preadv into a fresh buffer.  WRITE hands the
+data is read in the thread pool with one preadv into a fresh buffer.  The data
+parts are built by ``acmenfs.oncrpc.read_parts`` (shared with NFSv4 READ).  WRITE hands the
 payload (a memoryview into the received record) straight to pwrite; UNSTABLE
 data goes to the page cache and is made durable by COMMIT through the group
 committer (COMMIT is an async handler awaiting its durable sequence, so many
@@ -21,36 +22,29 @@ from acmenfs.nfs3.const import NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.errors import NfsError, status_for
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import STATUS_OK, decode_fh
-from acmenfs.oncrpc.dispatch import FileRegion
+from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import Unpacker
 
 MAX_IO = 1024 * 1024
 READ_TAIL = struct.Struct(">III")  # count, eof, opaque length
 WRITE_TAIL = struct.Struct(">II8s")  # count, committed, verifier
-_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
 def nfs3_read(state: NfsState, ctx, args: Unpacker):
     fh = decode_fh(args)
     offset, count = args.unpack_uhyper(), args.unpack_uint()
     scope = state.scope(ctx, fh)
+    backend = scope.backend
     try:
-        fileobj, count, eof, st = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        data, count, eof, st = backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        parts, count, eof = read_parts(backend, data, offset, count, eof, inline_active())
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
-    if type(fileobj) is bytearray:  # a small read copied on the event loop (LocalExportBackend._read_cached)
-        header = STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count)
-        return [header, fileobj, _PADDING[count & 3]] if count & 3 else [header, fileobj]
-    if count and not inline_active():  # cold data, in the thread pool: read it here, not in sendfile
-        data = scope.backend.read_bytes(fileobj, offset, count)
-        count, eof = len(data), eof or len(data) < count
-        return [STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count), data, _PADDING[count & 3]]
     header = STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count)
-    if count == 0:
+    if not parts:
         return header
-    if count & 3:
-        return [header, FileRegion(fileobj, offset, count), _PADDING[count & 3]]
-    return [header, FileRegion(fileobj, offset, count)]  # no empty part: it would cost a write(2)
+    parts.insert(0, header)
+    return parts
 
 
 def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:

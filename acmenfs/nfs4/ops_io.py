@@ -15,10 +15,9 @@ from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.xdr4 import FALSE, TRUE, U32, decode_stateid
-from acmenfs.oncrpc.dispatch import FileRegion
+from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import Unpacker
 
-_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
 MAX_OFFSET = 2**64 - 1
 
 
@@ -38,17 +37,12 @@ def op_read(cs: CompoundState, args: Unpacker):
     offset, count = args.unpack_uhyper(), args.unpack_uint()
     scope = io_scope(cs, stateid, write=False)
     try:
-        fileobj, count, eof, _ = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
-        if type(fileobj) is bytearray:  # a small read the backend already copied from the page cache
-            return [(TRUE if eof else FALSE) + U32.pack(count), fileobj, _PADDING[count & 3]]
-        if count and inline_active():   # 4.0 on the event loop, data in the page cache: sendfile
-            return [(TRUE if eof else FALSE) + U32.pack(count), FileRegion(fileobj, offset, count),
-                    _PADDING[count & 3]]
-        data = scope.backend.read_bytes(fileobj, offset, count) if count else b""
+        data, count, eof, _ = scope.backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
+        parts, count, eof = read_parts(scope.backend, data, offset, count, eof, inline_active())
     except Exception as exc:  # noqa: BLE001
         raise Nfs4Error(status_for(exc), str(exc)) from exc
-    eof = eof or len(data) < count
-    return [(TRUE if eof else FALSE) + U32.pack(len(data)), bytes(data), _PADDING[len(data) & 3]]
+    parts.insert(0, (TRUE if eof else FALSE) + U32.pack(count))
+    return parts
 
 
 def op_write(cs: CompoundState, args: Unpacker) -> bytes:

@@ -20,30 +20,51 @@ one in ``probe_every`` (a probe), until a probe catches something.  A client who
 next call comes later than the window costs at most window / probe_every of CPU
 per call.  An idle server never polls.  A window of 0 turns polling off.
 
+It also checks that polling pays.  Polling is worth its CPU only when a core is free
+for the client (or the kernel) meanwhile; on a host whose cores are all busy (the
+client on the same few cores, other workers, other load) the spinning loop takes the
+CPU the next call needs, and calls come *later* than without it.  So the poller
+measures what it is for: the mean interval between received calls (those under
+``INTERVAL_CAP``: think time is not compared), in a long phase of the mode it prefers
+(``trial_every`` receives) and then a short phase of the other mode (``trial_length``
+receives).  Polling stays (or becomes) preferred only if its mean interval is at
+least ``gain`` shorter than without it; the comparison is redone every cycle, so a
+host that gets busy or idle is followed within a second or so.
+
 This module never touches sockets; the loop is anything with ``call_soon`` and the
 clock is injectable, so the policy is tested with a fake loop and clock.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger("acmenfs.oncrpc.busypoll")
 
 DEFAULT_WINDOW = 100e-6
 DEFAULT_BACKOFF_AFTER = 16
 DEFAULT_PROBE_EVERY = 16
+DEFAULT_TRIAL_EVERY = 4096
+DEFAULT_TRIAL_LENGTH = 512
+DEFAULT_GAIN = 0.05
+INTERVAL_CAP = 1e-3
 
 
 class BusyPoller:
     """Keeps one event loop awake for ``window`` seconds after each ``activity()``."""
 
     def __init__(self, window: float = DEFAULT_WINDOW, *, backoff_after: int = DEFAULT_BACKOFF_AFTER,
-                 probe_every: int = DEFAULT_PROBE_EVERY,
+                 probe_every: int = DEFAULT_PROBE_EVERY, trial_every: int = DEFAULT_TRIAL_EVERY,
+                 trial_length: int = DEFAULT_TRIAL_LENGTH, gain: float = DEFAULT_GAIN,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if window < 0:
             raise ValueError("busy-poll window must be >= 0")
-        if backoff_after < 1 or probe_every < 1:
-            raise ValueError("backoff_after and probe_every must be >= 1")
+        if backoff_after < 1 or probe_every < 1 or trial_every < 1 or trial_length < 1:
+            raise ValueError("backoff_after, probe_every, trial_every and trial_length must be >= 1")
+        if gain < 0:
+            raise ValueError("gain must be >= 0")
         self.window = window
         self.backoff_after = backoff_after
         self.probe_every = probe_every
@@ -60,10 +81,26 @@ class BusyPoller:
         self.misses = 0  # windows that ended with nothing caught
         self.skipped = 0  # windows not opened because of back-off
         self.seconds = 0.0  # time spent with a window open
+        # does polling pay (see the module docstring): phases and their measured intervals
+        self.trial_every = trial_every
+        self.trial_length = trial_length
+        self.gain = gain
+        self.prefers_polling = True
+        self._phase_polls = True
+        self._phase_left = trial_every
+        self._last_received = 0.0
+        self._sums = {True: 0.0, False: 0.0}  # polling or not -> summed intervals
+        self._counts = {True: 0, False: 0}
+        self.decisions_against = 0  # cycles that ended preferring not to poll
 
     @property
     def enabled(self) -> bool:
         return self.window > 0
+
+    @property
+    def polling(self) -> bool:
+        """Whether receives open windows now (False in a phase without polling)."""
+        return self.enabled and self._phase_polls
 
     def attach(self, loop) -> None:
         """Use ``loop`` (one poller serves one loop; re-attaching to the same loop is fine)."""
@@ -76,6 +113,10 @@ class BusyPoller:
         if self.window <= 0 or self._loop is None:
             return
         now = self._clock()
+        if received:
+            self._measure(now)
+        if not self._phase_polls:
+            return
         if self._awake:
             if received:
                 self.hits += 1
@@ -93,6 +134,36 @@ class BusyPoller:
         self._deadline = now + self.window
         self.windows += 1
         self._loop.call_soon(self._tick)
+
+    def _measure(self, now: float) -> None:
+        """Account the interval since the last receive to the current phase; move between phases."""
+        interval = now - self._last_received
+        self._last_received = now
+        if interval < INTERVAL_CAP:
+            polls = self._phase_polls
+            self._sums[polls] += interval
+            self._counts[polls] += 1
+        self._phase_left -= 1
+        if self._phase_left > 0:
+            return
+        if self._phase_polls == self.prefers_polling:  # the long phase ended: try the other mode
+            self._phase_polls = not self.prefers_polling
+            self._phase_left = self.trial_length
+            return
+        counts, sums = self._counts, self._sums
+        if counts[True] and counts[False]:
+            polled, slept = sums[True] / counts[True], sums[False] / counts[False]
+            prefers = polled * (1 + self.gain) <= slept
+            if prefers != self.prefers_polling:
+                log.info("busy polling %s: calls came %.1f us apart with it, %.1f us without",
+                         "resumed" if prefers else "paused", polled * 1e6, slept * 1e6)
+            self.prefers_polling = prefers
+            if not prefers:
+                self.decisions_against += 1
+        self._sums = {True: 0.0, False: 0.0}
+        self._counts = {True: 0, False: 0}
+        self._phase_polls = self.prefers_polling
+        self._phase_left = self.trial_every
 
     def _tick(self) -> None:
         now = self._clock()

@@ -20,6 +20,9 @@ _HEADER = struct.Struct(">I")
 # larger ones are handed up as views and the buffer is retired.
 _COPY_BELOW = 64 * 1024
 _MIN_FREE = 64 * 1024
+# While a fragment at least this large is arriving, the kernel is asked for its bytes only, not
+# for the next record's: the buffer it then pins holds nothing to copy into a fresh one.
+_EXACT_RECEIVE_FROM = 256 * 1024
 
 
 class RecordTooLarge(ValueError):
@@ -40,6 +43,7 @@ class RecordReader:
         self._end = 0
         self._need = 0  # bytes needed from _start for the next complete fragment
         self._fragments: bytearray | None = None
+        self._last_pinned = 0  # length of the last record handed up as a view (sizes the next buffer)
 
     @property
     def has_partial(self) -> bool:
@@ -51,10 +55,13 @@ class RecordReader:
         return self._end - self._start + (len(self._fragments) if self._fragments else 0)
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """Writable space for the next received bytes."""
-        want = max(self._need, self._end - self._start + _MIN_FREE)
+        """Writable space for the next received bytes (up to the end of a large fragment in progress)."""
+        need = self._need
+        want = max(need, self._end - self._start + _MIN_FREE)
         if self._start + want > len(self._buf):
             self._make_room(want)
+        if need >= _EXACT_RECEIVE_FROM:
+            return self._view[self._end:self._start + need]
         return self._view[self._end:]
 
     def _make_room(self, want: int) -> None:
@@ -108,6 +115,7 @@ class RecordReader:
                 else:
                     records.append(payload)
                     pinned = True
+                    self._last_pinned = length
             else:
                 if self._fragments is None:
                     self._fragments = bytearray()
@@ -122,9 +130,12 @@ class RecordReader:
         return records
 
     def _retire_buffer(self) -> None:
-        """Leave the current buffer to the records viewing it; continue in a new one."""
+        """Leave the current buffer to the records viewing it; continue in a new one, large enough
+        for another record as large as the last one viewed, with room to spare (a stream of 1 MiB WRITEs then lands
+        each record in its own buffer, never moved)."""
         pending = self._end - self._start
-        self._move_to_new_buffer(max(self._default_size, self._need, pending + _MIN_FREE))
+        self._move_to_new_buffer(max(self._default_size, self._need, pending + _MIN_FREE,
+                                     pending + _MIN_FREE + self._last_pinned))
 
 
 def frame_record(parts: list, max_fragment: int = MAX_FRAGMENT) -> list:

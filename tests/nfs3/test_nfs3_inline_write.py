@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from acmenfs.fs.local_common import INLINE_CHANGE_PAUSE_SECONDS, INLINE_PAUSE_FIRST_SECONDS, next_pause
 from acmenfs.fs.nonblocking import WouldBlock, inline, inline_active
 from acmenfs.nfs3.const import NfsProc, StableHow
 from acmenfs.nfs3.exports import ClientRule, Export
@@ -203,3 +204,24 @@ def test_overwrite_of_allocated_data_in_a_quota_export_runs_inline_without_a_usa
         assert seen == [(True, "wouldblock"), (False, "done")] and backend.usage.scanned
     finally:
         calls.close()
+
+
+def test_pause_after_a_blocked_inline_call_starts_short_and_doubles_while_blocks_keep_coming():
+    first, longest = INLINE_PAUSE_FIRST_SECONDS, INLINE_CHANGE_PAUSE_SECONDS
+    assert next_pause(0.0, 0.0, 100.0) == first  # the first block ever
+    assert next_pause(first, 100.1, 100.2) == 2 * first  # soon after the last pause ended
+    assert next_pause(0.8, 100.0, 100.5) == 1.6
+    assert next_pause(1.6, 100.0, 100.5) == longest  # capped
+    assert next_pause(longest, 100.0, 100.0 + longest + 0.01) == first  # quiet since: short again
+
+
+def test_an_isolated_blocked_inline_write_pauses_inline_writes_briefly_and_a_second_one_longer(nfsd):
+    backend = backend_of_started(nfsd)
+    nvcsw = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    before = time.monotonic()
+    backend._end_inline_write((time.monotonic() - 1.0, nvcsw - 1))
+    first_until = backend._inline_writes_paused_until
+    assert before + INLINE_PAUSE_FIRST_SECONDS <= first_until <= time.monotonic() + INLINE_PAUSE_FIRST_SECONDS
+    backend._end_inline_write((time.monotonic() - 1.0, nvcsw - 1))  # blocked again at once
+    assert backend._inline_writes_paused_until >= first_until + INLINE_PAUSE_FIRST_SECONDS
+    assert backend.slow_inline_writes == 2

@@ -177,3 +177,56 @@ def test_server_stats_include_nothing_polled_when_off():
         server.stop()
     assert busy.stats() == {"window_seconds": 0, "windows": 0, "hits": 0, "misses": 0, "skipped": 0,
                             "seconds": 0.0}
+
+
+def drive(busy: BusyPoller, loop: FakeLoop, clock: FakeClock, calls: int, polled: float, slept: float) -> list[bool]:
+    """``calls`` receives, each ``polled`` seconds after the last while windows open, else ``slept``;
+    returns whether each one found polling on."""
+    seen = []
+    for _ in range(calls):
+        polling = busy.polling
+        seen.append(polling)
+        clock.now += polled if polling else slept
+        busy.activity()
+        loop.ready.clear()  # the window's tick is not run: the next receive lands inside it
+    return seen
+
+
+def test_polling_that_makes_calls_come_later_is_given_up_and_retried_each_cycle():
+    busy, loop, clock = poller(trial_every=8, trial_length=4)
+    # a host with no free core: with the loop spinning, the next call comes later (40 us) than without (30 us)
+    seen = drive(busy, loop, clock, 12, polled=40e-6, slept=30e-6)
+    assert seen == [True] * 8 + [False] * 4  # the long polling phase, then the trial without
+    assert not busy.prefers_polling and busy.decisions_against == 1
+    seen = drive(busy, loop, clock, 12, polled=40e-6, slept=30e-6)
+    assert seen == [False] * 8 + [True] * 4  # now without polling, with a short polling trial
+    assert not busy.prefers_polling and busy.decisions_against == 2
+
+
+def test_polling_that_saves_wakeups_is_kept_and_is_taken_back_when_it_pays_again():
+    busy, loop, clock = poller(trial_every=8, trial_length=4)
+    seen = drive(busy, loop, clock, 24, polled=40e-6, slept=70e-6)  # a wake-up costs 30 us
+    assert seen == ([True] * 8 + [False] * 4) * 2 and busy.prefers_polling
+    drive(busy, loop, clock, 12, polled=40e-6, slept=30e-6)  # the host got busy
+    assert not busy.prefers_polling
+    drive(busy, loop, clock, 12, polled=40e-6, slept=70e-6)  # and idle again
+    assert busy.prefers_polling and busy.polling
+
+
+def test_a_gain_below_the_threshold_does_not_pay_for_polling_and_think_time_is_not_compared():
+    busy, loop, clock = poller(trial_every=8, trial_length=4, gain=0.05)
+    drive(busy, loop, clock, 12, polled=40e-6, slept=41e-6)  # 2.5 % shorter: not worth the CPU
+    assert not busy.prefers_polling
+    busy, loop, clock = poller(trial_every=8, trial_length=4)
+    drive(busy, loop, clock, 8, polled=40e-6, slept=30e-6)
+    drive(busy, loop, clock, 4, polled=40e-6, slept=5.0)  # seconds apart: idle, not a slower call
+    assert busy.prefers_polling  # no interval measured without polling: nothing to decide on
+
+
+def test_trial_settings_are_checked():
+    with pytest.raises(ValueError):
+        BusyPoller(100e-6, trial_every=0)
+    with pytest.raises(ValueError):
+        BusyPoller(100e-6, trial_length=0)
+    with pytest.raises(ValueError):
+        BusyPoller(100e-6, gain=-0.1)

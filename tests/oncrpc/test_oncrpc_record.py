@@ -79,3 +79,36 @@ def test_frame_record_splits_and_reassembles(parts, max_fragment):
     stream = b"".join(bytes(p) for p in framed)
     reader = RecordReader(max_record_size=1 << 16)
     assert feed(reader, stream, []) == [b"".join(parts)]
+
+
+def test_a_large_record_in_progress_is_received_up_to_its_end_only():
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    reader = RecordReader(max_record_size=2 << 20, buffer_size=4 << 20)  # room for more than the record
+    stream = encode_record(payload, len(payload)) + encode_record(b"next", 4)
+    buffer = reader.get_buffer()
+    buffer[:1000] = stream[:1000]
+    assert reader.buffer_updated(1000) == []
+    buffer = reader.get_buffer()
+    assert len(buffer) == 4 + len(payload) - 1000  # not a byte of the next record
+    buffer[:] = stream[1000:4 + len(payload)]
+    (record,) = reader.buffer_updated(len(buffer))
+    assert bytes(record) == payload and not reader.has_partial
+    assert feed(reader, stream[4 + len(payload):], []) == [b"next"]
+    assert bytes(record) == payload  # the view was not overwritten by what came after
+
+
+def test_a_stream_of_large_records_survives_any_cut_and_each_lands_in_one_buffer():
+    payloads = [bytes([n]) * (300 * 1024 + n) for n in range(4)] + [b"small", bytes(range(256)) * 1100]
+    stream = b"".join(encode_record(p, len(p)) for p in payloads)
+    for cuts in ([], [3, 307203, 307300, 900000], list(range(1, len(stream), 99991))):
+        reader = RecordReader(max_record_size=2 << 20)
+        assert feed(reader, stream, cuts) == payloads
+    reader = RecordReader(max_record_size=2 << 20)
+    feed(reader, encode_record(payloads[0], len(payloads[0])), [])  # one large record pinned its buffer
+    header_and_start = encode_record(payloads[1], len(payloads[1]))[:5000]
+    buffer = reader.get_buffer()
+    buffer[:5000] = header_and_start
+    reader.buffer_updated(5000)
+    rest = reader.get_buffer()
+    assert rest.obj is buffer.obj  # the buffer was sized for it after the last one: no move, no copy
+    assert len(rest) == 4 + len(payloads[1]) - 5000
