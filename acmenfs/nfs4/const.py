@@ -112,10 +112,14 @@ OBSOLETE_IN_41 = frozenset({Op.OPEN_CONFIRM, Op.RENEW, Op.SETCLIENTID, Op.SETCLI
 SESSIONLESS_OPS = frozenset({Op.EXCHANGE_ID, Op.CREATE_SESSION, Op.DESTROY_SESSION,
                              Op.BIND_CONN_TO_SESSION, Op.DESTROY_CLIENTID})
 # Run inline on the event loop (with SEQUENCE); none changes anything before it could raise
-# WouldBlock, so resuming the COMPOUND at that op in the thread pool is exact.
+# WouldBlock, so resuming the COMPOUND at that op in the thread pool is exact.  WRITE as v3's
+# WRITE: only an UNSTABLE write into the page cache stays inline (the backend's
+# _begin_inline_write raises WouldBlock before it writes anything); COMMIT only when nothing
+# of the file is left to flush (else it waits on the group committer, see ops_io).
 INLINE_OPS = frozenset({
     Op.PUTFH, Op.PUTROOTFH, Op.PUTPUBFH, Op.GETFH, Op.SAVEFH, Op.RESTOREFH, Op.LOOKUP, Op.LOOKUPP,
     Op.GETATTR, Op.ACCESS, Op.READ, Op.READLINK, Op.VERIFY, Op.NVERIFY, Op.SECINFO, Op.READDIR,
+    Op.WRITE, Op.COMMIT,
 })
 # 4.0 COMPOUNDs containing one of these go through the v3 duplicate request cache.
 NON_IDEMPOTENT_OPS = frozenset({

@@ -57,10 +57,14 @@ class Fh4:
         return f"Fh4({what})"
 
 
+REMEMBERED_FH4 = 16384
+
+
 class Fh4Codec:
     def __init__(self, nfs_state) -> None:
         self._v3 = nfs_state.codec
         self._secret = load_or_create_secret(nfs_state.state_dir)
+        self._known: dict[bytes, Fh4] = {}   # handles already verified (PUTFH repeats a few)
 
     def _mac(self, body: bytes) -> bytes:
         return hashlib.blake2b(body, key=self._secret, digest_size=PSEUDO_MAC_SIZE,
@@ -77,8 +81,20 @@ class Fh4Codec:
         return Fh4(self._v3.encode(export_id, backend_handle), export_id=export_id, backend_handle=backend_handle)
 
     def decode(self, raw: bytes) -> Fh4:
-        """The Fh4 of a handle from the wire; NFS4ERR_BADHANDLE if this server did not issue it."""
+        """The Fh4 of a handle from the wire; NFS4ERR_BADHANDLE if this server did not issue it.
+        A handle decoded before is answered from ``_known`` (the same bytes verify the same way;
+        whether its export still exists is the scope's business)."""
         raw = bytes(raw)
+        known = self._known.get(raw)
+        if known is not None:
+            return known
+        fh = self._decode(raw)
+        if len(self._known) >= REMEMBERED_FH4:
+            self._known.clear()
+        self._known[raw] = fh
+        return fh
+
+    def _decode(self, raw: bytes) -> Fh4:
         if not 0 < len(raw) <= NFS4_FHSIZE:
             raise Nfs4Error(Nfs4Stat.BADHANDLE, f"file handle of {len(raw)} bytes")
         if raw[0] == PSEUDO_VERSION:

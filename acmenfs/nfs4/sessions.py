@@ -213,7 +213,8 @@ class Sessions:
         m = self.m
         with m.mutex:
             session = self.lookup(sessionid)
-            if m.lease_expired(session.client):
+            now = m.clock()
+            if m.lease_expired(session.client, now):
                 m.expire_client(session.client)
                 raise Nfs4Error(S.BADSESSION, "client lease expired")
             if slotid >= len(session.slots):
@@ -234,7 +235,7 @@ class Sessions:
             slot.reply = None
             slot.in_progress = True
             slot.digest = digest
-            m.renew_client(session.client)
+            session.client.last_renew = now   # StateManager.renew_client, with the clock read above
             top = len(session.slots) - 1
             return SequenceResult(session, slot, top, top, 0)
 
