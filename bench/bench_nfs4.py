@@ -16,7 +16,17 @@ calls run in an established session (EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLE
 slot 0 with a fresh seqid per call, so SEQUENCE does its full work (the slot's reply
 cache included); v4.0 runs without client state, with the anonymous stateid.
 
-    python bench/bench_nfs4.py [--calls 20000] [--rounds 7] [--profile WORKLOAD]
+    python bench/bench_nfs4.py [--calls 20000] [--rounds 7] [--profile WORKLOAD VERSION]
+
+``--wire``: the same calls over TCP to an ``acmenfs nfsd`` process (``--server-python``, e.g. a
+venv of Debian's python), from one load client in this process that keeps ``--depth`` calls in
+flight on one connection (4.1: one session slot per call in flight, fresh seqid per call; the
+same client shape for v3 and v4).  Reported per call: server CPU (utime + stime of the server
+process from /proc over the timed calls) and the calls per second the client saw, medians of
+alternating rounds (server CPU from /proc of the server's process tree, in clock ticks: use
+enough calls).  There is no libnfs client for v4.1: this is how v4.1 is measured end to end.
+
+    python bench/bench_nfs4.py --wire [--server-python PY] [--depth 8] [--calls 20000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -199,13 +209,188 @@ def profile(workload: str, version: str, calls: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# ----- over TCP to a server process ----------------------------------------------------------
+class Connection:
+    """One TCP connection speaking record-marked RPC: blocking, calls pipelined by the caller."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.xid = 0
+
+    def send(self, record: bytes) -> None:
+        self.sock.sendall(struct.pack(">I", 0x80000000 | len(record)) + record)
+
+    def receive(self) -> bytes:
+        """One reply record (single fragment, as our server sends)."""
+        while True:
+            if len(self.buffer) >= 4:
+                length = struct.unpack_from(">I", self.buffer)[0] & 0x7FFFFFFF
+                if len(self.buffer) >= 4 + length:
+                    record = bytes(self.buffer[4:4 + length])
+                    del self.buffer[:4 + length]
+                    return record
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buffer += chunk
+
+    def call(self, program: int, version: int, proc: int, args: bytes) -> bytes:
+        self.xid += 1
+        self.send(call_record(self.xid, program, version, proc, args))
+        reply = self.receive()
+        if struct.unpack_from(">I", reply)[0] != self.xid or struct.unpack_from(">I", reply, 20)[0] != 0:
+            raise RuntimeError(f"call {program}/{version}/{proc} failed: {reply[:28].hex()}")
+        return reply[24:]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_server(python: str, export_dir: Path, workdir: Path):
+    import re
+    import subprocess
+    log_path = workdir / "server.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [python, "-m", "acmenfs", "nfsd", "--export", f"/e={export_dir}", "--port", "0", "--mount-port", "0",
+         "--state-dir", str(workdir / "state"), "--squash", "none", "--client", "127.0.0.1",
+         "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=log, cwd="/")
+    deadline = time.monotonic() + 60
+    while not (match := re.search(rb"nfsport=(\d+)&mountport=(\d+)", log_path.read_bytes())):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"acmenfs nfsd did not start: {log_path.read_text()}")
+        time.sleep(0.05)
+    return process, log, int(match.group(1)), int(match.group(2))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU of the server's process tree (``acmenfs nfsd`` runs worker processes)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_vmio import tree_cpu_seconds
+    return tree_cpu_seconds(pid)
+
+
+def wire_workloads(conn: Connection, mount_port: int, depth: int) -> dict[str, dict[str, callable]]:
+    """workload -> version -> next_args(slot) -> (program, version, proc, args)."""
+    from acmenfs.nfs3 import client as nfs
+    from acmenfs.nfs4.client import Nfs4Client, Ops, compound_args
+    from acmenfs.oncrpc.xdr import Packer
+
+    mount = Connection(mount_port)
+    root = nfs.decode_mnt_result(mount.call(MOUNT_PROGRAM, 3, 1, nfs.encode_mnt_args("/e")))
+    mount.close()
+    fh3 = nfs.decode_lookup_result(conn.call(NFS_PROGRAM, 3, 3, nfs.encode_lookup_args(root, "f")))[0]
+    session = Nfs4Client(lambda args: conn.call(NFS_PROGRAM, 4, 1, args), minor=1)
+    session.establish()
+    fh4 = session.fh_of("/e/f")
+    seqids = [session.slot_seqid] + [0] * (depth - 1)   # slot 0 carried the setup calls
+    data = b"\xa5" * 4096
+    read3 = Packer(); read3.pack_opaque(fh3); read3.pack_uhyper(0); read3.pack_uint(4096)
+    write3 = Packer(); write3.pack_opaque(fh3); write3.pack_uhyper(0); write3.pack_uint(4096)
+    write3.pack_uint(UNSTABLE); write3.pack_opaque(data)
+    putfh = Ops.putfh(fh4)
+    v4ops = {"GETATTR": Ops.getattr(*LINUX_GETATTR), "READ 4k": Ops.read(ZERO_STATEID, 0, 4096),
+             "WRITE 4k": Ops.write(ZERO_STATEID, 0, data, stable=UNSTABLE)}
+    v3calls = {"GETATTR": (1, nfs.encode_fh_args(fh3)), "READ 4k": (6, read3.get_buffer()),
+               "WRITE 4k": (7, write3.get_buffer())}
+
+    def v41(op: bytes):
+        def next_args(slot: int):
+            seqids[slot] += 1
+            return NFS_PROGRAM, 4, 1, compound_args([Ops.sequence(session.sessionid, seqids[slot], slot,
+                                                                   depth - 1), putfh, op], 1)
+        return next_args
+
+    def fixed(program: int, version: int, proc: int, args: bytes):
+        return lambda slot: (program, version, proc, args)
+
+    return {name: {"v3": fixed(NFS_PROGRAM, 3, *v3calls[name]),
+                   "v4.0": fixed(NFS_PROGRAM, 4, 1, compound_args([putfh, v4ops[name]], 0)),
+                   "v4.1": v41(v4ops[name])} for name in v3calls}
+
+
+def run_wire(conn: Connection, next_args, calls: int, depth: int, server_pid: int) -> tuple[float, float]:
+    """(server CPU us per call, calls per second) for ``calls`` calls, ``depth`` in flight."""
+    slot_of: dict[int, int] = {}
+
+    def submit(slot: int) -> None:
+        conn.xid += 1
+        slot_of[conn.xid] = slot
+        conn.send(call_record(conn.xid, *next_args(slot)))
+
+    cpu_before = process_cpu_seconds(server_pid)
+    started = time.perf_counter()
+    for slot in range(depth):
+        submit(slot)
+    sent, done = depth, 0
+    while done < calls:
+        reply = conn.receive()
+        xid, accepted = struct.unpack_from(">I", reply)[0], struct.unpack_from(">I", reply, 20)[0]
+        status = struct.unpack_from(">I", reply, 24)[0]
+        if accepted != 0 or status != 0:
+            raise RuntimeError(f"xid {xid}: accept {accepted} status {status}")
+        done += 1
+        slot = slot_of.pop(xid)
+        if sent < calls:
+            submit(slot)
+            sent += 1
+    elapsed = time.perf_counter() - started
+    cpu = process_cpu_seconds(server_pid) - cpu_before
+    return cpu / calls * 1e6, calls / elapsed
+
+
+def measure_wire(python: str, calls: int, rounds: int, depth: int) -> dict[str, dict[str, tuple[float, float]]]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nfs4-wire-"))
+    export_dir = workdir / "export"
+    export_dir.mkdir()
+    (export_dir / "f").write_bytes(b"\x5a" * (1 << 20))
+    process, log, port, mount_port = start_server(python, export_dir, workdir)
+    try:
+        conn = Connection(port)
+        table = wire_workloads(conn, mount_port, depth)
+        samples = {w: {v: [] for v in versions} for w, versions in table.items()}
+        for round_index in range(rounds):
+            for workload, versions in table.items():
+                order = list(versions)
+                shift = round_index % len(order)
+                for version in order[shift:] + order[:shift]:
+                    samples[workload][version].append(run_wire(conn, versions[version], calls, depth, process.pid))
+        conn.close()
+        return {w: {v: (statistics.median(c for c, _ in s), statistics.median(r for _, r in s))
+                    for v, s in versions.items()} for w, versions in samples.items()}
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", nargs=2, metavar=("WORKLOAD", "VERSION"),
                         help='cProfile one workload, e.g. --profile GETATTR v4.1')
+    parser.add_argument("--wire", action="store_true", help="over TCP to an acmenfs nfsd process")
+    parser.add_argument("--server-python", default=sys.executable)
+    parser.add_argument("--depth", type=int, default=8, help="--wire: calls in flight")
     args = parser.parse_args()
+    if args.wire:
+        results = measure_wire(args.server_python, args.calls, args.rounds, args.depth)
+        print(f"server: {args.server_python}; client: python {sys.version.split()[0]}; {args.depth} calls in "
+              f"flight; medians of {args.rounds} rounds of {args.calls} calls")
+        print(f"{'workload':<10}{'server CPU us/call  v3':>24}{'v4.0':>8}{'v4.1':>8}{'v4.0/v3':>9}{'v4.1/v3':>9}"
+              f"{'calls/s  v3':>14}{'v4.0':>8}{'v4.1':>8}")
+        for workload, values in results.items():
+            cpu = {v: values[v][0] for v in values}
+            rate = {v: values[v][1] for v in values}
+            print(f"{workload:<10}{cpu['v3']:>24.1f}{cpu['v4.0']:>8.1f}{cpu['v4.1']:>8.1f}"
+                  f"{cpu['v4.0'] / max(cpu['v3'], 1e-9):>9.2f}{cpu['v4.1'] / max(cpu['v3'], 1e-9):>9.2f}"
+                  f"{rate['v3']:>14.0f}{rate['v4.0']:>8.0f}{rate['v4.1']:>8.0f}")
+        return 0
     if args.profile:
         profile(args.profile[0], args.profile[1], args.calls)
         return 0
