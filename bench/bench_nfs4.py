@@ -13,8 +13,8 @@ transport does without its thread hop).  Per workload it times, in this one proc
 ``nfs4_fattr_bitmap`` asks for), rotating the order of the versions every round, and
 prints microseconds per call (median of ``--rounds``) and the ratio v4/v3.  The v4.1
 calls run in an established session (EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLETE) on
-slot 0 with a fresh seqid per call, so SEQUENCE does its full work (the slot's reply
-cache included); v4.0 runs without client state, with the anonymous stateid.
+slot 0 with a fresh seqid per call and sa_cachethis false, as Linux sends READ, WRITE and GETATTR
+(the slot keeps the encoded reply but not READ data); v4.0 runs without client state, with the anonymous stateid.
 
     python bench/bench_nfs4.py [--calls 20000] [--rounds 7] [--profile WORKLOAD VERSION]
 
@@ -131,7 +131,7 @@ def workloads(harness: Harness, setup: dict) -> dict[str, dict[str, callable]]:
             records = []
             for _ in range(n):
                 session.slot_seqid += 1
-                sequence = Ops.sequence(session.sessionid, session.slot_seqid)
+                sequence = Ops.sequence(session.sessionid, session.slot_seqid, cache=False)
                 records.append(harness.record(NFS_PROGRAM, 4, 1, compound_args([sequence, *ops], 1)))
             return records
         return build
@@ -249,7 +249,7 @@ class Connection:
         self.sock.close()
 
 
-def start_server(python: str, export_dir: Path, workdir: Path):
+def start_server(python: str, export_dir: Path, workdir: Path, extra: list[str]):
     import re
     import subprocess
     log_path = workdir / "server.log"
@@ -257,7 +257,7 @@ def start_server(python: str, export_dir: Path, workdir: Path):
     process = subprocess.Popen(
         [python, "-m", "acmenfs", "nfsd", "--export", f"/e={export_dir}", "--port", "0", "--mount-port", "0",
          "--state-dir", str(workdir / "state"), "--squash", "none", "--client", "127.0.0.1",
-         "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=log, cwd="/")
+         "--log-level", "WARNING", *extra], stdout=subprocess.DEVNULL, stderr=log, cwd="/")
     deadline = time.monotonic() + 60
     while not (match := re.search(rb"nfsport=(\d+)&mountport=(\d+)", log_path.read_bytes())):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -301,7 +301,7 @@ def wire_workloads(conn: Connection, mount_port: int, depth: int) -> dict[str, d
         def next_args(slot: int):
             seqids[slot] += 1
             return NFS_PROGRAM, 4, 1, compound_args([Ops.sequence(session.sessionid, seqids[slot], slot,
-                                                                   depth - 1), putfh, op], 1)
+                                                                   depth - 1, cache=False), putfh, op], 1)
         return next_args
 
     def fixed(program: int, version: int, proc: int, args: bytes):
@@ -342,12 +342,13 @@ def run_wire(conn: Connection, next_args, calls: int, depth: int, server_pid: in
     return cpu / calls * 1e6, calls / elapsed
 
 
-def measure_wire(python: str, calls: int, rounds: int, depth: int) -> dict[str, dict[str, tuple[float, float]]]:
+def measure_wire(python: str, calls: int, rounds: int, depth: int,
+                 server_args: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nfs4-wire-"))
     export_dir = workdir / "export"
     export_dir.mkdir()
     (export_dir / "f").write_bytes(b"\x5a" * (1 << 20))
-    process, log, port, mount_port = start_server(python, export_dir, workdir)
+    process, log, port, mount_port = start_server(python, export_dir, workdir, server_args)
     try:
         conn = Connection(port)
         table = wire_workloads(conn, mount_port, depth)
@@ -377,10 +378,14 @@ def main() -> int:
     parser.add_argument("--wire", action="store_true", help="over TCP to an acmenfs nfsd process")
     parser.add_argument("--server-python", default=sys.executable)
     parser.add_argument("--depth", type=int, default=8, help="--wire: calls in flight")
+    parser.add_argument("--server-args", default="--busy-poll-us 0",
+                        help="--wire: acmenfs nfsd arguments (default: no busy polling, which would count "
+                             "the time the server waits for this Python client as server CPU)")
     args = parser.parse_args()
     if args.wire:
-        results = measure_wire(args.server_python, args.calls, args.rounds, args.depth)
-        print(f"server: {args.server_python}; client: python {sys.version.split()[0]}; {args.depth} calls in "
+        import shlex
+        results = measure_wire(args.server_python, args.calls, args.rounds, args.depth, shlex.split(args.server_args))
+        print(f"server: {args.server_python} nfsd {args.server_args}; client: python {sys.version.split()[0]}; {args.depth} calls in "
               f"flight; medians of {args.rounds} rounds of {args.calls} calls")
         print(f"{'workload':<10}{'server CPU us/call  v3':>24}{'v4.0':>8}{'v4.1':>8}{'v4.0/v3':>9}{'v4.1/v3':>9}"
               f"{'calls/s  v3':>14}{'v4.0':>8}{'v4.1':>8}")

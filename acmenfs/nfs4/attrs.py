@@ -26,7 +26,7 @@ from acmenfs.nfs4.const import (
 )
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.xdr4 import (
-    CHANGE_INFO, U32, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_opaque, encode_utf8,
+    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_opaque, encode_utf8,
 )
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -225,6 +225,21 @@ def encode_fattr(requested, source: AttrSource) -> bytes:
     return bitmap + U32.pack(len(data)) + data
 
 
+_WORD_PLANS: dict[tuple, tuple] = {}
+
+
+def encode_fattr_for_words(words: tuple[int, ...], source: AttrSource) -> bytes:
+    """``encode_fattr`` of a request given as its bitmap4 words (GETATTR: one lookup per call)."""
+    key = (words, source.minor)
+    plan = _WORD_PLANS.get(key)
+    if plan is None:
+        plan = _plan(bitmap_attrs(words), source.minor)
+        if len(_WORD_PLANS) < 4096:
+            _WORD_PLANS[key] = plan
+    data = plan[2](source)
+    return plan[1] + U32.pack(len(data)) + data
+
+
 def encode_change_info(before_stat, after_stat, atomic: bool = True) -> bytes:
     before = before_stat.st_ctime_ns if before_stat is not None else 0
     after = after_stat.st_ctime_ns if after_stat is not None else 0
@@ -293,4 +308,4 @@ def decode_fattr4_raw(args: Unpacker) -> tuple[set[int], bytes]:
 
 
 __all__ = ["AttrSource", "SUPPORTED", "WRITABLE", "decode_fattr4_setattrs", "decode_fattr4_raw",
-           "encode_fattr", "encode_attrlist", "encode_change_info", "ftype_of"]
+           "encode_fattr", "encode_fattr_for_words", "encode_attrlist", "encode_change_info", "ftype_of"]

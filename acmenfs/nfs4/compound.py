@@ -26,7 +26,7 @@ from acmenfs.nfs4.const import (
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
 from acmenfs.nfs4.fh4 import Fh4
 from acmenfs.nfs4.xdr4 import CURRENT_STATEID, U32, encode_opaque
-from acmenfs.oncrpc.dispatch import FileRegion, materialize
+from acmenfs.oncrpc.dispatch import materialize
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 log = logging.getLogger("acmenfs.nfs4")
@@ -45,7 +45,7 @@ class CompoundState:
 
     __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
                  "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
-                 "cinfo", "_last_scope", "durable_ticket")
+                 "cinfo", "_last_scope", "durable_ticket", "cachethis")
 
     def __init__(self, server, ctx, minorversion: int) -> None:
         self.server = server
@@ -64,6 +64,7 @@ class CompoundState:
         self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
         self._last_scope: tuple | None = None   # (fh, Scope): PUTFH then GETATTR resolve once
         self.durable_ticket: int | None = None   # COMMIT's group-commit ticket, once awaited
+        self.cachethis = True                     # SEQUENCE's sa_cachethis
 
     @property
     def address(self) -> str:
@@ -330,7 +331,13 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
             break
     reply = _encode_res(run.status, run.tag, results, run.count)
     if cs.slot is not None:
-        data = reply[0] if len(reply) == 1 else materialize(reply)
+        if len(reply) == 1:
+            server.state.slot_done(cs.slot, reply[0])
+            return reply[0]
+        if not cs.cachethis:   # READ data the client did not ask to keep: not copied into the slot
+            server.state.slot_done(cs.slot, None)
+            return reply
+        data = materialize(reply)
         server.state.slot_done(cs.slot, data)
         return data
     if not cs.nonidempotent and getattr(ctx, "drc_token", None) is not None:
@@ -346,6 +353,25 @@ def _encode_res(status: int, tag: bytes, results: list, count: int) -> list:
         U32.pack(status) + encode_opaque(tag) + U32.pack(count))
     if not results:
         return [head]
-    if all(type(part) is not FileRegion for part in results):
+    if all(type(part) is bytes for part in results):
         return [head + b"".join(results)]
-    return [head, *results]
+    return _gather(head, results)
+
+
+def _gather(head: bytes, results: list) -> list:
+    """Reply parts around READ data (a copied buffer or a FileRegion), which goes out as it is,
+    never joined: the small encoded pieces between them joined, empty ones dropped (each part
+    is an iovec, or a write(2) next to a FileRegion)."""
+    parts: list = []
+    pending = [head]
+    for part in results:
+        if type(part) is bytes:
+            if part:
+                pending.append(part)
+            continue
+        parts.append(b"".join(pending) if len(pending) > 1 else pending[0])
+        parts.append(part)
+        pending = []
+    if pending:
+        parts.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return parts

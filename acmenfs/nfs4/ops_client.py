@@ -186,8 +186,9 @@ def op_sequence(cs: CompoundState, args: Unpacker) -> bytes:
         raise XdrError("truncated SEQUENCE4args")
     digest = zlib.crc32(args.view[max(start - 4, 0):args.end])   # this op and the rest
     sessionid, seqid, slotid, highest, cachethis = _SEQUENCE_ARGS.unpack_from(args.view, start)
-    if cachethis > 1:                                # sa_cachethis: we keep every reply
+    if cachethis > 1:   # sa_cachethis: every reply is kept, but READ data only if asked (compound.py)
         raise XdrError(f"bad boolean value {cachethis}")
+    cs.cachethis = cachethis == 1
     args.offset = start + _SEQUENCE_ARGS.size
     result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest, digest)
     cs.session, cs.slot, cs.clientid = result.session, result.slot, result.session.client.clientid

@@ -239,12 +239,14 @@ class Sessions:
             top = len(session.slots) - 1
             return SequenceResult(session, slot, top, top, 0)
 
-    def slot_done(self, slot: Slot | None, reply: bytes) -> None:
+    def slot_done(self, slot: Slot | None, reply: bytes | None) -> None:
+        """The slot's request is answered; ``reply`` None: not kept (a retry gets
+        RETRY_UNCACHED_REP, RFC 8881 §2.10.6.1.3)."""
         if slot is None:
             return
         with self.m.mutex:
             slot.in_progress = False
-            slot.reply = bytes(reply) if len(reply) <= MAX_CACHED_REPLY else None
+            slot.reply = bytes(reply) if reply is not None and len(reply) <= MAX_CACHED_REPLY else None
 
     # ----- DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE --------------------------
     def destroy_clientid(self, clientid: int, current: Client | None = None) -> None:

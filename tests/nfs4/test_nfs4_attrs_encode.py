@@ -52,3 +52,14 @@ def test_write_only_and_unsupported_attributes_are_left_out():
     done, data = encode_attrlist({Attr.SIZE, Attr.TIME_MODIFY_SET, 200}, source("/etc/hostname", 2))
     assert done == {Attr.SIZE}
     assert data == struct.pack(">Q", os.lstat("/etc/hostname").st_size)
+
+
+@pytest.mark.parametrize("minor", [0, 1, 2])
+def test_getattr_by_bitmap_words_encodes_as_by_attribute_set(minor):
+    from acmenfs.nfs4.attrs import encode_fattr_for_words
+    from acmenfs.nfs4.xdr4 import decode_bitmap_words, encode_bitmap
+    from acmenfs.oncrpc.xdr import Unpacker
+    src = source("/etc/hostname", minor)
+    for requested in ({Attr.SIZE}, SUPPORTED[minor], {Attr.TYPE, Attr.OWNER, 75, 200}):
+        words = decode_bitmap_words(Unpacker(encode_bitmap(requested)))
+        assert encode_fattr_for_words(words, src) == encode_fattr(requested, src)

@@ -111,3 +111,28 @@ def test_a_failed_v4_read_counts_nothing(v4, export_dir):
     before = server.bytes_read
     reply = v4.compound([putfh(v4.fh_of("/e")), read(0, 100)])           # a directory: ISDIR
     assert reply.status == 21 and server.bytes_read == before
+
+
+def _session(v4):
+    from acmenfs.nfs4.client import Nfs4Client
+    client = Nfs4Client(lambda args: v4.body(args), minor=1)
+    client.establish()
+    return client
+
+
+@pytest.mark.parametrize("cachethis", [False, True])
+def test_a_41_read_reply_is_kept_in_its_slot_only_when_the_client_asks(v4, export_dir, file_fh, cachethis):
+    from acmenfs.nfs4.client import Ops, compound_args as args41
+    client = _session(v4)
+    client.slot_seqid += 1
+    request = args41([Ops.sequence(client.sessionid, client.slot_seqid, cache=cachethis), putfh(file_fh),
+                      read(0, 4096)], 1)
+    first = v4.body(request)
+    assert parse_compound(first).statuses == [OK, OK, OK]
+    assert b"0" * 4096 in first
+    retry = v4.body(request)                                              # same slot, same seqid
+    if cachethis:
+        assert retry == first
+    else:
+        assert parse_compound(retry).statuses == [10068]                  # NFS4ERR_RETRY_UNCACHED_REP
+    assert client.call(putfh(file_fh), getattr_(4)).status == OK          # the slot goes on
