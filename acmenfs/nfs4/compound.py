@@ -250,6 +250,13 @@ def _start(server, ctx, args: Unpacker):
 _TWO_U32 = struct.Struct(">II").unpack_from
 
 
+def _answer(run: _Run, count: int, resop: int, status: int, body=b"") -> int:
+    """``run.answer`` for the loop, which keeps the result count in a local: the new count."""
+    run.count = count
+    run.answer(resop, status, body)
+    return run.count
+
+
 def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
     An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
@@ -274,30 +281,34 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
     results = run.results
     view, end = args.view, args.end
     numops = run.numops
-    while run.index < numops:
-        index = cs.op_index = run.index
-        offset = run.offset = args.offset
+    # The loop keeps its position in locals; ``run`` is brought up to date where it can stop.
+    index, size, count = run.index, run.size, run.count
+    while index < numops:
+        offset = args.offset
         if offset + 4 > end:   # the op array is shorter than it claims
-            run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
+            count = _answer(run, count, Op.ILLEGAL, Nfs4Stat.BADXDR)
             break
         opnum = _U32_FROM(view, offset)[0]
         args.offset = offset + 4
         if index == 0 and numops > MAX_OPS:
-            run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
-                       Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
+            count = _answer(run, count, opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
+                            Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
             break
         entry = table.get(opnum)
         if entry is None or (minor and (index == 0) != (opnum == Op.SEQUENCE)):
+            cs.op_index = index
             refused = _precheck(cs, opnum, index, numops, ops)
             if refused is not None:
-                run.answer(*refused)
+                count = _answer(run, count, *refused)
                 break
             entry = _OpEntry(ops[opnum], opnum)
         if inline and not entry.inline:
+            run.index, run.offset, run.size, run.count = index, offset, size, count
             server.park(ctx, run)
             raise WouldBlock(f"{entry.name} runs in the thread pool")
         if entry.nonidempotent:
             cs.nonidempotent = True
+        cs.op_index = index
         try:
             body = entry.handler(cs, args)
             status = 0
@@ -305,30 +316,32 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
             return replay.reply
         except WouldBlock:
             if inline:
+                run.index, run.offset, run.size, run.count = index, offset, size, count
                 server.park(ctx, run)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
             status, body = _status_of_exception(exc, entry.name)
         if index == 0 and cs.session is not None:
             limit = _reply_limit(cs)
-        run.index = index + 1
+        index += 1
         if type(body) is bytes:   # the common case, inlined
-            size = run.size = run.size + 8 + len(body)
+            size += 8 + len(body)
             if size <= limit:
                 results.append(_HEAD.pack(opnum, status) + body)
-                run.count += 1
+                count += 1
                 run.status = status
                 if status:
                     break
                 continue
         else:
-            run.size += 8 + _parts_size(body)
-        if run.size > limit:
-            run.answer(opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
+            size += 8 + _parts_size(body)
+        if size > limit:
+            count = _answer(run, count, opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
             break
-        run.answer(opnum, status, body)
+        count = _answer(run, count, opnum, status, body)
         if status != Nfs4Stat.OK:
             break
+    run.count = count
     reply = _encode_res(run.status, run.tag, results, run.count)
     if cs.slot is not None:
         if len(reply) == 1:

@@ -33,7 +33,7 @@ class Fh4:
     ``pseudo_path`` is set for a pseudo-fs directory, ``export_id`` and
     ``backend_handle`` for an object of an export."""
 
-    __slots__ = ("raw", "pseudo_path", "export_id", "backend_handle")
+    __slots__ = ("raw", "pseudo_path", "export_id", "backend_handle", "is_pseudo")
 
     def __init__(self, raw: bytes, pseudo_path: str | None = None, export_id: bytes | None = None,
                  backend_handle: bytes | None = None) -> None:
@@ -41,10 +41,7 @@ class Fh4:
         self.pseudo_path = pseudo_path
         self.export_id = export_id
         self.backend_handle = backend_handle
-
-    @property
-    def is_pseudo(self) -> bool:
-        return self.pseudo_path is not None
+        self.is_pseudo = pseudo_path is not None   # a plain attribute: read several times per op
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Fh4) and other.raw == self.raw
