@@ -1,14 +1,18 @@
 """NFSv4 protocol constants: program numbers, operation numbers, nfsstat4, attribute numbers, limits.
 
 Owns the numbers of RFC 7531 (4.0), RFC 5662 (4.1) and RFC 7863 (4.2) XDR that the
-server uses, as IntEnums; no logic and no I/O.
+server uses, as IntEnums; no logic and no I/O.  What is the same thing in v3 or ONC RPC (the
+program number, stable_how, auth flavors) is imported from there, not repeated.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-NFS4_PROGRAM = 100003
+from acmenfs.nfs3.const import NFS_PROGRAM, StableHow
+from acmenfs.oncrpc.rpc import AuthFlavor
+
+NFS4_PROGRAM = NFS_PROGRAM   # one RPC program, versions 3 and 4
 NFS_V4 = 4
 MINOR_VERSIONS = (0, 1, 2)
 
@@ -334,10 +338,10 @@ class Access(IntEnum):
 
 
 FH4_PERSISTENT = 0
-UNSTABLE4, DATA_SYNC4, FILE_SYNC4 = 0, 1, 2
+UNSTABLE4, DATA_SYNC4, FILE_SYNC4 = int(StableHow.UNSTABLE), int(StableHow.DATA_SYNC), int(StableHow.FILE_SYNC)
 SET_TO_SERVER_TIME4, SET_TO_CLIENT_TIME4 = 0, 1
 NFS4_CONTENT_DATA, NFS4_CONTENT_HOLE = 0, 1
 SECINFO_STYLE4_CURRENT_FH, SECINFO_STYLE4_PARENT = 0, 1
-AUTH_NONE, AUTH_SYS = 0, 1
+AUTH_NONE, AUTH_SYS = int(AuthFlavor.NONE), int(AuthFlavor.SYS)
 NFS4_CHANGE_TYPE_IS_VERSION_COUNTER_NOPNFS = 2   # change_attr_type4 (unused: we answer UNDEFINED)
 NFS4_CHANGE_TYPE_IS_UNDEFINED = 4
