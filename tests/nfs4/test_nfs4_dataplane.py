@@ -136,3 +136,27 @@ def test_a_41_read_reply_is_kept_in_its_slot_only_when_the_client_asks(v4, expor
     else:
         assert parse_compound(retry).statuses == [10068]                  # NFS4ERR_RETRY_UNCACHED_REP
     assert client.call(putfh(file_fh), getattr_(4)).status == OK          # the slot goes on
+
+
+def test_over_tcp_a_41_client_writes_unstable_and_commits_through_the_transport(tmp_path):
+    """The real transport (oncrpc/server.py): COMMIT's RunAsync path answers, with the write
+    verifier, and the data is in the file."""
+    from acmenfs.nfs4.client import Ops
+    from test_nfs4_session_e2e import Nfsd
+    export = tmp_path / "export"
+    export.mkdir()
+    server = Nfsd(export, tmp_path / "state", tmp_path / "nfsd.log")
+    client = server.client(minor=1)
+    try:
+        client.establish()
+        fh, stateid = client.open("/e/disk.img", create="unchecked")
+        data = bytes(range(256)) * 256
+        written = client.call(Ops.putfh(fh), Ops.write(stateid, 4096, data, stable=UNSTABLE)).last.value
+        assert written[0] == len(data) and written[1] == UNSTABLE
+        committed = client.call(Ops.putfh(fh), commit(), getattr_(4))
+        assert [r.status for r in committed.results] == [OK, OK, OK, OK]   # SEQUENCE PUTFH COMMIT GETATTR
+        assert committed.results[2].value == written[2]                    # COMMIT's verifier = WRITE's
+        assert (export / "disk.img").read_bytes()[4096:] == data
+    finally:
+        client.close()
+        server.stop()
