@@ -18,7 +18,7 @@ min–max over rounds.  Writes end with one COMMIT (nfsio's fsync); every timed 
     python bench/bench_vmio.py [--rounds 2] [--seconds 5] [--only 4k-randread-qd1 ...]
         [--server-python /path/to/python] [--target nfsd|serve] [--connections K]
         [--acmenfs-args "--busy-poll-us 0"] [--variant w1=--workers 1 --variant w2=--workers 2]
-        [--variant-python w1=/path/to/python] [--no-ganesha] [--workdir DIR]
+        [--variant-python w1=/path/to/python] [--no-ganesha] [--workdir DIR] [--nfs-version 3|4|3,4]
 
 ``--server-python``: the interpreter that runs ``acmenfs`` (it must have acmenfs installed, e.g.
 a venv of Debian's /usr/bin/python3); default: this one.  ``--target serve`` runs ``acmenfs serve
@@ -26,7 +26,10 @@ a venv of Debian's /usr/bin/python3); default: this one.  ``--target serve`` run
 volume file; Ganesha then exports the share's directory, so both serve the same file.
 ``--connections K`` runs K nfsio processes at once (one connection each) and sums their IOPS.
 ``--acmenfs-args`` are appended to every acmenfs command line; ``--variant NAME=ARGS`` (repeatable)
-runs several acmenfs configurations side by side, each with its ratio to Ganesha.  Results go to
+runs several acmenfs configurations side by side, each with its ratio to Ganesha.  ``--nfs-version 4``
+reaches every server over NFSv4.0 (libnfs ``?version=4``: no MOUNT, the pseudo-fs path; Ganesha
+then serves ``PROTOCOLS="3, 4"`` at pseudo path /export); ``3,4`` runs each server over both
+(names ``-v3`` / ``-v4``; ratios against Ganesha's v4), for v4 vs v3 of the same process.  Results go to
 ``bench/results/vmio-<time>.json``.  Needs root, nfs-ganesha + nfs-ganesha-vfs, libnfs-dev, gcc.
 """
 
@@ -232,6 +235,33 @@ class AcmenfsServe(AcmenfsNfsd):
                 f"&nfsport={self.port}&mountport={self.mount_port}")
 
 
+class OverVersion:
+    """A running server reached over NFS ``version`` (3 or 4.0); the first view of a server stops it."""
+
+    def __init__(self, server, version: int, owner: bool, suffix: bool) -> None:
+        self.server, self.version, self.owner = server, version, owner
+        self.name = f"{server.name}-v{version}" if suffix else server.name
+        self.pid = server.pid
+
+    def url(self) -> str:
+        url = self.server.url()
+        if self.version == 3:
+            return url
+        url = re.sub(r"&mountport=\d+", "", url.replace("?version=3", "?version=4"))
+        if isinstance(self.server, Ganesha):   # its v4 pseudo path (ganesha-up.sh)
+            url = url.replace(f"127.0.0.1{self.server.export_path}/", "127.0.0.1/export/")
+        return url
+
+    def stop(self) -> None:
+        if self.owner:
+            self.server.stop()
+
+
+def over_versions(servers: list, versions: list[int]) -> list:
+    return [OverVersion(server, version, index == 0, len(versions) > 1)
+            for server in servers for index, version in enumerate(versions)]
+
+
 # ----- running ------------------------------------------------------------------------------
 def fill_and_cache(path: Path) -> None:
     """Write 1 GiB of non-zero data into the file (allocated, no holes) and read it into the page cache."""
@@ -296,6 +326,8 @@ def main() -> int:
                         "that sets PYTHONPATH to another checkout, to compare code in one run")
     parser.add_argument("--no-ganesha", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
+    parser.add_argument("--nfs-version", default="3", choices=("3", "4", "3,4"),
+                        help="NFS version the client speaks: 3, 4 (libnfs: v4.0) or both")
     args = parser.parse_args()
     args.server_python = os.path.abspath(args.server_python)  # not resolved: a venv's python is a symlink
     if os.geteuid() != 0:
@@ -336,8 +368,12 @@ def main() -> int:
                 fill_and_cache(directory / FILE_NAME)
                 if index == 0:
                     export_dir = directory
+        versions = [int(v) for v in args.nfs_version.split(",")]
         if not args.no_ganesha:
+            if 4 in versions:
+                os.environ["PROTOCOLS"] = "3, 4"   # read by ganesha-up.sh
             servers.append(Ganesha("ganesha", export_dir, Path("/tmp/ganesha-dataplane"), FILE_NAME))
+        servers = over_versions(servers, versions)
         names = [s.name for s in servers]
         rounds = -(-args.rounds // len(servers)) * len(servers)
         python_version = subprocess.run([args.server_python, "-c", "import sys; print(sys.version.split()[0], sys.executable)"],
@@ -363,14 +399,15 @@ def main() -> int:
                 print(f"stopping {server.name}: {exc}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    table = report(results, names, "ganesha" if not args.no_ganesha else None)
+    baseline = f"ganesha-v{versions[-1]}" if len(versions) > 1 else "ganesha"
+    table = report(results, names, baseline if not args.no_ganesha else None)
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / time.strftime("vmio-%Y%m%dT%H%M%SZ.json", time.gmtime())
     out.write_text(json.dumps({
         "argv": sys.argv[1:], "server_python": python_version, "variant_pythons": pythons, "target": args.target,
         "connections": args.connections, "seconds": args.seconds, "rounds": rounds,
-        "servers": names, "runs": results, "summary": table,
+        "servers": names, "nfs_version": args.nfs_version, "runs": results, "summary": table,
     }, indent=1))
     print(f"results: {out}")
     return 0

@@ -137,7 +137,8 @@ class NfsServer:
         self.mount_service = MountService(self.state)
         self.drc = DuplicateRequestCache(max_entries=drc_max_entries, lifetime=drc_lifetime)
         self.call_stats = CallStats()
-        self.nfs4 = Nfs4Server(self.state, drc=self.drc, call_stats=self.call_stats)  # NFSv4 on the NFS port
+        self.nfs4 = Nfs4Server(self.state, drc=self.drc, call_stats=self.call_stats,  # NFSv4 on the NFS port
+                               data_stats=self)   # v4 READ/WRITE bytes in bytes_read/bytes_written
         self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
         self.bytes_written = 0

@@ -16,6 +16,7 @@ import grp
 import os
 import pwd
 import stat as statmod
+import struct
 from typing import Callable
 
 from acmenfs.fs.backend import SetAttributes
@@ -25,8 +26,7 @@ from acmenfs.nfs4.const import (
 )
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.xdr4 import (
-    CHANGE_INFO, FALSE, TRUE, U32, U64, decode_bitmap, decode_time, decode_utf8, encode_bitmap,
-    encode_fsid, encode_opaque, encode_time, encode_utf8,
+    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_opaque, encode_utf8,
 )
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -105,72 +105,106 @@ def _id_string(number: int) -> bytes:
     return encoded
 
 
-def _bool(value: bool) -> bytes:
-    return TRUE if value else FALSE
+_TYPE_NUMBERS = {fmt: int(ftype) for fmt, ftype in _TYPES.items()}
+EXCLCREAT_BITMAP = encode_bitmap(EXCLCREAT_SETTABLE)
 
-
-ENCODERS: dict[int, Callable[[AttrSource], bytes]] = {
-    Attr.SUPPORTED_ATTRS: lambda s: SUPPORTED_BITMAPS[s.minor],
-    Attr.TYPE: lambda s: U32.pack(ftype_of(s.st.st_mode)),
-    Attr.FH_EXPIRE_TYPE: lambda s: U32.pack(FH4_PERSISTENT),
-    Attr.CHANGE: lambda s: U64.pack(s.st.st_ctime_ns),
-    Attr.SIZE: lambda s: U64.pack(s.st.st_size),
-    Attr.LINK_SUPPORT: lambda s: TRUE,
-    Attr.SYMLINK_SUPPORT: lambda s: TRUE,
-    Attr.NAMED_ATTR: lambda s: FALSE,
-    Attr.FSID: lambda s: encode_fsid(*s.fsid),
-    Attr.UNIQUE_HANDLES: lambda s: _bool(s.unique_handles),
-    Attr.LEASE_TIME: lambda s: U32.pack(s.lease),
-    Attr.RDATTR_ERROR: lambda s: U32.pack(s.rdattr_error),
-    Attr.CANSETTIME: lambda s: TRUE,
-    Attr.CASE_INSENSITIVE: lambda s: FALSE,
-    Attr.CASE_PRESERVING: lambda s: TRUE,
-    Attr.CHOWN_RESTRICTED: lambda s: TRUE,
-    Attr.FILEHANDLE: lambda s: encode_opaque(s.fh),
-    Attr.FILEID: lambda s: U64.pack(s.fileid),
-    Attr.FILES_AVAIL: lambda s: U64.pack(s.vfs()[5]),
-    Attr.FILES_FREE: lambda s: U64.pack(s.vfs()[4]),
-    Attr.FILES_TOTAL: lambda s: U64.pack(s.vfs()[3]),
-    Attr.HOMOGENEOUS: lambda s: TRUE,
-    Attr.MAXFILESIZE: lambda s: U64.pack(MAX_FILE_SIZE),
-    Attr.MAXLINK: lambda s: U32.pack(65000),
-    Attr.MAXNAME: lambda s: U32.pack(MAX_NAME),
-    Attr.MAXREAD: lambda s: U64.pack(MAX_IO),
-    Attr.MAXWRITE: lambda s: U64.pack(MAX_IO),
-    Attr.MODE: lambda s: U32.pack(s.st.st_mode & 0o7777),
-    Attr.NO_TRUNC: lambda s: TRUE,
-    Attr.NUMLINKS: lambda s: U32.pack(s.st.st_nlink),
-    Attr.OWNER: lambda s: _id_string(s.st.st_uid),
-    Attr.OWNER_GROUP: lambda s: _id_string(s.st.st_gid),
-    Attr.RAWDEV: lambda s: U32.pack(os.major(s.st.st_rdev)) + U32.pack(os.minor(s.st.st_rdev)),
-    Attr.SPACE_AVAIL: lambda s: U64.pack(s.vfs()[2]),
-    Attr.SPACE_FREE: lambda s: U64.pack(s.vfs()[1]),
-    Attr.SPACE_TOTAL: lambda s: U64.pack(s.vfs()[0]),
-    Attr.SPACE_USED: lambda s: U64.pack(s.st.st_blocks * 512),
-    Attr.TIME_ACCESS: lambda s: encode_time(s.st.st_atime_ns),
-    Attr.TIME_DELTA: lambda s: encode_time(1),
-    Attr.TIME_METADATA: lambda s: encode_time(s.st.st_ctime_ns),
-    Attr.TIME_MODIFY: lambda s: encode_time(s.st.st_mtime_ns),
-    Attr.MOUNTED_ON_FILEID: lambda s: U64.pack(s.mounted_on_fileid),
-    Attr.SUPPATTR_EXCLCREAT: lambda s: encode_bitmap(EXCLCREAT_SETTABLE),
-    Attr.CLONE_BLKSIZE: lambda s: U32.pack(CLONE_BLKSIZE),
-    Attr.SPACE_FREED: lambda s: U64.pack(s.st.st_blocks * 512 if s.st.st_nlink <= 1 else 0),
-    Attr.CHANGE_ATTR_TYPE: lambda s: U32.pack(NFS4_CHANGE_TYPE_IS_TIME_METADATA),
+# How each attribute is encoded: (struct format of its fixed-size value, or None for an
+# expression that yields its XDR bytes; the Python expression, over ``s`` the AttrSource and
+# ``st`` its stat).  ``_compile`` turns a request's attributes into one function with one
+# ``struct.pack`` per run of fixed-size values, so a GETATTR costs a few calls, not one per
+# attribute.
+FIELDS: dict[int, tuple[str | None, str]] = {
+    Attr.SUPPORTED_ATTRS: (None, "SUPPORTED_BITMAPS[s.minor]"),
+    Attr.TYPE: ("I", "_TYPE_NUMBERS.get(st.st_mode & 0o170000, 1)"),
+    Attr.FH_EXPIRE_TYPE: ("I", "FH4_PERSISTENT"),
+    Attr.CHANGE: ("Q", "st.st_ctime_ns"),
+    Attr.SIZE: ("Q", "st.st_size"),
+    Attr.LINK_SUPPORT: ("I", "1"),
+    Attr.SYMLINK_SUPPORT: ("I", "1"),
+    Attr.NAMED_ATTR: ("I", "0"),
+    Attr.FSID: ("QQ", "s.fsid[0], s.fsid[1]"),
+    Attr.UNIQUE_HANDLES: ("I", "1 if s.unique_handles else 0"),
+    Attr.LEASE_TIME: ("I", "s.lease"),
+    Attr.RDATTR_ERROR: ("I", "s.rdattr_error"),
+    Attr.CANSETTIME: ("I", "1"),
+    Attr.CASE_INSENSITIVE: ("I", "0"),
+    Attr.CASE_PRESERVING: ("I", "1"),
+    Attr.CHOWN_RESTRICTED: ("I", "1"),
+    Attr.FILEHANDLE: (None, "encode_opaque(s.fh)"),
+    Attr.FILEID: ("Q", "s.fileid"),
+    Attr.FILES_AVAIL: ("Q", "s.vfs()[5]"),
+    Attr.FILES_FREE: ("Q", "s.vfs()[4]"),
+    Attr.FILES_TOTAL: ("Q", "s.vfs()[3]"),
+    Attr.HOMOGENEOUS: ("I", "1"),
+    Attr.MAXFILESIZE: ("Q", "MAX_FILE_SIZE"),
+    Attr.MAXLINK: ("I", "65000"),
+    Attr.MAXNAME: ("I", "MAX_NAME"),
+    Attr.MAXREAD: ("Q", "MAX_IO"),
+    Attr.MAXWRITE: ("Q", "MAX_IO"),
+    Attr.MODE: ("I", "st.st_mode & 0o7777"),
+    Attr.NO_TRUNC: ("I", "1"),
+    Attr.NUMLINKS: ("I", "st.st_nlink"),
+    Attr.OWNER: (None, "_id_string(st.st_uid)"),
+    Attr.OWNER_GROUP: (None, "_id_string(st.st_gid)"),
+    Attr.RAWDEV: ("II", "os.major(st.st_rdev), os.minor(st.st_rdev)"),
+    Attr.SPACE_AVAIL: ("Q", "s.vfs()[2]"),
+    Attr.SPACE_FREE: ("Q", "s.vfs()[1]"),
+    Attr.SPACE_TOTAL: ("Q", "s.vfs()[0]"),
+    Attr.SPACE_USED: ("Q", "st.st_blocks * 512"),
+    Attr.TIME_ACCESS: ("qI", "*divmod(st.st_atime_ns, 1000000000)"),
+    Attr.TIME_DELTA: ("qI", "0, 1"),
+    Attr.TIME_METADATA: ("qI", "*divmod(st.st_ctime_ns, 1000000000)"),
+    Attr.TIME_MODIFY: ("qI", "*divmod(st.st_mtime_ns, 1000000000)"),
+    Attr.MOUNTED_ON_FILEID: ("Q", "s.mounted_on_fileid"),
+    Attr.SUPPATTR_EXCLCREAT: (None, "EXCLCREAT_BITMAP"),
+    Attr.CLONE_BLKSIZE: ("I", "CLONE_BLKSIZE"),
+    Attr.SPACE_FREED: ("Q", "st.st_blocks * 512 if st.st_nlink <= 1 else 0"),
+    Attr.CHANGE_ATTR_TYPE: ("I", "NFS4_CHANGE_TYPE_IS_TIME_METADATA"),
 }
+
+
+def _compile(attrs: list[int]) -> Callable[[AttrSource], bytes]:
+    """One function encoding ``attrs`` (ascending) as attrlist4 bytes.  The source is built
+    from the constant FIELDS table only, never from input."""
+    namespace = dict(globals())
+    pieces: list[str] = []
+    formats: list[str] = []
+    values: list[str] = []
+
+    def flush() -> None:
+        if formats:
+            name = f"_S{len(pieces)}"
+            namespace[name] = struct.Struct(">" + "".join(formats))
+            pieces.append(f"{name}.pack({', '.join(values)})")
+            formats.clear()
+            values.clear()
+
+    for attr in attrs:
+        fmt, expression = FIELDS[attr]
+        if fmt is None:
+            flush()
+            pieces.append(expression)
+        else:
+            formats.append(fmt)
+            values.append(expression)
+    flush()
+    body = " + ".join(pieces) if pieces else 'b""'
+    exec(f"def encode(s):\n    st = s.st\n    return {body}\n", namespace)  # noqa: S102
+    return namespace["encode"]
 
 
 _PLANS: dict[tuple, tuple] = {}
 
 
-def _plan(requested, minor: int) -> tuple[frozenset, bytes, tuple]:
-    """(attributes answered, their bitmap4, their encoders in order) for a request, remembered."""
+def _plan(requested, minor: int) -> tuple[frozenset, bytes, Callable[[AttrSource], bytes]]:
+    """(attributes answered, their bitmap4, their compiled encoder) for a request, remembered."""
     key = (requested if isinstance(requested, frozenset) else frozenset(requested), minor)
     plan = _PLANS.get(key)
     if plan is None:
         supported = SUPPORTED[minor]
         done = frozenset(attr for attr in key[0] if attr in supported
                          and attr not in (Attr.TIME_ACCESS_SET, Attr.TIME_MODIFY_SET))
-        plan = (done, encode_bitmap(done), tuple(ENCODERS[attr] for attr in sorted(done)))
+        plan = (done, encode_bitmap(done), _compile(sorted(done)))
         if len(_PLANS) < 4096:
             _PLANS[key] = plan
     return plan
@@ -179,15 +213,31 @@ def _plan(requested, minor: int) -> tuple[frozenset, bytes, tuple]:
 def encode_attrlist(requested, source: AttrSource) -> tuple[frozenset, bytes]:
     """(attributes encoded, their attrlist4 bytes), in attribute order; write-only and
     unsupported attributes are skipped."""
-    done, _, encoders = _plan(requested, source.minor)
-    return done, b"".join([encode(source) for encode in encoders])
+    done, _, encode = _plan(requested, source.minor)
+    return done, encode(source)
 
 
 def encode_fattr(requested, source: AttrSource) -> bytes:
-    """fattr4: the bitmap of what is present, then attrlist4 as an opaque."""
-    _, bitmap, encoders = _plan(requested, source.minor)
-    data = b"".join([encode(source) for encode in encoders])
-    return bitmap + U32.pack(len(data)) + data + b"\0" * (-len(data) & 3)
+    """fattr4: the bitmap of what is present, then attrlist4 as an opaque (every value is
+    a multiple of 4 bytes long: no padding)."""
+    _, bitmap, encode = _plan(requested, source.minor)
+    data = encode(source)
+    return bitmap + U32.pack(len(data)) + data
+
+
+_WORD_PLANS: dict[tuple, tuple] = {}
+
+
+def encode_fattr_for_words(words: tuple[int, ...], source: AttrSource) -> bytes:
+    """``encode_fattr`` of a request given as its bitmap4 words (GETATTR: one lookup per call)."""
+    key = (words, source.minor)
+    plan = _WORD_PLANS.get(key)
+    if plan is None:
+        plan = _plan(bitmap_attrs(words), source.minor)
+        if len(_WORD_PLANS) < 4096:
+            _WORD_PLANS[key] = plan
+    data = plan[2](source)
+    return plan[1] + U32.pack(len(data)) + data
 
 
 def encode_change_info(before_stat, after_stat, atomic: bool = True) -> bytes:
@@ -258,4 +308,4 @@ def decode_fattr4_raw(args: Unpacker) -> tuple[set[int], bytes]:
 
 
 __all__ = ["AttrSource", "SUPPORTED", "WRITABLE", "decode_fattr4_setattrs", "decode_fattr4_raw",
-           "encode_fattr", "encode_attrlist", "encode_change_info", "ftype_of"]
+           "encode_fattr", "encode_fattr_for_words", "encode_attrlist", "encode_change_info", "ftype_of"]

@@ -195,7 +195,8 @@ def _denied(u: Unpacker) -> dict:
 
 _sid = lambda u: u.unpack_fopaque(16)  # noqa: E731
 OK_PARSERS: dict[int, Callable[[Unpacker], object]] = {
-    3: lambda u: (u.unpack_uint(), u.unpack_uint()), 4: _sid, 9: _fattr, 10: lambda u: u.unpack_opaque(),
+    3: lambda u: (u.unpack_uint(), u.unpack_uint()), 4: _sid, 5: lambda u: u.unpack_fopaque(8),  # COMMIT: verifier
+    9: _fattr, 10: lambda u: u.unpack_opaque(),
     12: _sid, 14: _sid, 18: _open, 20: _sid, 21: _sid, 25: lambda u: (u.unpack_bool(), u.unpack_opaque()),
     28: _cinfo, 35: lambda u: (u.unpack_uhyper(), u.unpack_fopaque(8)),
     38: lambda u: (u.unpack_uint(), u.unpack_uint(), u.unpack_fopaque(8)),

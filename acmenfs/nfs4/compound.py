@@ -26,7 +26,7 @@ from acmenfs.nfs4.const import (
 from acmenfs.nfs4.errors import Nfs4Error, SlotReplay, status_for
 from acmenfs.nfs4.fh4 import Fh4
 from acmenfs.nfs4.xdr4 import CURRENT_STATEID, U32, encode_opaque
-from acmenfs.oncrpc.dispatch import FileRegion, materialize
+from acmenfs.oncrpc.dispatch import materialize
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 log = logging.getLogger("acmenfs.nfs4")
@@ -45,7 +45,7 @@ class CompoundState:
 
     __slots__ = ("server", "ctx", "minorversion", "current_fh", "saved_fh", "current_stateid",
                  "saved_stateid", "session", "slot", "clientid", "nonidempotent", "op_index", "op_count",
-                 "cinfo", "_last_scope")
+                 "cinfo", "_last_scope", "durable_ticket", "cachethis")
 
     def __init__(self, server, ctx, minorversion: int) -> None:
         self.server = server
@@ -63,6 +63,8 @@ class CompoundState:
         self.op_count = 0
         self.cinfo: bytes | None = None   # change_info4 of the directory open_create changed
         self._last_scope: tuple | None = None   # (fh, Scope): PUTFH then GETATTR resolve once
+        self.durable_ticket: int | None = None   # COMMIT's group-commit ticket, once awaited
+        self.cachethis = True                     # SEQUENCE's sa_cachethis
 
     @property
     def address(self) -> str:
@@ -189,99 +191,200 @@ class _Run:
         self.status = status
 
 
-def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec]):
+class _OpEntry:
+    """An op as one minor version dispatches it: what ``_precheck`` would pass at any position
+    but the first (4.1+), with the per-op decisions of the loop made once."""
+
+    __slots__ = ("name", "handler", "inline", "nonidempotent")
+
+    def __init__(self, spec: OpSpec, opnum: int) -> None:
+        self.name = spec.name
+        self.handler = spec.handler
+        self.inline = opnum in INLINE_OPS or opnum == Op.SEQUENCE
+        self.nonidempotent = opnum in NON_IDEMPOTENT_OPS
+
+
+_TABLES: dict[int, tuple[dict, dict]] = {}
+
+
+def dispatch_table(ops: dict[int, OpSpec], minor: int) -> dict[int, _OpEntry]:
+    """opnum -> _OpEntry of the ops ``minor`` may run (built once per registry and minor)."""
+    cached = _TABLES.get(id(ops))
+    if cached is None or cached[0] is not ops:
+        cached = (ops, {})
+        _TABLES[id(ops)] = cached
+    table = cached[1].get(minor)
+    if table is None:
+        table = {opnum: _OpEntry(spec, opnum) for opnum, spec in ops.items()
+                 if spec.minor_min <= minor <= spec.minor_max and Op.ACCESS <= opnum <= LAST_OP[minor]
+                 and not (minor and opnum in OBSOLETE_IN_41)}
+        cached[1][minor] = table
+    return table
+
+
+_ARGS_HEAD = struct.Struct(">I")
+
+
+def _start(server, ctx, args: Unpacker):
+    """Decode COMPOUND4args' tag, minorversion and op count: a new _Run, or the reply when the
+    minor version is not ours."""
+    view, offset = args.view, args.offset
+    if offset + 4 > args.end:
+        raise XdrError("truncated COMPOUND4args")
+    length = _U32_FROM(view, offset)[0]
+    if length == 0 and offset + 12 <= args.end:   # no tag: what Linux sends
+        tag = b""
+        minor, numops = _TWO_U32(view, offset + 4)
+        args.offset = offset + 12
+    else:
+        tag = args.unpack_opaque(MAX_TAG)
+        minor = args.unpack_uint()
+        numops = args.unpack_uint()
+    if minor not in MINOR_VERSIONS:
+        return None, _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
+    run = _Run(CompoundState(server, ctx, minor), tag, numops)
+    run.cs.op_count = numops
+    return run, None
+
+
+_TWO_U32 = struct.Struct(">II").unpack_from
+
+
+def _answer(run: _Run, count: int, resop: int, status: int, body=b"") -> int:
+    """``run.answer`` for the loop, which keeps the result count in a local: the new count."""
+    run.count = count
+    run.answer(resop, status, body)
+    return run.count
+
+
+def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
     An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
 
     On the event loop (``inline_active()``) ops of ``INLINE_OPS`` (and SEQUENCE) run until one
     that is not, or a backend call that would wait, raises WouldBlock; that op has changed
     nothing yet.  The COMPOUND is then parked with ``server.park(ctx, run)`` and the transport's
-    pool thread resumes it at that op (``server.unpark(ctx)``): what ran inline never runs twice."""
+    pool thread resumes it at that op (``server.unpark(ctx)``): what ran inline never runs twice.
+    ``resume``: resume a parked COMPOUND on the event loop too (after COMMIT's awaited flush)."""
     inline = inline_active()
-    run = None if inline else server.unpark(ctx)
+    run = server.unpark(ctx) if resume or not inline else None
     if run is None:
-        tag = args.unpack_opaque(MAX_TAG)
-        minor = args.unpack_uint()
-        numops = args.unpack_uint()
-        if minor not in MINOR_VERSIONS:
-            return _encode_res(Nfs4Stat.MINOR_VERS_MISMATCH, tag, [], 0)
-        run = _Run(CompoundState(server, ctx, minor), tag, numops)
-        run.cs.op_count = numops
+        run, refused = _start(server, ctx, args)
+        if run is None:
+            return refused
     else:
         args.offset = run.offset
     cs = run.cs
     minor = cs.minorversion
-    last_op = LAST_OP[minor]
+    table = dispatch_table(ops, minor)
     limit = _reply_limit(cs)
-    while run.index < run.numops:
-        index = cs.op_index = run.index
-        offset = run.offset = args.offset
-        if offset + 4 > args.end:   # the op array is shorter than it claims
-            run.answer(Op.ILLEGAL, Nfs4Stat.BADXDR)
+    results = run.results
+    view, end = args.view, args.end
+    numops = run.numops
+    # The loop keeps its position in locals; ``run`` is brought up to date where it can stop.
+    index, size, count = run.index, run.size, run.count
+    while index < numops:
+        offset = args.offset
+        if offset + 4 > end:   # the op array is shorter than it claims
+            count = _answer(run, count, Op.ILLEGAL, Nfs4Stat.BADXDR)
             break
-        opnum = _U32_FROM(args.view, offset)[0]
+        opnum = _U32_FROM(view, offset)[0]
         args.offset = offset + 4
-        if index == 0 and run.numops > MAX_OPS:
-            run.answer(opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
-                       Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
+        if index == 0 and numops > MAX_OPS:
+            count = _answer(run, count, opnum if opnum in Op._value2member_map_ else Op.ILLEGAL,
+                            Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.TOO_MANY_OPS)
             break
-        spec = ops.get(opnum)
-        if (spec is None or not spec.minor_min <= minor <= spec.minor_max or opnum > last_op
-                or (minor and ((index == 0) != (opnum == Op.SEQUENCE) or opnum in OBSOLETE_IN_41))):
-            refused = _precheck(cs, opnum, index, run.numops, ops)
+        entry = table.get(opnum)
+        if entry is None or (minor and (index == 0) != (opnum == Op.SEQUENCE)):
+            cs.op_index = index
+            refused = _precheck(cs, opnum, index, numops, ops)
             if refused is not None:
-                run.answer(*refused)
+                count = _answer(run, count, *refused)
                 break
-        if inline and opnum not in INLINE_OPS and opnum != Op.SEQUENCE:
+            entry = _OpEntry(ops[opnum], opnum)
+        if inline and not entry.inline:
+            run.index, run.offset, run.size, run.count = index, offset, size, count
             server.park(ctx, run)
-            raise WouldBlock(f"{spec.name} runs in the thread pool")
-        if opnum in NON_IDEMPOTENT_OPS:
+            raise WouldBlock(f"{entry.name} runs in the thread pool")
+        if entry.nonidempotent:
             cs.nonidempotent = True
+        cs.op_index = index
         try:
-            body = spec.handler(cs, args)
-            status = Nfs4Stat.OK
+            body = entry.handler(cs, args)
+            status = 0
         except SlotReplay as replay:
             return replay.reply
         except WouldBlock:
             if inline:
+                run.index, run.offset, run.size, run.count = index, offset, size, count
                 server.park(ctx, run)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
-            status, body = _status_of_exception(exc, spec.name)
+            status, body = _status_of_exception(exc, entry.name)
         if index == 0 and cs.session is not None:
             limit = _reply_limit(cs)
-        run.index += 1
+        index += 1
         if type(body) is bytes:   # the common case, inlined
-            run.size += 8 + len(body)
-            if run.size <= limit:
-                run.results.append(_HEAD.pack(opnum, status) + body)
-                run.count += 1
+            size += 8 + len(body)
+            if size <= limit:
+                results.append(_HEAD.pack(opnum, status) + body)
+                count += 1
                 run.status = status
                 if status:
                     break
                 continue
         else:
-            run.size += 8 + _parts_size(body)
-        if run.size > limit:
-            run.answer(opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
+            size += 8 + _parts_size(body)
+        if size > limit:
+            count = _answer(run, count, opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
             break
-        run.answer(opnum, status, body)
+        count = _answer(run, count, opnum, status, body)
         if status != Nfs4Stat.OK:
             break
-    reply = _encode_res(run.status, run.tag, run.results, run.count)
+    run.count = count
+    reply = _encode_res(run.status, run.tag, results, run.count)
     if cs.slot is not None:
+        if len(reply) == 1:
+            server.state.slot_done(cs.slot, reply[0])
+            return reply[0]
+        if not cs.cachethis:   # READ data the client did not ask to keep: not copied into the slot
+            server.state.slot_done(cs.slot, None)
+            return reply
         data = materialize(reply)
         server.state.slot_done(cs.slot, data)
         return data
-    if getattr(ctx, "drc_token", None) is not None and not cs.nonidempotent:
+    if not cs.nonidempotent and getattr(ctx, "drc_token", None) is not None:
         server.forget_cached(ctx)
     return reply
 
 
+_RES_HEAD_NO_TAG = struct.Struct(">III")   # status, empty tag, result count
+
+
 def _encode_res(status: int, tag: bytes, results: list, count: int) -> list:
-    head = U32.pack(status) + encode_opaque(tag) + U32.pack(count)
+    head = _RES_HEAD_NO_TAG.pack(status, 0, count) if not tag else (
+        U32.pack(status) + encode_opaque(tag) + U32.pack(count))
     if not results:
         return [head]
-    if all(type(part) is not FileRegion for part in results):
+    if all(type(part) is bytes for part in results):
         return [head + b"".join(results)]
-    return [head, *results]
+    return _gather(head, results)
+
+
+def _gather(head: bytes, results: list) -> list:
+    """Reply parts around READ data (a copied buffer or a FileRegion), which goes out as it is,
+    never joined: the small encoded pieces between them joined, empty ones dropped (each part
+    is an iovec, or a write(2) next to a FileRegion)."""
+    parts: list = []
+    pending = [head]
+    for part in results:
+        if type(part) is bytes:
+            if part:
+                pending.append(part)
+            continue
+        parts.append(b"".join(pending) if len(pending) > 1 else pending[0])
+        parts.append(part)
+        pending = []
+    if pending:
+        parts.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return parts

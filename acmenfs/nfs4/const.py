@@ -1,14 +1,18 @@
 """NFSv4 protocol constants: program numbers, operation numbers, nfsstat4, attribute numbers, limits.
 
 Owns the numbers of RFC 7531 (4.0), RFC 5662 (4.1) and RFC 7863 (4.2) XDR that the
-server uses, as IntEnums; no logic and no I/O.
+server uses, as IntEnums; no logic and no I/O.  What is the same thing in v3 or ONC RPC (the
+program number, stable_how, auth flavors) is imported from there, not repeated.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-NFS4_PROGRAM = 100003
+from acmenfs.nfs3.const import NFS_PROGRAM, StableHow
+from acmenfs.oncrpc.rpc import AuthFlavor
+
+NFS4_PROGRAM = NFS_PROGRAM   # one RPC program, versions 3 and 4
 NFS_V4 = 4
 MINOR_VERSIONS = (0, 1, 2)
 
@@ -112,10 +116,14 @@ OBSOLETE_IN_41 = frozenset({Op.OPEN_CONFIRM, Op.RENEW, Op.SETCLIENTID, Op.SETCLI
 SESSIONLESS_OPS = frozenset({Op.EXCHANGE_ID, Op.CREATE_SESSION, Op.DESTROY_SESSION,
                              Op.BIND_CONN_TO_SESSION, Op.DESTROY_CLIENTID})
 # Run inline on the event loop (with SEQUENCE); none changes anything before it could raise
-# WouldBlock, so resuming the COMPOUND at that op in the thread pool is exact.
+# WouldBlock, so resuming the COMPOUND at that op in the thread pool is exact.  WRITE as v3's
+# WRITE: only an UNSTABLE write into the page cache stays inline (the backend's
+# _begin_inline_write raises WouldBlock before it writes anything); COMMIT only when nothing
+# of the file is left to flush (else it waits on the group committer, see ops_io).
 INLINE_OPS = frozenset({
     Op.PUTFH, Op.PUTROOTFH, Op.PUTPUBFH, Op.GETFH, Op.SAVEFH, Op.RESTOREFH, Op.LOOKUP, Op.LOOKUPP,
     Op.GETATTR, Op.ACCESS, Op.READ, Op.READLINK, Op.VERIFY, Op.NVERIFY, Op.SECINFO, Op.READDIR,
+    Op.WRITE, Op.COMMIT,
 })
 # 4.0 COMPOUNDs containing one of these go through the v3 duplicate request cache.
 NON_IDEMPOTENT_OPS = frozenset({
@@ -330,10 +338,10 @@ class Access(IntEnum):
 
 
 FH4_PERSISTENT = 0
-UNSTABLE4, DATA_SYNC4, FILE_SYNC4 = 0, 1, 2
+UNSTABLE4, DATA_SYNC4, FILE_SYNC4 = int(StableHow.UNSTABLE), int(StableHow.DATA_SYNC), int(StableHow.FILE_SYNC)
 SET_TO_SERVER_TIME4, SET_TO_CLIENT_TIME4 = 0, 1
 NFS4_CONTENT_DATA, NFS4_CONTENT_HOLE = 0, 1
 SECINFO_STYLE4_CURRENT_FH, SECINFO_STYLE4_PARENT = 0, 1
-AUTH_NONE, AUTH_SYS = 0, 1
+AUTH_NONE, AUTH_SYS = int(AuthFlavor.NONE), int(AuthFlavor.SYS)
 NFS4_CHANGE_TYPE_IS_VERSION_COUNTER_NOPNFS = 2   # change_attr_type4 (unused: we answer UNDEFINED)
 NFS4_CHANGE_TYPE_IS_UNDEFINED = 4

@@ -33,7 +33,7 @@ class Fh4:
     ``pseudo_path`` is set for a pseudo-fs directory, ``export_id`` and
     ``backend_handle`` for an object of an export."""
 
-    __slots__ = ("raw", "pseudo_path", "export_id", "backend_handle")
+    __slots__ = ("raw", "pseudo_path", "export_id", "backend_handle", "is_pseudo")
 
     def __init__(self, raw: bytes, pseudo_path: str | None = None, export_id: bytes | None = None,
                  backend_handle: bytes | None = None) -> None:
@@ -41,10 +41,7 @@ class Fh4:
         self.pseudo_path = pseudo_path
         self.export_id = export_id
         self.backend_handle = backend_handle
-
-    @property
-    def is_pseudo(self) -> bool:
-        return self.pseudo_path is not None
+        self.is_pseudo = pseudo_path is not None   # a plain attribute: read several times per op
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Fh4) and other.raw == self.raw
@@ -57,10 +54,14 @@ class Fh4:
         return f"Fh4({what})"
 
 
+REMEMBERED_FH4 = 16384
+
+
 class Fh4Codec:
     def __init__(self, nfs_state) -> None:
         self._v3 = nfs_state.codec
         self._secret = load_or_create_secret(nfs_state.state_dir)
+        self._known: dict[bytes, Fh4] = {}   # handles already verified (PUTFH repeats a few)
 
     def _mac(self, body: bytes) -> bytes:
         return hashlib.blake2b(body, key=self._secret, digest_size=PSEUDO_MAC_SIZE,
@@ -77,8 +78,20 @@ class Fh4Codec:
         return Fh4(self._v3.encode(export_id, backend_handle), export_id=export_id, backend_handle=backend_handle)
 
     def decode(self, raw: bytes) -> Fh4:
-        """The Fh4 of a handle from the wire; NFS4ERR_BADHANDLE if this server did not issue it."""
+        """The Fh4 of a handle from the wire; NFS4ERR_BADHANDLE if this server did not issue it.
+        A handle decoded before is answered from ``_known`` (the same bytes verify the same way;
+        whether its export still exists is the scope's business)."""
         raw = bytes(raw)
+        known = self._known.get(raw)
+        if known is not None:
+            return known
+        fh = self._decode(raw)
+        if len(self._known) >= REMEMBERED_FH4:
+            self._known.clear()
+        self._known[raw] = fh
+        return fh
+
+    def _decode(self, raw: bytes) -> Fh4:
         if not 0 < len(raw) <= NFS4_FHSIZE:
             raise Nfs4Error(Nfs4Stat.BADHANDLE, f"file handle of {len(raw)} bytes")
         if raw[0] == PSEUDO_VERSION:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from acmenfs.nfs3.xdr import fileid_of
 from acmenfs.nfs4.attrs import (
-    SUPPORTED, AttrSource, decode_fattr4_raw, decode_fattr4_setattrs, encode_attrlist, encode_fattr,
+    SUPPORTED, AttrSource, decode_fattr4_raw, decode_fattr4_setattrs, encode_attrlist, encode_fattr_for_words,
 )
 from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import Access, Attr, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.fh4 import Fh4
 from acmenfs.nfs4.pseudofs import PSEUDO_FSID, pseudo_fileid
-from acmenfs.nfs4.xdr4 import U32, decode_bitmap, decode_stateid, encode_bitmap
+from acmenfs.nfs4.xdr4 import U32, decode_bitmap_words, decode_stateid, encode_bitmap
 from acmenfs.oncrpc.xdr import Unpacker
 
 EMPTY_BITMAP = encode_bitmap(())
@@ -28,10 +28,12 @@ ALL_ACCESS = 0x3F
 def export_source(cs: CompoundState, scope, fh_raw: bytes, st) -> AttrSource:
     backend = scope.backend
     fileid = fileid_of(st, backend.root_dev)
-    is_root = st.st_dev == backend.root_dev and st.st_ino == backend.root_ino
-    mounted_on = pseudo_fileid("/" + "/".join(p for p in scope.export.path.split("/") if p)) if is_root else fileid
+    mounted_on = fileid
+    if st.st_ino == backend.root_ino and st.st_dev == backend.root_dev:   # the export's root
+        mounted_on = pseudo_fileid("/" + "/".join(p for p in scope.export.path.split("/") if p))
+    server = cs.server
     return AttrSource(st, fh_raw, (scope.fsid, 0), fileid, mounted_on, backend.statvfs,
-                      cs.server.lease_seconds, cs.minorversion, cs.server.nfs.path_table is None)
+                      server.lease_seconds, cs.minorversion, server.nfs.path_table is None)
 
 
 def pseudo_source(cs: CompoundState, path: str, fh_raw: bytes) -> AttrSource:
@@ -53,8 +55,8 @@ def source_for(cs: CompoundState, fh: Fh4 | None = None) -> AttrSource:
 
 
 def op_getattr(cs: CompoundState, args: Unpacker) -> bytes:
-    requested = decode_bitmap(args)
-    return encode_fattr(requested, source_for(cs))
+    words = decode_bitmap_words(args)
+    return encode_fattr_for_words(words, source_for(cs))
 
 
 def op_setattr(cs: CompoundState, args: Unpacker) -> bytes:

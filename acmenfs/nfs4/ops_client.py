@@ -176,17 +176,24 @@ def op_destroy_session(cs: CompoundState, args: Unpacker) -> bytes:
     return b""
 
 
+_SEQUENCE_ARGS = struct.Struct(">16sIIII")   # sessionid, seqid, slotid, highest_slotid, cachethis
+_SEQUENCE_RES = struct.Struct(">16sIIIII")   # sessionid, seqid, slotid, highest, target, flags
+
+
 def op_sequence(cs: CompoundState, args: Unpacker) -> bytes:
-    digest = zlib.crc32(args.view[max(args.offset - 4, 0):args.end])   # this op and the rest
-    sessionid = args.unpack_fopaque(16)
-    seqid = args.unpack_uint()
-    slotid = args.unpack_uint()
-    highest = args.unpack_uint()
-    args.unpack_bool()                               # sa_cachethis: we keep every reply
+    start = args.offset
+    if start + _SEQUENCE_ARGS.size > args.end:
+        raise XdrError("truncated SEQUENCE4args")
+    digest = zlib.crc32(args.view[max(start - 4, 0):args.end])   # this op and the rest
+    sessionid, seqid, slotid, highest, cachethis = _SEQUENCE_ARGS.unpack_from(args.view, start)
+    if cachethis > 1:   # sa_cachethis: every reply is kept, but READ data only if asked (compound.py)
+        raise XdrError(f"bad boolean value {cachethis}")
+    cs.cachethis = cachethis == 1
+    args.offset = start + _SEQUENCE_ARGS.size
     result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest, digest)
     cs.session, cs.slot, cs.clientid = result.session, result.slot, result.session.client.clientid
-    return (sessionid + U32.pack(seqid) + U32.pack(slotid) + U32.pack(result.highest_slotid)
-            + U32.pack(result.target_highest_slotid) + U32.pack(result.status_flags))
+    return _SEQUENCE_RES.pack(sessionid, seqid, slotid, result.highest_slotid, result.target_highest_slotid,
+                              result.status_flags)
 
 
 def op_destroy_clientid(cs: CompoundState, args: Unpacker) -> bytes:

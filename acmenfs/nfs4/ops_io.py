@@ -4,13 +4,16 @@ Owns the stateid check hand-off (``cs.server.state.check_io``: anonymous and REA
 stateids as RFC 7530 §9.1.4.3, open/lock stateids by B's StateManager; a 4.1 client may
 send the "current stateid" (seqid 1, other zero), replaced here by ``cs.current_stateid``),
 and reuses the v3 data path (on the event loop, page-cached data goes out with sendfile): backend read/write, UNSTABLE data made durable by the group
-committer, whose verifier is the write verifier (it changes on restart).  COMMIT waits
-on the committer in the pool thread the COMPOUND runs on.
+committer, whose verifier is the write verifier (it changes on restart).  WRITE runs inline
+when the backend can take it into the page cache (as v3).  COMMIT with data to flush, on the
+event loop, raises ``WaitDurable``: the COMPOUND is parked and ``Nfs4Server`` awaits the group
+committer's ticket as v3 COMMIT does (no pool thread waits for the fsync); a COMPOUND already
+in the pool waits there.
 """
 
 from __future__ import annotations
 
-from acmenfs.fs.nonblocking import inline_active
+from acmenfs.fs.nonblocking import WouldBlock, inline_active
 from acmenfs.nfs4.compound import CompoundState, OpSpec, effective_stateid
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
@@ -58,7 +61,17 @@ def op_write(cs: CompoundState, args: Unpacker) -> bytes:
         scope.backend.write(scope.node, scope.who, offset, data, stable)
     except Exception as exc:  # noqa: BLE001
         raise Nfs4Error(status_for(exc), str(exc)) from exc
+    cs.server.count_written(len(data))
     return U32.pack(len(data)) + U32.pack(stable) + cs.server.nfs.committer.verifier
+
+
+class WaitDurable(WouldBlock):
+    """COMMIT on the event loop with unstable data to flush: the COMPOUND is parked at COMMIT and
+    ``Nfs4Server`` awaits ``ticket`` on the group committer (no pool thread waits), then resumes it."""
+
+    def __init__(self, ticket: int) -> None:
+        super().__init__("COMMIT waits for the group committer")
+        self.ticket = ticket
 
 
 def op_commit(cs: CompoundState, args: Unpacker) -> bytes:
@@ -71,14 +84,25 @@ def op_commit(cs: CompoundState, args: Unpacker) -> bytes:
     if not scope.node.is_reg:
         raise Nfs4Error(Nfs4Stat.INVAL, "not a regular file")
     committer = cs.server.nfs.committer
+    if cs.durable_ticket is not None:   # resumed after the wait: what was written before is durable
+        return committer.verifier
     ticket = scope.backend.commit_ticket(scope.node)  # names the file: other workers' data too
     if ticket is not None:
-        committer.durable.wait_for(ticket)
+        if inline_active():
+            raise WaitDurable(ticket)
+        committer.durable.wait_for(ticket)   # a COMPOUND already in the pool (e.g. OPEN, WRITE, COMMIT)
     return committer.verifier
 
 
+def counted_read(cs: CompoundState, args: Unpacker):
+    """op_read, its data counted in the server's bytes_read (READ4resok: eof, then the count)."""
+    result = op_read(cs, args)
+    cs.server.count_read(int.from_bytes(result[0][4:8], "big"))
+    return result
+
+
 OPS = {
-    Op.READ: OpSpec("READ", op_read),
+    Op.READ: OpSpec("READ", counted_read),
     Op.WRITE: OpSpec("WRITE", op_write),
     Op.COMMIT: OpSpec("COMMIT", op_commit),
 }

@@ -11,6 +11,8 @@ entry is kept only if a non-idempotent op ran; 4.1+ relies on SEQUENCE slots), a
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import logging
 import struct
@@ -23,7 +25,9 @@ from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
-from acmenfs.oncrpc.dispatch import Procedure, Program, RunInPool
+from acmenfs.nfs4.ops_io import WaitDurable
+from acmenfs.oncrpc.dispatch import Procedure, Program, RunAsync, RunInPool
+from acmenfs.oncrpc.xdr import Unpacker
 
 log = logging.getLogger("acmenfs.nfs4")
 
@@ -140,12 +144,15 @@ class Nfs4Server:
     ``pseudo`` (pseudo fs), ``fh`` (handle codec)."""
 
     def __init__(self, nfs_state, *, drc=None, lease_seconds: int = 90, state_manager=None,
-                 call_stats=None) -> None:
+                 call_stats=None, data_stats=None) -> None:
         """``call_stats``: the NfsServer's CallStats; each COMPOUND is counted as ("NFS4",
-        "COMPOUND") with its latency, and a failed one under its final nfsstat4's name."""
+        "COMPOUND") with its latency, and a failed one under its final nfsstat4's name.
+        ``data_stats``: what v3 counts its READ/WRITE payload bytes in (the NfsServer: its
+        ``bytes_read`` / ``bytes_written``); v4 READ and WRITE add theirs there too."""
         self.nfs = nfs_state
         self.drc = drc
         self.call_stats = call_stats
+        self.data_stats = data_stats
         self.pseudo = PseudoFs(nfs_state.exports)
         self.fh = Fh4Codec(nfs_state)
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
@@ -154,6 +161,14 @@ class Nfs4Server:
         self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
+
+    def count_read(self, count: int) -> None:
+        if self.data_stats is not None:
+            self.data_stats.bytes_read += count
+
+    def count_written(self, count: int) -> None:
+        if self.data_stats is not None:
+            self.data_stats.bytes_written += count
 
     @property
     def lease_seconds(self) -> int:
@@ -180,16 +195,40 @@ class Nfs4Server:
         return reply
 
     def compound_inline(self, ctx, args):
-        """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait."""
+        """COMPOUND on the event loop: RunInPool as soon as an op would change something or wait;
+        RunAsync when COMMIT waits for the group committer (awaited, see ``_resume_after_commit``)."""
         previous = inline_state.active
         inline_state.active = True
         started = time.perf_counter()
         try:
             return self._counted(started, run_compound(self, ctx, args, self.ops))
+        except WaitDurable as wait:
+            raise RunAsync(functools.partial(self._resume_after_commit, ctx, wait.ticket, started)) from None
         except WouldBlock:
             raise RunInPool from None
         finally:
             inline_state.active = previous
+
+    async def _resume_after_commit(self, ctx, ticket: int, started: float):
+        """Await COMMIT's ticket on the event loop (as v3 COMMIT does), then resume the parked
+        COMPOUND at COMMIT: inline, or in the pool from the first op that must run there."""
+        await self.nfs.committer.durable.wait_for_async(ticket)
+        entry = self._parked.get(id(ctx))
+        if entry is None or entry[0] is not ctx:
+            raise RuntimeError("parked COMPOUND lost while COMMIT waited")
+        entry[1].cs.durable_ticket = ticket
+        previous = inline_state.active
+        inline_state.active = True
+        try:
+            return self._counted(started, run_compound(self, ctx, Unpacker(ctx.record, ctx.args_offset),
+                                                       self.ops, resume=True))
+        except WouldBlock:
+            pass   # parked again, at an op after COMMIT
+        finally:
+            inline_state.active = previous
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.nfs.executor, self.compound, ctx,
+                                          Unpacker(ctx.record, ctx.args_offset))
 
     def park(self, ctx, run) -> None:
         """Keep a COMPOUND that stopped on the event loop until the pool thread resumes it.

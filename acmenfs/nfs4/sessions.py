@@ -213,7 +213,8 @@ class Sessions:
         m = self.m
         with m.mutex:
             session = self.lookup(sessionid)
-            if m.lease_expired(session.client):
+            now = m.clock()
+            if m.lease_expired(session.client, now):
                 m.expire_client(session.client)
                 raise Nfs4Error(S.BADSESSION, "client lease expired")
             if slotid >= len(session.slots):
@@ -234,16 +235,18 @@ class Sessions:
             slot.reply = None
             slot.in_progress = True
             slot.digest = digest
-            m.renew_client(session.client)
+            session.client.last_renew = now   # StateManager.renew_client, with the clock read above
             top = len(session.slots) - 1
             return SequenceResult(session, slot, top, top, 0)
 
-    def slot_done(self, slot: Slot | None, reply: bytes) -> None:
+    def slot_done(self, slot: Slot | None, reply: bytes | None) -> None:
+        """The slot's request is answered; ``reply`` None: not kept (a retry gets
+        RETRY_UNCACHED_REP, RFC 8881 §2.10.6.1.3)."""
         if slot is None:
             return
         with self.m.mutex:
             slot.in_progress = False
-            slot.reply = bytes(reply) if len(reply) <= MAX_CACHED_REPLY else None
+            slot.reply = bytes(reply) if reply is not None and len(reply) <= MAX_CACHED_REPLY else None
 
     # ----- DESTROY_CLIENTID, BIND_CONN_TO_SESSION, RECLAIM_COMPLETE --------------------------
     def destroy_clientid(self, clientid: int, current: Client | None = None) -> None:

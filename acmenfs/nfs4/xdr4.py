@@ -32,14 +32,18 @@ _BITMAPS: dict[tuple, frozenset] = {}
 _WORDS = [struct.Struct(f">{count}I") for count in range(MAX_BITMAP_WORDS + 1)]
 
 
-def decode_bitmap(args: Unpacker) -> frozenset[int]:
-    """A bitmap4 as the set of attribute numbers (clients repeat a few bitmaps: remembered)."""
+def decode_bitmap_words(args: Unpacker) -> tuple[int, ...]:
+    """A bitmap4 as its words (what GETATTR keys its remembered encoder on)."""
     count = args.unpack_uint()
     if count > MAX_BITMAP_WORDS:
         raise XdrError(f"bitmap4 of {count} words")
     start = args.offset
     args.unpack_fopaque_view(4 * count)          # bounds check and advance
-    words = _WORDS[count].unpack_from(args.view, start)
+    return _WORDS[count].unpack_from(args.view, start)
+
+
+def bitmap_attrs(words: tuple[int, ...]) -> frozenset[int]:
+    """The attribute numbers of bitmap4 words (clients repeat a few bitmaps: remembered)."""
     attrs = _BITMAPS.get(words)
     if attrs is None:
         attrs = frozenset(index * 32 + bit for index, word in enumerate(words) for bit in range(32)
@@ -47,6 +51,11 @@ def decode_bitmap(args: Unpacker) -> frozenset[int]:
         if len(_BITMAPS) < 4096:
             _BITMAPS[words] = attrs
     return attrs
+
+
+def decode_bitmap(args: Unpacker) -> frozenset[int]:
+    """A bitmap4 as the set of attribute numbers."""
+    return bitmap_attrs(decode_bitmap_words(args))
 
 
 def encode_bitmap(attrs) -> bytes:

@@ -13,6 +13,7 @@ a ``fallback`` is tried inline first (``run_inline_first``); if its handler rais
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -38,6 +39,17 @@ class RunInPool(Exception):
     finish without blocking: the call is run again, from its first argument byte, by
     the fallback handler in the transport's thread pool.  The handler must raise it
     before doing anything that must not be done twice."""
+
+
+class RunAsync(Exception):
+    """Raised by the inline handler of a procedure with a ``fallback`` when it must wait for
+    something it can await (NFSv4 COMMIT on the group committer): the transport then awaits
+    ``resume()`` (a coroutine function returning the reply body) on its event loop instead of
+    holding a pool thread.  Whatever ran inline before is the handler's to keep track of."""
+
+    def __init__(self, resume) -> None:
+        super().__init__("resumed on the event loop")
+        self.resume = resume
 
 
 class FileRegion:
@@ -137,7 +149,7 @@ class PendingCall(CallContext):
     (bytes, bytearray or memoryview); the arguments start at ``args_offset``.
     """
 
-    __slots__ = ("procedure", "program", "record", "args_offset", "drc_token")
+    __slots__ = ("procedure", "program", "record", "args_offset", "drc_token", "resume")
 
     def __init__(self, xid: int, prog: int, vers: int, proc: int, cred: Credential,
                  client: tuple, transport: str, procedure: Procedure, program: Program,
@@ -289,7 +301,18 @@ class RpcDispatcher:
             body = pending.procedure.handler(pending, Unpacker(pending.record, pending.args_offset))
         except RunInPool:
             return None
+        except RunAsync as wait:   # set only here: no per-call cost (read with getattr)
+            pending.resume = wait.resume
+            return None
         except Exception as exc:  # noqa: BLE001 - every failure becomes an RPC status
+            return self._failed(pending, exc)
+        return self._succeeded(pending, body)
+
+    async def run_resumed(self, pending: PendingCall) -> list[ReplyPart]:
+        """Await the ``resume`` of a call whose inline handler raised ``RunAsync``."""
+        try:
+            body = await pending.resume()
+        except Exception as exc:  # noqa: BLE001
             return self._failed(pending, exc)
         return self._succeeded(pending, body)
 
@@ -346,6 +369,8 @@ class RpcDispatcher:
             parts = self.run_inline_first(outcome)
             if parts is not None:
                 return parts
+            if getattr(outcome, "resume", None) is not None:
+                return asyncio.run(self.run_resumed(outcome))
         return self.run_sync(outcome)
 
     def abandon(self, pending: PendingCall) -> None:

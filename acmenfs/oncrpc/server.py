@@ -170,6 +170,9 @@ class RpcServer:
             if parts is not None:
                 reply(parts)
                 return
+            if getattr(outcome, "resume", None) is not None:   # RunAsync: await, hold no pool thread
+                self.loop.create_task(self._run_resumed(outcome, reply))
+                return
             future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, outcome)
             future.add_done_callback(lambda f: self._deliver(f, outcome, reply))
         elif procedure.blocking:
@@ -177,6 +180,10 @@ class RpcServer:
             future.add_done_callback(lambda f: self._deliver(f, outcome, reply))
         else:
             reply(self.dispatcher.run_sync(outcome))
+
+    async def _run_resumed(self, pending: PendingCall, reply) -> None:
+        reply(await self.dispatcher.run_resumed(pending))
+        self.busy_poller.activity(False)
 
     async def _run_async(self, pending: PendingCall, reply) -> None:
         reply(await self.dispatcher.run_async(pending))
