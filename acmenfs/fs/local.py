@@ -37,7 +37,7 @@ from acmenfs.fs.commit import GroupCommitter
 from acmenfs.fs.credentials import Identity, acting_as
 from acmenfs.fs.local_common import (  # noqa: F401 - re-exported: callers import these from here
     COOKIE_FLAG, INLINE_CHANGE_MAX_BLOCKED_SECONDS, INLINE_CHANGE_PAUSE_SECONDS, INLINE_PAUSE_FIRST_SECONDS,
-    KERNEL_KIND, NAME_MAX,
+    KERNEL_KIND, NAME_MAX, InlinePause,
     O_PATH_FLAGS, PATH_KIND, check_name, check_new_name, name_cookie, permitted, set_times)
 from acmenfs.fs.local_data import INLINE_COPY_READ_BYTES, LocalDataMixin  # noqa: F401 - re-exported
 from acmenfs.fs.local_listing import LISTING_CACHE_SIZE, LocalListingMixin
@@ -81,12 +81,8 @@ class LocalExportBackend(LocalDataMixin, LocalNamespaceMixin, LocalListingMixin,
         root_st = os.fstat(self.mount_fd)
         self.root_dev, self.root_ino = root_st.st_dev, root_st.st_ino
         self._cache = NodeCache(cache_capacity)
-        self._inline_changes_paused_until = 0.0
-        self._inline_change_pause = 0.0  # length of the last pause (local_common.next_pause)
-        self.slow_inline_changes = 0
-        self._inline_writes_paused_until = 0.0
-        self._inline_write_pause = 0.0
-        self.slow_inline_writes = 0
+        self.inline_changes = InlinePause("changes")  # CREATE/REMOVE/SETATTR on the event loop
+        self.inline_writes = InlinePause("writes")  # UNSTABLE WRITEs on the event loop
         self._listings: OrderedDict[bytes, tuple[tuple, list[int], list[DirEntry]]] = OrderedDict()
         self._listings_lock = threading.Lock()
         # (directory handle, name) -> (directory ctime ns, identity, child handle): see lookup()

@@ -1,7 +1,7 @@
 """What the local backend's modules share: handle kinds, open flags, the inline-pause policy,
 client name checks, READDIR cookies, mode-bit permission checks and utimensat.
 
-Small pure helpers (no backend state): ``acmenfs.fs.local`` and its mixins
+Small helpers (no backend state but an ``InlinePause`` each backend holds): ``acmenfs.fs.local`` and its mixins
 (``local_data``, ``local_namespace``, ``local_listing``) import them from here.
 """
 
@@ -11,12 +11,18 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import logging
 import os
+import resource
 import stat
+import time
 
 from acmenfs.fs.backend import SetAttributes
 from acmenfs.fs.credentials import Identity
+from acmenfs.fs.nonblocking import WouldBlock
 from acmenfs.fs.setid import SETID_BITS
+
+log = logging.getLogger("acmenfs.fs.local")
 
 NAME_MAX = 255
 KERNEL_KIND = b"K"
@@ -45,6 +51,42 @@ def next_pause(previous: float, paused_until: float, now: float) -> float:
     if previous > 0 and now - paused_until < INLINE_CHANGE_PAUSE_SECONDS:
         return min(INLINE_CHANGE_PAUSE_SECONDS, previous * 2)
     return INLINE_PAUSE_FIRST_SECONDS
+
+
+class InlinePause:
+    """Whether one kind of inline work (an export's writes, or its namespace changes) may run
+    on the event loop now, and the pause that follows one that blocked.
+
+    ``start`` raises WouldBlock while paused, else returns what ``finish`` needs: the start time
+    and this thread's voluntary context switches.  ``finish`` counts a call that slept in the
+    kernel (a voluntary switch: disk, journal) and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS as
+    ``slow`` and pauses the kind for ``next_pause`` seconds; being preempted on a busy machine
+    does not count."""
+
+    __slots__ = ("what", "paused_until", "last_pause", "slow")
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "writes" or "changes", for messages
+        self.paused_until = 0.0
+        self.last_pause = 0.0  # length of the last pause (next_pause)
+        self.slow = 0
+
+    def start(self) -> tuple[float, int]:
+        now = time.monotonic()
+        if now < self.paused_until:
+            raise WouldBlock(f"inline {self.what} paused after one waited")
+        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+    def finish(self, started: tuple[float, int], directory: str) -> None:
+        elapsed = time.monotonic() - started[0]
+        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and \
+                resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
+            self.slow += 1
+            now = time.monotonic()
+            self.last_pause = next_pause(self.last_pause, self.paused_until, now)
+            self.paused_until = now + self.last_pause
+            log.info("export %s: an inline %s blocked and took %.1f ms; %s go to the thread pool for %.1f s",
+                     directory, self.what[:-1], elapsed * 1000, self.what, self.last_pause)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

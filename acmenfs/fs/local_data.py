@@ -10,16 +10,12 @@ one is handed back as the node for sendfile, and only UNSTABLE page-cache WRITEs
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import resource
 import stat
-import time
 
 from acmenfs.fs.backend import SetAttributes, StaleHandle
 from acmenfs.fs.credentials import Identity, acting_as
-from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, is_noop_change, next_pause,
-                                     permitted, require, set_times)
+from acmenfs.fs.local_common import is_noop_change, permitted, require, set_times
 from acmenfs.fs.nodes import Node
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active
 from acmenfs.fs.quota import charged_bytes, unallocated_bytes
@@ -27,7 +23,6 @@ from acmenfs.fs.setid import SETID_BITS, drop_setid
 
 INLINE_COPY_READ_BYTES = 64 * 1024  # inline READs up to this size are copied, larger ones sent with sendfile
 _PAGE_MASK = os.sysconf("SC_PAGESIZE") - 1  # a WRITE covering part of a page: the kernel must read it first
-log = logging.getLogger("acmenfs.fs.local")
 
 
 class LocalDataMixin:
@@ -132,24 +127,15 @@ class LocalDataMixin:
         Returns (start time, voluntary context switches) for ``_end_inline_write``."""
         if stable:
             raise WouldBlock("a stable write waits for the disk")
-        now = time.monotonic()
-        if now < self._inline_writes_paused_until:
-            raise WouldBlock("inline writes paused after one waited")
+        started = self.inline_writes.start()
         end = offset + length
         if (offset & _PAGE_MASK and offset < size and not data_cached(fd, offset, 1)) or \
                 (end & _PAGE_MASK and end - 1 < size and not data_cached(fd, end - 1, 1)):
             raise WouldBlock("a partial page to write is not in the page cache")
-        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        return started
 
     def _end_inline_write(self, started: tuple[float, int]) -> None:
-        elapsed = time.monotonic() - started[0]
-        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
-            self.slow_inline_writes += 1
-            now = time.monotonic()
-            pause = self._inline_write_pause = next_pause(self._inline_write_pause, self._inline_writes_paused_until, now)
-            self._inline_writes_paused_until = now + pause
-            log.info("export %s: an inline write blocked and took %.1f ms; writes go to the thread pool "
-                     "for %.1f s", self.directory, elapsed * 1000, pause)
+        self.inline_writes.finish(started, self.directory)
 
     def commit_ticket(self, node: Node | None = None) -> int | None:
         if node is not None and self.committer.other_writers:

@@ -10,16 +10,12 @@ for a while after one blocked).
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import resource
 import stat
-import time
 
 from acmenfs.fs.backend import SetAttributes
 from acmenfs.fs.credentials import Identity, acting_as
-from acmenfs.fs.local_common import (INLINE_CHANGE_MAX_BLOCKED_SECONDS, O_PATH_FLAGS, check_name,
-                                     check_new_name, next_pause)
+from acmenfs.fs.local_common import O_PATH_FLAGS, check_name, check_new_name
 from acmenfs.fs.nodes import Node
 from acmenfs.fs.nonblocking import WouldBlock, inline_active, open_cached
 from acmenfs.fs.quota import allocated_bytes, charged_bytes
@@ -27,7 +23,6 @@ from acmenfs.fs.setid import SETID_BITS
 
 INLINE_UNLINK_BYTES = 1024 * 1024  # removing a file holding more frees its blocks in the thread pool
 _CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-log = logging.getLogger("acmenfs.fs.local")
 
 
 class LocalNamespaceMixin:
@@ -50,24 +45,13 @@ class LocalNamespaceMixin:
             raise WouldBlock("the handle table is on disk")
         if self.usage.quota_bytes is not None and not self.usage.scanned:
             raise WouldBlock("first usage scan")
-        now = time.monotonic()
-        if now < self._inline_changes_paused_until:
-            raise WouldBlock("inline changes paused after one waited")
-        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        return self.inline_changes.start()
 
     def _end_inline_change(self, started: tuple[float, int] | None) -> None:
         """A change that ran inline blocked (slept in the kernel) and took too long:
         run this export's changes in the thread pool for a while."""
-        if started is None:
-            return
-        elapsed = time.monotonic() - started[0]
-        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
-            self.slow_inline_changes += 1
-            now = time.monotonic()
-            pause = self._inline_change_pause = next_pause(self._inline_change_pause, self._inline_changes_paused_until, now)
-            self._inline_changes_paused_until = now + pause
-            log.info("export %s: an inline change blocked and took %.1f ms; changes go to the thread pool "
-                     "for %.1f s", self.directory, elapsed * 1000, pause)
+        if started is not None:
+            self.inline_changes.finish(started, self.directory)
 
     def _forget_listing(self, directory: Node) -> None:
         with self._listings_lock:

@@ -122,11 +122,11 @@ def test_nfs_create_and_remove_inline_and_in_the_pool(nfsd, calls, exports, expo
     fh = new_fh_of(create(calls, root, "inline"))  # cached directory: runs on the event loop
     assert (export_dir / "inline").is_file() and lookup(calls, root, "inline") == (0, fh)
     backend = next(iter(nfsd.server.state._backends.values()))[1]
-    backend._inline_changes_paused_until = float("inf")  # as after a change that blocked
+    backend.inline_changes.paused_until = float("inf")  # as after a change that blocked
     fh2 = new_fh_of(create(calls, root, "pooled"))
     assert (export_dir / "pooled").is_file() and lookup(calls, root, "pooled") == (0, fh2)
     assert calls.call(NfsProc.REMOVE, pack_diropargs(root, "pooled")).status == 0
-    backend._inline_changes_paused_until = 0.0
+    backend.inline_changes.paused_until = 0.0
     assert calls.call(NfsProc.REMOVE, pack_diropargs(root, "inline")).status == 0
     assert calls.call(NfsProc.REMOVE, pack_diropargs(root, "inline")).status == NfsStat.NOENT
     assert sorted(p.name for p in export_dir.iterdir()) == []

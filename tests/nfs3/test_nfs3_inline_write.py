@@ -119,12 +119,12 @@ def test_partial_page_not_in_the_page_cache_moves_to_the_pool(nfsd, calls, expor
 def test_paused_inline_writes_and_a_retransmission_of_a_pooled_write(nfsd, calls, export_dir, recorded):
     backend, seen = recorded
     fh = new_fh_of(create(calls, calls.root(), "paused"))
-    backend._inline_writes_paused_until = float("inf")  # as after an inline write that blocked
+    backend.inline_writes.paused_until = float("inf")  # as after an inline write that blocked
     first = write(calls, fh, 0, b"once", xid=0x5151)
     again = write(calls, fh, 0, b"once", xid=0x5151)  # retransmission: the DRC's reply
     assert first.body == again.body
     assert seen == [(True, "wouldblock"), (False, "done")]
-    backend._inline_writes_paused_until = 0.0
+    backend.inline_writes.paused_until = 0.0
     seen.clear()
     committed(write(calls, fh, 4, b"more"))
     assert seen == [(True, "done")]
@@ -148,9 +148,9 @@ def test_an_inline_write_that_slept_pauses_inline_writes_and_preemption_does_not
     backend = backend_of_started(nfsd)
     nvcsw = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
     backend._end_inline_write((time.monotonic() - 1.0, nvcsw))  # slow, but no voluntary switch: preempted
-    assert backend._inline_writes_paused_until == 0.0 and backend.slow_inline_writes == 0
+    assert backend.inline_writes.paused_until == 0.0 and backend.inline_writes.slow == 0
     backend._end_inline_write((time.monotonic() - 1.0, nvcsw - 1))  # slow and slept in the kernel
-    assert backend._inline_writes_paused_until > time.monotonic() and backend.slow_inline_writes == 1
+    assert backend.inline_writes.paused_until > time.monotonic() and backend.inline_writes.slow == 1
     node = backend.root
     with inline(), pytest.raises(WouldBlock):
         backend._begin_inline_write(-1, 0, 4096, StableHow.UNSTABLE, 0)
@@ -220,8 +220,8 @@ def test_an_isolated_blocked_inline_write_pauses_inline_writes_briefly_and_a_sec
     nvcsw = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
     before = time.monotonic()
     backend._end_inline_write((time.monotonic() - 1.0, nvcsw - 1))
-    first_until = backend._inline_writes_paused_until
+    first_until = backend.inline_writes.paused_until
     assert before + INLINE_PAUSE_FIRST_SECONDS <= first_until <= time.monotonic() + INLINE_PAUSE_FIRST_SECONDS
     backend._end_inline_write((time.monotonic() - 1.0, nvcsw - 1))  # blocked again at once
-    assert backend._inline_writes_paused_until >= first_until + INLINE_PAUSE_FIRST_SECONDS
-    assert backend.slow_inline_writes == 2
+    assert backend.inline_writes.paused_until >= first_until + INLINE_PAUSE_FIRST_SECONDS
+    assert backend.inline_writes.slow == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.oncrpc.xdr import Packer
-from workers_helpers import PortClient, lookup, pack_diropargs, ports_for_workers, write
+from workers_helpers import PortClient, create_file, lookup, pack_diropargs, ports_for_workers, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nfs3"))
 from nfs3_helpers import skip_post_op_attr  # noqa: E402
@@ -34,14 +34,6 @@ def read_all(client: PortClient, fh: bytes) -> tuple[int, bytes]:
     reply.args.unpack_uint()   # count
     reply.args.unpack_bool()   # eof
     return 0, reply.args.unpack_opaque(1 << 16)
-
-
-def create_file(client: PortClient, directory: bytes, name: str) -> bytes:
-    args = pack_diropargs(directory, name) + (0).to_bytes(4, "big") + bytes(24)  # UNCHECKED, no attributes
-    reply = client.nfs(NfsProc.CREATE, args)
-    assert reply.status == 0, reply.status
-    assert reply.args.unpack_bool()
-    return reply.args.unpack_opaque(64)
 
 
 def test_a_reverted_share_reads_the_snapshot_through_every_worker(serve_workers):

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.fs.quota import scan_usage
-from workers_helpers import PortClient, pack_diropargs, pack_fh, pid_gone, ports_for_workers, wait_for, write
+from workers_helpers import PortClient, create_file, pack_fh, pid_gone, ports_for_workers, wait_for, write
 
 NFS3ERR_ACCES = 13
 NFS3ERR_NOSPC, NFS3ERR_DQUOT = 28, 69
@@ -23,14 +23,6 @@ def create_share(api, name: str, size: int, access=({"client": "127.0.0.1", "squ
     response = api.post("/v1/shares", json={"name": name, "size": size, "access": list(access)})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def create_file(client: PortClient, directory: bytes, name: str) -> bytes:
-    args = pack_diropargs(directory, name) + (0).to_bytes(4, "big") + bytes(24)  # UNCHECKED, no attributes
-    reply = client.nfs(NfsProc.CREATE, args)
-    assert reply.status == 0, reply.status
-    assert reply.args.unpack_bool()
-    return reply.args.unpack_opaque(64)
 
 
 def test_removed_access_rule_denies_on_every_worker(serve_workers):

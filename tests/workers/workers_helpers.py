@@ -186,6 +186,14 @@ class PortClient(RpcClient):
         return reply.unpack_opaque(64)
 
 
+def create_file(client: PortClient, directory: bytes, name: str) -> bytes:
+    args = pack_diropargs(directory, name) + (0).to_bytes(4, "big") + bytes(24)  # UNCHECKED, no attributes
+    reply = client.nfs(NfsProc.CREATE, args)
+    assert reply.status == 0, reply.status
+    assert reply.args.unpack_bool()
+    return reply.args.unpack_opaque(64)
+
+
 def lookup(client: PortClient, directory: bytes, name: str) -> bytes:
     reply = client.nfs(NfsProc.LOOKUP, pack_diropargs(directory, name))
     assert reply.status == 0, f"LOOKUP {name}: {reply.status}"
