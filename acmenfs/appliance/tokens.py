@@ -11,15 +11,15 @@ delete the last token). It must not speak HTTP.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import uuid
 from pathlib import Path
 
 from acmenfs.appliance.errors import NotFound
 from acmenfs.appliance.models import Token, utc_now_text, validate_name
-from acmenfs.appliance.storage import DataLayout, rename_durably
+from acmenfs.appliance.storage import DataLayout
 from acmenfs.appliance.store import Store, TokenRecord
+from acmenfs.fs.durable import write_atomically
 
 TOKEN_PREFIX = "acmenfs_"
 ADMIN_TOKEN_SETTING = "admin_token_id"
@@ -42,15 +42,7 @@ def new_token(store: Store, name: str) -> tuple[Token, str]:
 def issue_admin_token(store: Store, layout: DataLayout) -> str:
     """A new token 'admin', written to <data>/admin.token (0600) and recorded as the admin token."""
     token, secret = new_token(store, "admin")
-    partial = layout.admin_token.with_name("admin.token.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (secret + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    rename_durably(partial, layout.admin_token)
+    write_atomically(layout.admin_token, (secret + "\n").encode(), mode=0o600)
     store.set_setting(ADMIN_TOKEN_SETTING, token.id)
     return secret
 

@@ -6,7 +6,8 @@ target's directory, is fsynced, then renamed over the target (or, with
 directory is fsynced, so after a crash the path holds either the old content
 or the whole new content, never a torn mix.  On any failure the temporary file
 is removed and the old content is left as it was.  Used for the NFS handle
-secret and the NFSv4 client records; not for client data (that is the backend's).
+secret, the NFSv4 client records and the appliance's admin.token; not for client data
+(that is the backend's).
 """
 
 from __future__ import annotations
