@@ -1,12 +1,19 @@
-"""Fixtures shared by every test area: the local portmapper that rpcinfo needs."""
+"""Fixtures shared by every test area: the local portmapper that rpcinfo needs, and real
+file systems on loop devices (``loop_filesystems``, ``btrfs_mount``; see tests/loopfs.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
 import pytest
+
+from loopfs import LoopFilesystems, remove_data_dir
 
 
 def _portmapper_answers() -> bool:
@@ -34,3 +41,26 @@ def rpcbind():
     yield process.pid
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def loop_filesystems():
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemp
+    # dirs with rmtree, which would descend into these mounts.
+    base = Path(tempfile.mkdtemp(prefix="acmenfs-loops-", dir="/tmp"))
+    filesystems = LoopFilesystems(base)
+    try:
+        yield filesystems
+    finally:
+        filesystems.close()
+        if not any(os.path.ismount(mount) for mount in filesystems.mounted):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def btrfs_mount(loop_filesystems) -> Path:
+    """A fresh directory of this test's own on the session's loop-mounted btrfs."""
+    directory = loop_filesystems.get("btrfs") / f"test-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    yield directory
+    remove_data_dir(directory)

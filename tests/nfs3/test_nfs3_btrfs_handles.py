@@ -1,41 +1,15 @@
 """Handles and fileids on btrfs, where inode numbers repeat across subvolumes and snapshots
-(a real btrfs on a loop device; needs root)."""
+(a real btrfs on a loop device: the ``btrfs_mount`` fixture of tests/conftest.py; needs root)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
-import tempfile
-from pathlib import Path
-
-import pytest
 
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 from nfs3_helpers import NfsCalls, RunningNfsServer, lookup, pack_fh, skip_post_op_attr
-
-
-@pytest.fixture(scope="module")
-def btrfs_mount():
-    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
-        pytest.skip("a loop-mounted btrfs needs root and btrfs-progs")
-    base = Path(tempfile.mkdtemp(prefix="acmenfs-nfs3-btrfs-", dir="/tmp"))
-    image, mount_point = base / "fs.img", base / "mnt"
-    mount_point.mkdir()
-    with open(image, "wb") as handle:
-        handle.truncate(256 * 1024 * 1024)
-    subprocess.run(["mkfs.btrfs", "-q", "-f", str(image)], check=True, capture_output=True)
-    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    try:
-        subprocess.run(["mount", device, str(mount_point)], check=True, capture_output=True)
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-        subprocess.run(["losetup", "-d", device], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def fileid_of(calls: NfsCalls, fh: bytes) -> int:

@@ -98,31 +98,6 @@ def test_42_attributes(v42, export_dir):
     assert clone_blksize == 4096 and space_freed == os.stat(export_dir / "f").st_blocks * 512 and change_type == 3
 
 
-@pytest.fixture(scope="module")
-def btrfs_mount():
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
-        pytest.skip("a loop-mounted btrfs needs root and btrfs-progs")
-    base = Path(tempfile.mkdtemp(prefix="acmenfs-nfs4-btrfs-", dir="/tmp"))
-    image, mount_point = base / "fs.img", base / "mnt"
-    mount_point.mkdir()
-    with open(image, "wb") as handle:
-        handle.truncate(256 * 1024 * 1024)
-    subprocess.run(["mkfs.btrfs", "-q", "-f", str(image)], check=True, capture_output=True)
-    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    try:
-        subprocess.run(["mount", device, str(mount_point)], check=True, capture_output=True)
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-        subprocess.run(["losetup", "-d", device], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_clone_on_btrfs_shares_the_range_and_checks_alignment(btrfs_mount, tmp_path, monkeypatch):
     from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
     from nfs4_core_helpers import Sans4
