@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import resource
+import struct
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import XdrError
 
 log = logging.getLogger("acmenfs.nfs3")
+WRITE_COUNT = struct.Struct(">I")  # WRITE3resok: ... count, committed, verifier[8]: count is 16 bytes from the end
 
 # Number of FALSE words (absent post_op_attr / pre_op_attr) in each failure body.
 FAILURE_WORDS = {
@@ -216,9 +218,9 @@ class NfsServer:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
                 return settle(started, None, exc)
-            if counts_data:
-                return settle(started, result, None)
             record(key, clock() - started, None)  # settle's success path, inlined: it runs on every call
+            if counts_data:
+                self._count_data(name, result)
             return result
         return handler
 
@@ -240,10 +242,10 @@ class NfsServer:
         return inline_handler
 
     def _count_data(self, name: str, result) -> None:
-        if name == "READ" and isinstance(result, list) and len(result) > 1:
+        if name == "WRITE":
+            self.bytes_written += WRITE_COUNT.unpack_from(result, len(result) - 16)[0]
+        elif type(result) is list and len(result) > 1:  # READ: [header, data, (padding)]
             self.bytes_read += len(result[1])
-        elif name == "WRITE":
-            self.bytes_written += int.from_bytes(result[-16:-12], "big")
 
     def _wrap_mount(self, name: str, method: Callable) -> Callable:
         key = ("MOUNT3", name)
