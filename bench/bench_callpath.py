@@ -2,8 +2,11 @@
 
 Feeds call records straight to the NFS server's ``RpcDispatcher`` (``begin`` then
 the procedure, inline first as the TCP transport does) and reports microseconds
-per call for NULL, GETATTR, LOOKUP and the metadata loop of ``bench_nfs.py``
-(LOOKUP dir, CREATE, LOOKUP file, SETATTR, GETATTR, LOOKUP dir, REMOVE per file).
+per call for NULL, GETATTR, LOOKUP, READ 4k (page cache, copied inline), WRITE 4k
+UNSTABLE (inline), COMMIT after each 4k UNSTABLE WRITE (the pair, per call) and the
+metadata loop of ``bench_nfs.py`` (LOOKUP dir, CREATE, LOOKUP file, SETATTR, GETATTR,
+LOOKUP dir, REMOVE per file).  READ and WRITE go to page-aligned offsets cycling over
+a 1 MiB file, as a random 4k workload at QD1 does.
 This is the part of a call's latency our own code decides; the wire adds the
 transport and the wake-ups.  Median of ``--rounds`` rounds.
 
@@ -18,6 +21,8 @@ have ``RpcDispatcher.call_here`` (any tree from the busy-polling change on).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -41,6 +46,12 @@ def call_record(xid: int, program: int, version: int, proc: int, args: bytes) ->
             + struct.pack(">II", 1, len(cred)) + cred + struct.pack(">II", 0, 0) + args)
 
 
+def write_args(fh_opaque: bytes, offset: int, data: bytes, stable: int) -> bytes:
+    """WRITE3args after the file handle (already XDR opaque): offset, count, stable, data."""
+    pad = b"\0" * (-len(data) % 4)
+    return fh_opaque + struct.pack(">QIII", offset, len(data), stable, len(data)) + data + pad
+
+
 class Harness:
     """An NfsServer's programs behind one dispatcher, driven call by call."""
 
@@ -57,14 +68,20 @@ class Harness:
         self.dispatcher = RpcDispatcher([self.server.nfs_program(), self.server.mount_program()],
                                         drc=self.server.drc)
         self.xid = 0
+        self.loop = asyncio.new_event_loop()
 
     def call(self, program: int, proc: int, args: bytes) -> bytes:
         self.xid += 1
-        parts = self.dispatcher.call_here(call_record(self.xid, program, 3, proc, args), CLIENT, "tcp")
+        record = call_record(self.xid, program, 3, proc, args)
+        if proc == 21 and program == NFS_PROGRAM:  # COMMIT is async: begin + run_async, as the transport does
+            parts = self.loop.run_until_complete(self.dispatcher.run_async(self.dispatcher.begin(record, CLIENT, "tcp")))
+        else:
+            parts = self.dispatcher.call_here(record, CLIENT, "tcp")
         reply = b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts)
         return reply[24:]  # xid, REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS
 
     def close(self) -> None:
+        self.loop.close()
         self.server._executor.shutdown(wait=True)
         self.server.state.close()
 
@@ -88,19 +105,41 @@ def measure(calls: int, rounds: int) -> dict[str, float]:
         directory = nfs.decode_lookup_result(harness.call(NFS_PROGRAM, 3, nfs.encode_lookup_args(root, "d")))[0]
         nfs.decode_create_result(harness.call(NFS_PROGRAM, 8, nfs.encode_create_args(directory, "f", 0o644)))
         file_fh = nfs.decode_lookup_result(harness.call(NFS_PROGRAM, 3, nfs.encode_lookup_args(directory, "f")))[0]
+        file_fh_opaque = nfs.encode_fh_args(file_fh)
 
         simple = {
             "NULL": (NFS_PROGRAM, 0, b""),
             "GETATTR": (NFS_PROGRAM, 1, nfs.encode_fh_args(file_fh)),
             "LOOKUP": (NFS_PROGRAM, 3, nfs.encode_lookup_args(directory, "f")),
         }
-        results: dict[str, list[float]] = {name: [] for name in (*simple, "metadata loop (per call)")}
+        file_size, block = 1024 * 1024, 4096
+        harness.call(NFS_PROGRAM, 7, write_args(file_fh_opaque, 0, b"\xa5" * file_size, 2))  # FILE_SYNC fill
+        offsets = [(i * 97 % (file_size // block)) * block for i in range(file_size // block)]
+        data = b"\x5a" * block
+        io = {
+            "READ 4k": [(NFS_PROGRAM, 6, file_fh_opaque + struct.pack(">QI", o, block)) for o in offsets],
+            "WRITE 4k UNSTABLE": [(NFS_PROGRAM, 7, write_args(file_fh_opaque, o, data, 0)) for o in offsets],
+        }
+        commit = (NFS_PROGRAM, 21, file_fh_opaque + struct.pack(">QI", 0, 0))
+        names = (*simple, *io, "WRITE+COMMIT (per call)", "metadata loop (per call)")
+        results: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(rounds):
             for name, (program, proc, args) in simple.items():
                 started = time.perf_counter()
                 for _ in range(calls):
                     harness.call(program, proc, args)
                 results[name].append((time.perf_counter() - started) / calls * 1e6)
+            for name, cycle in io.items():
+                started = time.perf_counter()
+                for program, proc, args in itertools.islice(itertools.cycle(cycle), calls):
+                    assert harness.call(program, proc, args)[:4] == b"\0\0\0\0", name
+                results[name].append((time.perf_counter() - started) / calls * 1e6)
+            pairs = max(1, calls // 10)
+            started = time.perf_counter()
+            for program, proc, args in itertools.islice(itertools.cycle(io["WRITE 4k UNSTABLE"]), pairs):
+                harness.call(program, proc, args)
+                harness.call(*commit)
+            results["WRITE+COMMIT (per call)"].append((time.perf_counter() - started) / (pairs * 2) * 1e6)
             files = max(1, calls // 7)
             started = time.perf_counter()
             for i in range(files):

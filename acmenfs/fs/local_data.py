@@ -90,27 +90,30 @@ class LocalDataMixin:
             self._cache.drop(node)
             raise StaleHandle("object deleted")
         require(pre, who, 2, owner_override=True)
-        started = self._begin_inline_write(fd, offset, len(data), stable, pre.st_size) if inline_active() else None
-        if pre.st_mode & SETID_BITS and len(data):  # as the kernel does for a caller without CAP_FSETID
+        length = len(data)
+        started = self._begin_inline_write(fd, offset, length, stable, pre.st_size) if inline_active() else None
+        if pre.st_mode & SETID_BITS and length:  # as the kernel does for a caller without CAP_FSETID
             drop_setid(fd, pre, who)
-        if self.usage.quota_bytes is not None:
-            self.usage.check_growth(unallocated_bytes(fd, offset, len(data), pre.st_size), may_scan=started is None)
+        usage = self.usage
+        if usage.quota_bytes is not None:
+            usage.check_growth(unallocated_bytes(fd, offset, length, pre.st_size), may_scan=started is None)
         written = os.pwrite(fd, data, offset)
-        while written < len(data):
+        while written < length:
             more = os.pwrite(fd, data[written:], offset + written)
             if more == 0:
                 raise OSError(errno.ENOSPC, "short write")
             written += more
-        if stable == 2:
+        if not stable:
+            self.committer.mark_dirty(node, offset, length)
+        elif stable == 2:
             os.fsync(fd)
-        elif stable == 1:
-            os.fdatasync(fd)
         else:
-            self.committer.mark_dirty(node, offset, len(data))
+            os.fdatasync(fd)
         post = os.fstat(fd)
-        self.usage.add(charged_bytes(post) - charged_bytes(pre))
+        if post.st_blocks != pre.st_blocks or post.st_size != pre.st_size:  # an overwrite charges nothing
+            usage.add(charged_bytes(post) - charged_bytes(pre))
         if started is not None:
-            self._end_inline_write(started)
+            self.inline_writes.finish(started, self.directory)
         return pre, post
 
     def _begin_inline_write(self, fd: int, offset: int, length: int, stable: int, size: int) -> tuple[float, int]:
@@ -135,6 +138,7 @@ class LocalDataMixin:
         return started
 
     def _end_inline_write(self, started: tuple[float, int]) -> None:
+        """After a WRITE on the event loop (``write`` calls ``inline_writes.finish`` itself)."""
         self.inline_writes.finish(started, self.directory)
 
     def commit_ticket(self, node: Node | None = None) -> int | None:

@@ -21,7 +21,7 @@ from acmenfs.fs.nonblocking import inline_active
 from acmenfs.nfs3.const import NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.errors import NfsError, status_for
 from acmenfs.nfs3.scope import NfsState
-from acmenfs.nfs3.xdr import STATUS_OK, decode_fh
+from acmenfs.nfs3.xdr import STATUS_OK, decode_fh, decode_read_args, decode_write_args
 from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -31,8 +31,7 @@ WRITE_TAIL = struct.Struct(">II8s")  # count, committed, verifier
 
 
 def nfs3_read(state: NfsState, ctx, args: Unpacker):
-    fh = decode_fh(args)
-    offset, count = args.unpack_uhyper(), args.unpack_uint()
+    fh, offset, count = decode_read_args(args)
     scope = state.scope(ctx, fh)
     backend = scope.backend
     try:
@@ -48,9 +47,7 @@ def nfs3_read(state: NfsState, ctx, args: Unpacker):
 
 
 def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:
-    fh = decode_fh(args)
-    offset, count, stable = args.unpack_uhyper(), args.unpack_uint(), args.unpack_uint()
-    data = args.unpack_opaque_view()
+    fh, offset, count, stable, data = decode_write_args(args)
     if stable > StableHow.FILE_SYNC:
         raise NfsError(NfsStat.INVAL, f"bad stable_how {stable}")
     if count < len(data):

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import resource
+import struct
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import XdrError
 
 log = logging.getLogger("acmenfs.nfs3")
+WRITE_COUNT = struct.Struct(">I")  # WRITE3resok: ... count, committed, verifier[8]: count is 16 bytes from the end
 
 # Number of FALSE words (absent post_op_attr / pre_op_attr) in each failure body.
 FAILURE_WORDS = {
@@ -155,10 +157,10 @@ class NfsServer:
             handlers.update(module.HANDLERS)
         procedures = {}
         for proc, function in handlers.items():
-            handler = self._wrap("NFS3", NfsProc(proc).name, function, FAILURE_WORDS.get(proc, 0))
+            handler, inline_handler = self._wrap("NFS3", NfsProc(proc).name, function, FAILURE_WORDS.get(proc, 0))
             cached = proc in NFS_CACHED_PROCEDURES
             if proc in HYBRID_PROCEDURES:
-                procedures[int(proc)] = Procedure(NfsProc(proc).name, self._inline_first(handler), cached=cached,
+                procedures[int(proc)] = Procedure(NfsProc(proc).name, inline_handler, cached=cached,
                                                   fallback=handler)
                 continue
             procedures[int(proc)] = Procedure(
@@ -174,7 +176,10 @@ class NfsServer:
             procedures[int(proc)] = Procedure(name, self._wrap_mount(name, method), blocking=proc == MountProc.MNT)
         return Program(MOUNT_PROGRAM, MOUNT_V3, "MOUNT3", procedures)
 
-    def _wrap(self, program: str, name: str, function: Callable, failure_words: int) -> Callable:
+    def _wrap(self, program: str, name: str, function: Callable, failure_words: int) -> tuple[Callable, Callable | None]:
+        """(handler, inline-first handler): ``function`` with its errors turned into nfsstat3
+        replies and its calls counted; the second runs it on the event loop (``inline_state``
+        set, WouldBlock becomes RunInPool), None for a coroutine function."""
         key = (program, name)
         state, stats = self.state, self.call_stats
         failure_tail = b"\0\0\0\0" * failure_words
@@ -204,9 +209,10 @@ class NfsServer:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
                     return settle(started, None, exc)
-            return async_handler
+            return async_handler, None
 
         record, clock = stats.record, time.perf_counter
+        count_data = self._count_data
 
         def handler(ctx, args):
             started = clock()
@@ -216,34 +222,39 @@ class NfsServer:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
                 return settle(started, None, exc)
-            if counts_data:
-                return settle(started, result, None)
             record(key, clock() - started, None)  # settle's success path, inlined: it runs on every call
+            if counts_data:
+                count_data(name, result)
             return result
-        return handler
-
-    @staticmethod
-    def _inline_first(handler: Callable) -> Callable:
-        """``handler`` for the event loop: backend calls that could block raise WouldBlock,
-        and the transport re-runs the call with ``handler`` itself in the thread pool."""
 
         def inline_handler(ctx, args):
-            # what ``with inline():`` does, without a context manager object per call
-            previous = inline_state.active
+            """``handler`` on the event loop, in one frame (it runs on every inline call):
+            backend calls that could block raise WouldBlock, and the transport re-runs the
+            call with ``handler`` in the thread pool."""
+            previous = inline_state.active  # what ``with inline():`` does, without a context manager
             inline_state.active = True
+            started = clock()
             try:
-                return handler(ctx, args)
+                result = function(state, ctx, args)
             except WouldBlock:
                 raise RunInPool from None
+            except XdrError:  # garbage args
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an nfsstat3
+                return settle(started, None, exc)
             finally:
                 inline_state.active = previous
-        return inline_handler
+            record(key, clock() - started, None)
+            if counts_data:
+                count_data(name, result)
+            return result
+        return handler, inline_handler
 
     def _count_data(self, name: str, result) -> None:
-        if name == "READ" and isinstance(result, list) and len(result) > 1:
+        if name == "WRITE":
+            self.bytes_written += WRITE_COUNT.unpack_from(result, len(result) - 16)[0]
+        elif type(result) is list and len(result) > 1:  # READ: [header, data, (padding)]
             self.bytes_read += len(result[1])
-        elif name == "WRITE":
-            self.bytes_written += int.from_bytes(result[-16:-12], "big")
 
     def _wrap_mount(self, name: str, method: Callable) -> Callable:
         key = ("MOUNT3", name)

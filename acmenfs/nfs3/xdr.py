@@ -152,6 +152,37 @@ def decode_fh(args: Unpacker) -> bytes:
     return args.view[start:stop].tobytes()
 
 
+_READ_ARGS = struct.Struct(">QI")     # READ3args after the handle: offset, count
+_WRITE_ARGS = struct.Struct(">QIII")  # WRITE3args after the handle: offset, count, stable, data length
+
+
+def decode_read_args(args: Unpacker) -> tuple[bytes, int, int]:
+    """READ3args: (file handle, offset, count), one unpack after the handle."""
+    fh = decode_fh(args)
+    start = args.offset
+    if start + 12 > args.end:
+        raise XdrError(f"truncated data: need 12 bytes at offset {start}, have {args.end - start}")
+    args.offset = start + 12
+    offset, count = _READ_ARGS.unpack_from(args.view, start)
+    return fh, offset, count
+
+
+def decode_write_args(args: Unpacker) -> tuple[bytes, int, int, int, memoryview]:
+    """WRITE3args: (file handle, offset, count, stable_how, data) with ``data`` a view into the
+    record (no copy); data past the end of the record is an XdrError."""
+    fh = decode_fh(args)
+    start = args.offset
+    if start + 20 > args.end:
+        raise XdrError(f"truncated data: need 20 bytes at offset {start}, have {args.end - start}")
+    offset, count, stable, length = _WRITE_ARGS.unpack_from(args.view, start)
+    data_start = start + 20
+    padded = data_start + length + (-length & 3)
+    if padded > args.end:
+        raise XdrError(f"truncated data: need {padded - start} bytes at offset {start}, have {args.end - start}")
+    args.offset = padded
+    return fh, offset, count, stable, args.view[data_start:data_start + length]
+
+
 def decode_name(args: Unpacker) -> str:
     start, stop = _opaque_bounds(args, MAX_NAME_BYTES)
     return str(args.view[start:stop], "utf-8", "surrogateescape")

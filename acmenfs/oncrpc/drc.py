@@ -290,7 +290,7 @@ class DuplicateRequestCache:
         entries = bucket.entries
         with bucket.lock:
             bucket.checks += 1
-            if entries and entries[next(iter(entries))].stamp < now - self.lifetime:
+            if entries and next(iter(entries.values())).stamp < now - self.lifetime:
                 self._free_expired_prefix(bucket, now, from_gc=False)
             cached = entries.get(identity)
             if cached is not None:
@@ -310,11 +310,11 @@ class DuplicateRequestCache:
 
     def done(self, token: object, reply: bytes | bytearray | memoryview) -> None:
         """Record the encoded reply of the call ``token`` stands for."""
-        entry = self._validated_token(token)
+        entry = token if type(token) is _Entry else self._validated_token(token)
         if entry.bucket_index < 0:
             self._finish_detached(entry)
             return
-        stored_reply = bytes(reply)
+        stored_reply = reply if type(reply) is bytes else bytes(reply)
         bucket = self._buckets[entry.bucket_index]
         with bucket.lock:
             if entry.state is not _IN_PROGRESS:
