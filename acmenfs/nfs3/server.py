@@ -130,10 +130,14 @@ class CallStats:
 class NfsServer:
     def __init__(self, exports: ExportTable, state_dir: str | Path, *, drc_max_entries: int = 32768,
                  drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8,
-                 busy_poll: float = DEFAULT_WINDOW) -> None:
+                 busy_poll: float = DEFAULT_WINDOW, serve_nfs4: bool = True) -> None:
         """``busy_poll``: seconds the event loop stays awake after NFS work to catch the
-        next call without a wake-up (adaptive, see ``acmenfs.oncrpc.busypoll``); 0 = off."""
+        next call without a wake-up (adaptive, see ``acmenfs.oncrpc.busypoll``); 0 = off.
+        ``serve_nfs4=False``: version 4 is not registered on the NFS port (a worker process
+        other than the one that holds all NFSv4 state: a v4 call reaching it gets
+        PROG_MISMATCH 3..3 rather than state of its own that other workers cannot see)."""
         self.exports = exports
+        self.serve_nfs4 = serve_nfs4
         raise_open_file_limit()
         self.state = NfsState(exports, state_dir, use_kernel_handles=use_kernel_handles)
         self.mount_service = MountService(self.state)
@@ -275,12 +279,13 @@ class NfsServer:
         ``rpc_servers`` without listening; the supervisor hands them accepted connections."""
         self._register_portmapper = register_portmapper
         self._listening = listen
-        nfs, mount, nfs4 = self.nfs_program(), self.mount_program(), self.nfs4.program()
+        nfs, mount = self.nfs_program(), self.mount_program()
+        nfs_programs = [nfs, self.nfs4.program()] if self.serve_nfs4 else [nfs]
         if mount_port is None:
-            self.port = await self._listen(RpcDispatcher([nfs, nfs4, mount], drc=self.drc), host, port, udp)
+            self.port = await self._listen(RpcDispatcher([*nfs_programs, mount], drc=self.drc), host, port, udp)
             self.mount_port = self.port
         else:
-            self.port = await self._listen(RpcDispatcher([nfs, nfs4], drc=self.drc), host, port, udp)
+            self.port = await self._listen(RpcDispatcher(nfs_programs, drc=self.drc), host, port, udp)
             self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
 
     async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:

@@ -25,6 +25,7 @@ import threading
 from acmenfs.workers.channel import (
     MOUNT_TAG, ChannelClosed, receive_connections, receive_message, send_message,
 )
+from acmenfs.workers.routing import WORKER_FOR_NFS4
 
 log = logging.getLogger("acmenfs.workers")
 
@@ -59,7 +60,11 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
         quota.share_usage_between_processes(config["usage_dir"])
-        self.server = NfsServer(ExportTable(config["exports"]), config["state_dir"], busy_poll=config["busy_poll"])
+        # NFSv4 state (clients, opens, locks, leases) lives in one worker; the supervisor sends
+        # connections whose first call is v4 there.  The others do not serve v4 at all, so a
+        # connection that starts with v3 and then speaks v4 is refused instead of split-brained.
+        self.server = NfsServer(ExportTable(config["exports"]), config["state_dir"], busy_poll=config["busy_poll"],
+                                serve_nfs4=self.index == WORKER_FOR_NFS4)
         if config.get("nfs4_lease_seconds") is not None:
             self.server.nfs4.state.configure(config["nfs4_lease_seconds"])
         committer = self.server.state.committer
