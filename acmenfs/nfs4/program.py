@@ -22,6 +22,7 @@ import time
 from acmenfs.nfs4.compound import OpSpec, run_compound
 from acmenfs.nfs4.const import MAX_OPS, NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Op, Proc
 from acmenfs.nfs4.errors import Nfs4Error
+from acmenfs.nfs4.fastpath import run_fast
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
@@ -157,6 +158,7 @@ class Nfs4Server:
         self.fh = Fh4Codec(nfs_state)
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
         self.ops = load_ops()
+        self.fast_path = run_fast   # the hot COMPOUND shapes in one function (None: general loop only)
         self.started_ns = time.time_ns()
         self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
         self._next_sweep = 0.0

@@ -1,0 +1,241 @@
+"""The COMPOUND fast path: the shapes a Linux client sends for one v3-like call, in one function.
+
+Owns ``run_fast``, which ``compound.run_compound`` offers every fresh COMPOUND first.  It
+recognises, from the raw arguments, ``[SEQUENCE,] PUTFH, X[, Y]`` with X and Y each one of
+GETATTR, READ, WRITE (what Linux sends for v3's GETATTR, READ, WRITE; WRITE is followed by
+GETATTR) and runs it without the general loop's per-op dispatch, Unpacker calls and
+CompoundState: the same reply bytes and the same state effects as ``compound.run_ops``.
+
+It answers None, having changed nothing, for anything else: a tag, another op or minor
+version, arguments the general path would refuse (truncated, too long, a bad boolean or
+stable_how4), a handle not verified before or a pseudo-fs one, a scope that fails (ACCESS,
+STALE, an export not open yet), a directory, a read-only export for WRITE, the 4.1 "current
+stateid", a reply that might not fit, and a SEQUENCE that is not "live session, slot in range,
+seqid + 1" (retries, misordered seqids, errors).  Those run in the general loop from the start.
+After SEQUENCE has taken the slot, an op that fails answers its status as its handler would,
+and a backend call that would wait (``WouldBlock``) hands the COMPOUND, as the loop would have
+it at that op, to ``compound.run_ops``, which parks it for the thread pool.  Sans-IO.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from acmenfs.fs.nonblocking import WouldBlock
+from acmenfs.nfs4.attrs import encode_fattr_for_words
+from acmenfs.nfs4.compound import _HEAD, CompoundState, _encode_res, _Run, _status_of_exception, finish, run_ops
+from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, MAX_REPLY, NFS4_FHSIZE, Nfs4Stat, Op
+from acmenfs.nfs4.errors import Nfs4Error, status_for
+from acmenfs.nfs4.ops_attr import export_source_of
+from acmenfs.nfs4.ops_io import MAX_OFFSET
+from acmenfs.nfs4.xdr4 import CURRENT_STATEID, FALSE, MAX_BITMAP_WORDS, TRUE, U32
+from acmenfs.oncrpc.read_parts import read_parts
+
+_HEADER = struct.Struct(">III")            # tag length (must be 0), minorversion, numops
+_SEQUENCE = struct.Struct(">I16sIIII")     # opnum, sessionid, seqid, slotid, highest_slotid, cachethis
+_SEQUENCE_RES = struct.Struct(">16sIIIII")  # sessionid, seqid, slotid, highest, target, status flags
+_OPNUM_LENGTH = struct.Struct(">II")       # opnum, then a length (PUTFH's opaque, GETATTR's bitmap)
+_READ = struct.Struct(">I16sQI")           # opnum, stateid, offset, count
+_WRITE = struct.Struct(">I16sQII")         # opnum, stateid, offset, stable, data length
+_WORDS = [struct.Struct(f">{count}I") for count in range(MAX_BITMAP_WORDS + 1)]
+# Room kept under the reply limit beyond READ's data: the fast path runs only when it fits.
+_REPLY_MARGIN = 16 * 1024
+_GETATTR, _READ_OP, _WRITE_OP, _PUTFH, _SEQUENCE_OP = Op.GETATTR, Op.READ, Op.WRITE, Op.PUTFH, Op.SEQUENCE
+_NAMES = {_GETATTR: "GETATTR", _READ_OP: "READ", _WRITE_OP: "WRITE"}
+
+
+def parse(view, offset: int, end: int):
+    """(minor, SEQUENCE args or None, SEQUENCE's offset, PUTFH's handle, ops after PUTFH) of a
+    COMPOUND of a fast shape; None for any other.  Each op is (opnum, offset, *its args)."""
+    if offset + 12 > end:
+        return None
+    tag_length, minor, numops = _HEADER.unpack_from(view, offset)
+    if tag_length or minor > 2:
+        return None
+    position = offset + 12
+    sequence = None
+    if minor:
+        if position + 36 > end:
+            return None
+        sequence = _SEQUENCE.unpack_from(view, position)
+        if sequence[0] != _SEQUENCE_OP or sequence[5] > 1:
+            return None
+        position += 36
+        numops -= 1
+    if not 2 <= numops <= 3 or position + 8 > end:
+        return None
+    opnum, length = _OPNUM_LENGTH.unpack_from(view, position)
+    padded = (length + 3) & ~3
+    if opnum != _PUTFH or not 0 < length <= NFS4_FHSIZE or position + 8 + padded > end:
+        return None
+    raw = bytes(view[position + 8:position + 8 + length])
+    position += 8 + padded
+    ops = []
+    for _ in range(numops - 1):
+        op = _parse_op(view, position, end, minor)
+        if op is None:
+            return None
+        ops.append(op)
+        position = op[-1]
+    return minor, sequence, offset + 12, raw, ops
+
+
+def _parse_op(view, position: int, end: int, minor: int):
+    """(opnum, offset, args..., offset of the next op) of GETATTR, READ or WRITE, else None."""
+    if position + 8 > end:
+        return None
+    opnum, length = _OPNUM_LENGTH.unpack_from(view, position)
+    if opnum == _GETATTR:
+        following = position + 8 + 4 * length
+        if length > MAX_BITMAP_WORDS or following > end:
+            return None
+        return opnum, position, _WORDS[length].unpack_from(view, position + 8), following
+    if opnum == _READ_OP:
+        if position + 32 > end:
+            return None
+        _, stateid, offset, count = _READ.unpack_from(view, position)
+        if minor and stateid == CURRENT_STATEID:
+            return None
+        return opnum, position, stateid, offset, count, position + 32
+    if opnum == _WRITE_OP:
+        if position + 36 > end:
+            return None
+        _, stateid, offset, stable, length = _WRITE.unpack_from(view, position)
+        following = position + 36 + ((length + 3) & ~3)
+        if (following > end or stable > FILE_SYNC4 or offset + length > MAX_OFFSET
+                or (minor and stateid == CURRENT_STATEID)):
+            return None
+        return opnum, position, stateid, offset, stable, view[position + 36:position + 36 + length], following
+    return None
+
+
+def _fits(ops: list, limit: int) -> bool:
+    """Whether every result surely fits ``limit`` (READ data plus a margin for the rest)."""
+    data = sum(min(op[4], MAX_IO) for op in ops if op[0] == _READ_OP)
+    return data + _REPLY_MARGIN <= limit
+
+
+def run_fast(server, ctx, args, ops_registry, inline: bool):
+    """The reply of a fast-shaped COMPOUND, or None (nothing changed) for the general loop."""
+    parsed = parse(args.view, args.offset, args.end)
+    if parsed is None:
+        return None
+    minor, sequence, sequence_offset, raw, ops = parsed
+    fh = server.fh._known.get(raw)
+    if fh is None or fh.is_pseudo:
+        return None
+    try:
+        scope = server.nfs.scope(ctx, raw)
+    except Exception:  # noqa: BLE001 - every failure (and WouldBlock) is the general path's to answer
+        return None
+    node = scope.node
+    for op in ops:
+        if op[0] != _GETATTR and (node.is_dir or not node.is_reg or (op[0] == _WRITE_OP and not scope.writable)):
+            return None
+    slot = None
+    limit = MAX_REPLY
+    if sequence is not None:
+        _, sessionid, seqid, slotid, _, cachethis = sequence
+        session = server.state.sessions.by_id.get(sessionid)
+        if session is None:
+            return None
+        limit = min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY
+        if not _fits(ops, limit):
+            return None
+        digest = zlib.crc32(args.view[sequence_offset:args.end])
+        slot = server.state.sessions.next_in_slot(sessionid, seqid, slotid, digest)
+        if slot is None:
+            return None
+        top = len(slot.session.slots) - 1
+        results = [_HEAD.pack(_SEQUENCE_OP, 0) + _SEQUENCE_RES.pack(sessionid, seqid, slotid, top, top, 0),
+                   _HEAD.pack(_PUTFH, 0)]
+        size = 8 + 40 + 8
+    else:
+        if not _fits(ops, limit):
+            return None
+        cachethis = True
+        results = [_HEAD.pack(_PUTFH, 0)]
+        size = 8
+    return _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slot, cachethis == 1, results,
+                    size)
+
+
+def _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slot, cachethis, results, size):
+    """Run the ops after PUTFH as their handlers would and encode the reply."""
+    nonidempotent = False
+    status = 0
+    count = len(results)
+    for op in ops:
+        opnum = op[0]
+        if opnum == _WRITE_OP:
+            nonidempotent = True
+        try:
+            body = _run_op(server, minor, fh, scope, op, inline)
+        except WouldBlock:
+            return _hand_over(server, ctx, args, ops_registry, inline, minor, fh, scope, slot, cachethis,
+                              nonidempotent, results, size, op[1], count)
+        except Exception as exc:  # noqa: BLE001 - as the general loop: this op's nfsstat4
+            status, body = _status_of_exception(exc, _NAMES[opnum])
+        if type(body) is bytes:
+            size += 8 + len(body)
+            results.append(_HEAD.pack(opnum, status) + body)
+        else:
+            size += 8 + sum(len(part) for part in body)
+            results.append(_HEAD.pack(opnum, status))
+            results.extend(body)
+        count += 1
+        if status:
+            break
+    return finish(server, ctx, slot, cachethis, nonidempotent, _encode_res(status, b"", results, count))
+
+
+def _run_op(server, minor: int, fh, scope, op, inline: bool):
+    """One GETATTR, READ or WRITE on the PUTFH's scope: its result body; Nfs4Error on failure."""
+    opnum = op[0]
+    backend, node = scope.backend, scope.node
+    if opnum == _GETATTR:
+        try:
+            st = backend.stat(node)
+        except Exception as exc:  # noqa: BLE001
+            raise Nfs4Error(status_for(exc), str(exc)) from exc
+        return encode_fattr_for_words(op[2], export_source_of(server, minor, scope, fh.raw, st))
+    write = opnum == _WRITE_OP
+    server.state.check_io(op[2], (fh.export_id, fh.backend_handle), write)
+    if write:
+        data = op[5]
+        try:
+            backend.write(node, scope.who, op[3], data, op[4])
+        except Exception as exc:  # noqa: BLE001
+            raise Nfs4Error(status_for(exc), str(exc)) from exc
+        server.count_written(len(data))
+        return U32.pack(len(data)) + U32.pack(op[4]) + server.nfs.committer.verifier
+    offset = op[3]
+    try:
+        data, count, eof, _ = backend.read(node, scope.who, offset, min(op[4], MAX_IO))
+        parts, count, eof = read_parts(backend, data, offset, count, eof, inline)
+    except Exception as exc:  # noqa: BLE001
+        raise Nfs4Error(status_for(exc), str(exc)) from exc
+    parts.insert(0, (TRUE if eof else FALSE) + U32.pack(count))
+    server.count_read(count)
+    return parts
+
+
+def _hand_over(server, ctx, args, ops_registry, inline, minor, fh, scope, slot, cachethis, nonidempotent,
+               results, size, offset, count):
+    """A backend call would wait: the COMPOUND as the general loop would hold it at this op,
+    run on from there by ``run_ops`` (which parks it for the thread pool when inline)."""
+    cs = CompoundState(server, ctx, minor)
+    cs.current_fh = fh
+    cs._last_scope = (fh, scope)
+    cs.nonidempotent = nonidempotent
+    numops = _HEADER.unpack_from(args.view, args.offset)[2]
+    cs.op_count = numops
+    if slot is not None:
+        cs.session, cs.slot, cs.clientid = slot.session, slot, slot.session.client.clientid
+        cs.cachethis = cachethis
+    run = _Run(cs, b"", numops)
+    run.index, run.size, run.count = count, size, count
+    run.results = results
+    args.offset = offset
+    return run_ops(server, ctx, args, run, ops_registry, inline)
