@@ -8,13 +8,13 @@ CompoundState: the same reply bytes and the same state effects as ``compound.run
 
 It answers None, having changed nothing, for anything else: a tag, another op or minor
 version, arguments the general path would refuse (truncated, too long, a bad boolean or
-stable_how4), a handle not verified before or a pseudo-fs one, a scope that fails (ACCESS,
+stable_how4), a handle that does not verify or a pseudo-fs one, a scope that fails (ACCESS,
 STALE, an export not open yet), a directory, a read-only export for WRITE, the 4.1 "current
 stateid", a reply that might not fit, and a SEQUENCE that is not "live session, slot in range,
 seqid + 1" (retries, misordered seqids, errors).  Those run in the general loop from the start.
 After SEQUENCE has taken the slot, an op that fails answers its status as its handler would,
-and a backend call that would wait (``WouldBlock``) hands the COMPOUND, as the loop would have
-it at that op, to ``compound.run_ops``, which parks it for the thread pool.  Sans-IO.
+and a backend call that would wait (``WouldBlock``) parks the COMPOUND as the loop would have it at
+that op, for ``compound.run_ops`` to resume in the thread pool.  Sans-IO.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import zlib
 
 from acmenfs.fs.nonblocking import WouldBlock
 from acmenfs.nfs4.attrs import encode_fattr_for_words
-from acmenfs.nfs4.compound import _HEAD, CompoundState, _encode_res, _Run, _status_of_exception, finish, run_ops
+from acmenfs.nfs4.compound import _HEAD, CompoundState, _encode_res, _Run, _status_of_exception, finish
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, MAX_REPLY, NFS4_FHSIZE, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.ops_attr import export_source_of
@@ -123,7 +123,12 @@ def run_fast(server, ctx, args, ops_registry, inline: bool):
         return None
     minor, sequence, sequence_offset, raw, ops = parsed
     fh = server.fh._known.get(raw)
-    if fh is None or fh.is_pseudo:
+    if fh is None:
+        try:
+            fh = server.fh.decode(raw)   # verifies and remembers it, as PUTFH would
+        except Exception:  # noqa: BLE001 - BADHANDLE: the general path answers it
+            return None
+    if fh.is_pseudo:
         return None
     try:
         scope = server.nfs.scope(ctx, raw)
@@ -173,8 +178,9 @@ def _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slo
         try:
             body = _run_op(server, minor, fh, scope, op, inline)
         except WouldBlock:
-            return _hand_over(server, ctx, args, ops_registry, inline, minor, fh, scope, slot, cachethis,
-                              nonidempotent, results, size, op[1], count)
+            _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, size, op[1], count,
+                       _numops(args), inline)
+            raise
         except Exception as exc:  # noqa: BLE001 - as the general loop: this op's nfsstat4
             status, body = _status_of_exception(exc, _NAMES[opnum])
         if type(body) is bytes:
@@ -221,21 +227,24 @@ def _run_op(server, minor: int, fh, scope, op, inline: bool):
     return parts
 
 
-def _hand_over(server, ctx, args, ops_registry, inline, minor, fh, scope, slot, cachethis, nonidempotent,
-               results, size, offset, count):
-    """A backend call would wait: the COMPOUND as the general loop would hold it at this op,
-    run on from there by ``run_ops`` (which parks it for the thread pool when inline)."""
-    cs = CompoundState(server, ctx, minor)
-    cs.current_fh = fh
-    cs._last_scope = (fh, scope)
-    cs.nonidempotent = nonidempotent
-    numops = _HEADER.unpack_from(args.view, args.offset)[2]
-    cs.op_count = numops
-    if slot is not None:
-        cs.session, cs.slot, cs.clientid = slot.session, slot, slot.session.client.clientid
-        cs.cachethis = cachethis
-    run = _Run(cs, b"", numops)
-    run.index, run.size, run.count = count, size, count
-    run.results = results
-    args.offset = offset
-    return run_ops(server, ctx, args, run, ops_registry, inline)
+def _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, size, offset, count,
+               numops, inline):
+    """A backend call would wait (WouldBlock): park the COMPOUND as the general loop would hold it
+    at this op (``run_ops`` resumes it there in the thread pool) and let WouldBlock go on."""
+    if inline:
+        cs = CompoundState(server, ctx, minor)
+        cs.current_fh = fh
+        cs._last_scope = (fh, scope)
+        cs.nonidempotent = nonidempotent
+        cs.op_count = numops
+        if slot is not None:
+            cs.session, cs.slot, cs.clientid = slot.session, slot, slot.session.client.clientid
+            cs.cachethis = cachethis
+        run = _Run(cs, b"", numops)
+        run.index, run.offset, run.size, run.count = count, offset, size, count
+        run.results = results
+        server.park(ctx, run)
+
+
+def _numops(args) -> int:
+    return _HEADER.unpack_from(args.view, args.offset)[2]
