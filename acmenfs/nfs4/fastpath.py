@@ -24,7 +24,7 @@ import zlib
 
 from acmenfs.fs.nonblocking import WouldBlock
 from acmenfs.nfs4.attrs import encode_fattr_for_words
-from acmenfs.nfs4.compound import _HEAD, CompoundState, _encode_res, _Run, _status_of_exception, finish
+from acmenfs.nfs4.compound import _HEAD, CompoundState, _gather, _Run, _status_of_exception, finish
 from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, MAX_REPLY, NFS4_FHSIZE, Nfs4Stat, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.ops_attr import export_source_of
@@ -43,11 +43,14 @@ _WORDS = [struct.Struct(f">{count}I") for count in range(MAX_BITMAP_WORDS + 1)]
 _REPLY_MARGIN = 16 * 1024
 _GETATTR, _READ_OP, _WRITE_OP, _PUTFH, _SEQUENCE_OP = Op.GETATTR, Op.READ, Op.WRITE, Op.PUTFH, Op.SEQUENCE
 _NAMES = {_GETATTR: "GETATTR", _READ_OP: "READ", _WRITE_OP: "WRITE"}
+_RES_HEAD = struct.Struct(">III")          # status, empty tag, result count
+_SEQUENCE_OK, _PUTFH_OK = _HEAD.pack(_SEQUENCE_OP, 0), _HEAD.pack(_PUTFH, 0)
 
 
 def parse(view, offset: int, end: int):
-    """(minor, SEQUENCE args or None, SEQUENCE's offset, PUTFH's handle, ops after PUTFH) of a
-    COMPOUND of a fast shape; None for any other.  Each op is (opnum, offset, *its args)."""
+    """(minor, SEQUENCE args or None, PUTFH's handle, ops after PUTFH, READ bytes asked for,
+    whether READ or WRITE is among them) of a COMPOUND of a fast shape; None for any other.
+    Each op is (opnum, offset, *its args, offset of the next op)."""
     if offset + 12 > end:
         return None
     tag_length, minor, numops = _HEADER.unpack_from(view, offset)
@@ -72,13 +75,18 @@ def parse(view, offset: int, end: int):
     raw = bytes(view[position + 8:position + 8 + length])
     position += 8 + padded
     ops = []
+    reading, io = 0, False
     for _ in range(numops - 1):
         op = _parse_op(view, position, end, minor)
         if op is None:
             return None
         ops.append(op)
         position = op[-1]
-    return minor, sequence, offset + 12, raw, ops
+        if op[0] != _GETATTR:
+            io = True
+            if op[0] == _READ_OP:
+                reading += min(op[4], MAX_IO)
+    return minor, sequence, raw, ops, reading, io
 
 
 def _parse_op(view, position: int, end: int, minor: int):
@@ -110,18 +118,12 @@ def _parse_op(view, position: int, end: int, minor: int):
     return None
 
 
-def _fits(ops: list, limit: int) -> bool:
-    """Whether every result surely fits ``limit`` (READ data plus a margin for the rest)."""
-    data = sum(min(op[4], MAX_IO) for op in ops if op[0] == _READ_OP)
-    return data + _REPLY_MARGIN <= limit
-
-
 def run_fast(server, ctx, args, ops_registry, inline: bool):
     """The reply of a fast-shaped COMPOUND, or None (nothing changed) for the general loop."""
     parsed = parse(args.view, args.offset, args.end)
     if parsed is None:
         return None
-    minor, sequence, sequence_offset, raw, ops = parsed
+    minor, sequence, raw, ops, reading, io = parsed
     fh = server.fh._known.get(raw)
     if fh is None:
         try:
@@ -134,43 +136,35 @@ def run_fast(server, ctx, args, ops_registry, inline: bool):
         scope = server.nfs.scope(ctx, raw)
     except Exception:  # noqa: BLE001 - every failure (and WouldBlock) is the general path's to answer
         return None
-    node = scope.node
-    for op in ops:
-        if op[0] != _GETATTR and (node.is_dir or not node.is_reg or (op[0] == _WRITE_OP and not scope.writable)):
+    if io:
+        node = scope.node
+        if node.is_dir or not node.is_reg:
             return None
-    slot = None
-    limit = MAX_REPLY
-    if sequence is not None:
+        for op in ops:
+            if op[0] == _WRITE_OP and not scope.writable:
+                return None
+    if sequence is None:
+        if reading + _REPLY_MARGIN > MAX_REPLY:
+            return None
+        slot, cachethis = None, True
+        results = [_PUTFH_OK]
+    else:
         _, sessionid, seqid, slotid, _, cachethis = sequence
-        session = server.state.sessions.by_id.get(sessionid)
-        if session is None:
+        sessions = server.state.sessions
+        session = sessions.by_id.get(sessionid)
+        if session is None or reading + _REPLY_MARGIN > (min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY):
             return None
-        limit = min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY
-        if not _fits(ops, limit):
-            return None
-        digest = zlib.crc32(args.view[sequence_offset:args.end])
-        slot = server.state.sessions.next_in_slot(sessionid, seqid, slotid, digest)
+        digest = zlib.crc32(args.view[args.offset + 12:args.end])   # as op_sequence: SEQUENCE and the rest
+        slot = sessions.next_in_slot(sessionid, seqid, slotid, digest)
         if slot is None:
             return None
         top = len(slot.session.slots) - 1
-        results = [_HEAD.pack(_SEQUENCE_OP, 0) + _SEQUENCE_RES.pack(sessionid, seqid, slotid, top, top, 0),
-                   _HEAD.pack(_PUTFH, 0)]
-        size = 8 + 40 + 8
-    else:
-        if not _fits(ops, limit):
-            return None
-        cachethis = True
-        results = [_HEAD.pack(_PUTFH, 0)]
-        size = 8
-    return _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slot, cachethis == 1, results,
-                    size)
-
-
-def _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slot, cachethis, results, size):
-    """Run the ops after PUTFH as their handlers would and encode the reply."""
+        results = [_SEQUENCE_OK + _SEQUENCE_RES.pack(sessionid, seqid, slotid, top, top, 0), _PUTFH_OK]
+        cachethis = cachethis == 1
     nonidempotent = False
     status = 0
     count = len(results)
+    plain = True
     for op in ops:
         opnum = op[0]
         if opnum == _WRITE_OP:
@@ -178,22 +172,23 @@ def _run_ops(server, ctx, args, ops_registry, inline, minor, fh, scope, ops, slo
         try:
             body = _run_op(server, minor, fh, scope, op, inline)
         except WouldBlock:
-            _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, size, op[1], count,
-                       _numops(args), inline)
+            _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, op[1], count,
+                       _HEADER.unpack_from(args.view, args.offset)[2], inline)
             raise
         except Exception as exc:  # noqa: BLE001 - as the general loop: this op's nfsstat4
             status, body = _status_of_exception(exc, _NAMES[opnum])
         if type(body) is bytes:
-            size += 8 + len(body)
             results.append(_HEAD.pack(opnum, status) + body)
         else:
-            size += 8 + sum(len(part) for part in body)
+            plain = False
             results.append(_HEAD.pack(opnum, status))
             results.extend(body)
         count += 1
         if status:
             break
-    return finish(server, ctx, slot, cachethis, nonidempotent, _encode_res(status, b"", results, count))
+    head = _RES_HEAD.pack(status, 0, count)
+    reply = [head + b"".join(results)] if plain else _gather(head, results)
+    return finish(server, ctx, slot, cachethis, nonidempotent, reply)
 
 
 def _run_op(server, minor: int, fh, scope, op, inline: bool):
@@ -227,7 +222,7 @@ def _run_op(server, minor: int, fh, scope, op, inline: bool):
     return parts
 
 
-def _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, size, offset, count,
+def _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, offset, count,
                numops, inline):
     """A backend call would wait (WouldBlock): park the COMPOUND as the general loop would hold it
     at this op (``run_ops`` resumes it there in the thread pool) and let WouldBlock go on."""
@@ -241,10 +236,8 @@ def _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, re
             cs.session, cs.slot, cs.clientid = slot.session, slot, slot.session.client.clientid
             cs.cachethis = cachethis
         run = _Run(cs, b"", numops)
-        run.index, run.offset, run.size, run.count = count, offset, size, count
+        run.index, run.offset, run.count = count, offset, count
+        run.size = sum(len(part) for part in results)   # the loop's size: 8 + body per result
         run.results = results
         server.park(ctx, run)
 
-
-def _numops(args) -> int:
-    return _HEADER.unpack_from(args.view, args.offset)[2]
