@@ -48,9 +48,8 @@ _SEQUENCE_OK, _PUTFH_OK = _HEAD.pack(_SEQUENCE_OP, 0), _HEAD.pack(_PUTFH, 0)
 
 
 def parse(view, offset: int, end: int):
-    """(minor, SEQUENCE args or None, PUTFH's handle, ops after PUTFH, READ bytes asked for,
-    whether READ or WRITE is among them) of a COMPOUND of a fast shape; None for any other.
-    Each op is (opnum, offset, *its args, offset of the next op)."""
+    """(minor, SEQUENCE args or None, offset of PUTFH, and ``parse_tail``'s answer) of a
+    COMPOUND of a fast shape; None for any other."""
     if offset + 12 > end:
         return None
     tag_length, minor, numops = _HEADER.unpack_from(view, offset)
@@ -66,16 +65,41 @@ def parse(view, offset: int, end: int):
             return None
         position += 36
         numops -= 1
-    if not 2 <= numops <= 3 or position + 8 > end:
+    if not 2 <= numops <= 3:
         return None
-    opnum, length = _OPNUM_LENGTH.unpack_from(view, position)
+    if end - position > _REMEMBERED_TAIL:
+        tail = parse_tail(view[position:end], minor, numops)
+    else:   # a client repeats the same PUTFH + GETATTR/READ: parsed once
+        key = (minor, numops, bytes(view[position:end]))
+        tail = _TAILS.get(key)
+        if tail is None:
+            tail = parse_tail(memoryview(key[2]), minor, numops)
+            if tail and not tail[3]:   # WRITE keeps a view of its data: never remembered
+                if len(_TAILS) >= 4096:
+                    _TAILS.clear()
+                _TAILS[key] = tail
+    return (minor, sequence, position, *tail) if tail else None
+
+
+_REMEMBERED_TAIL = 256
+_TAILS: dict[tuple, tuple] = {}
+
+
+def parse_tail(view, minor: int, numops: int):
+    """(PUTFH's handle, the ops after it, READ bytes asked for, whether WRITE is among them,
+    whether READ or WRITE is) of the ops from PUTFH on (``view`` starts there); None if they are
+    not a fast shape.  Each op is (opnum, offset in ``view``, *its args, offset of the next op)."""
+    end = len(view)
+    if end < 8:
+        return None
+    opnum, length = _OPNUM_LENGTH.unpack_from(view, 0)
     padded = (length + 3) & ~3
-    if opnum != _PUTFH or not 0 < length <= NFS4_FHSIZE or position + 8 + padded > end:
+    if opnum != _PUTFH or not 0 < length <= NFS4_FHSIZE or 8 + padded > end:
         return None
-    raw = bytes(view[position + 8:position + 8 + length])
-    position += 8 + padded
+    raw = bytes(view[8:8 + length])
+    position = 8 + padded
     ops = []
-    reading, io = 0, False
+    reading, writing, io = 0, False, False
     for _ in range(numops - 1):
         op = _parse_op(view, position, end, minor)
         if op is None:
@@ -86,7 +110,9 @@ def parse(view, offset: int, end: int):
             io = True
             if op[0] == _READ_OP:
                 reading += min(op[4], MAX_IO)
-    return minor, sequence, raw, ops, reading, io
+            else:
+                writing = True
+    return raw, tuple(ops), reading, writing, io
 
 
 def _parse_op(view, position: int, end: int, minor: int):
@@ -123,7 +149,7 @@ def run_fast(server, ctx, args, ops_registry, inline: bool):
     parsed = parse(args.view, args.offset, args.end)
     if parsed is None:
         return None
-    minor, sequence, raw, ops, reading, io = parsed
+    minor, sequence, tail, raw, ops, reading, _, io = parsed
     fh = server.fh._known.get(raw)
     if fh is None:
         try:
@@ -172,7 +198,7 @@ def run_fast(server, ctx, args, ops_registry, inline: bool):
         try:
             body = _run_op(server, minor, fh, scope, op, inline)
         except WouldBlock:
-            _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, op[1], count,
+            _hand_over(server, ctx, minor, fh, scope, slot, cachethis, nonidempotent, results, tail + op[1], count,
                        _HEADER.unpack_from(args.view, args.offset)[2], inline)
             raise
         except Exception as exc:  # noqa: BLE001 - as the general loop: this op's nfsstat4
