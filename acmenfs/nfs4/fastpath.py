@@ -25,7 +25,7 @@ import zlib
 from acmenfs.fs.nonblocking import WouldBlock
 from acmenfs.nfs4.attrs import encode_fattr_for_words
 from acmenfs.nfs4.compound import _HEAD, CompoundState, _gather, _Run, _status_of_exception, finish
-from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, MAX_REPLY, NFS4_FHSIZE, Nfs4Stat, Op
+from acmenfs.nfs4.const import FILE_SYNC4, MAX_IO, MAX_REPLY, NFS4_FHSIZE, Op
 from acmenfs.nfs4.errors import Nfs4Error, status_for
 from acmenfs.nfs4.ops_attr import export_source_of
 from acmenfs.nfs4.ops_io import MAX_OFFSET
@@ -144,8 +144,9 @@ def _parse_op(view, position: int, end: int, minor: int):
     return None
 
 
-def run_fast(server, ctx, args, ops_registry, inline: bool):
-    """The reply of a fast-shaped COMPOUND, or None (nothing changed) for the general loop."""
+def run_fast(server, ctx, args, _ops, inline: bool):
+    """The reply of a fast-shaped COMPOUND, or None (nothing changed) for the general loop.
+    (``_ops``, the op registry ``run_compound`` passes, is not needed: the shapes are fixed.)"""
     parsed = parse(args.view, args.offset, args.end)
     if parsed is None:
         return None
