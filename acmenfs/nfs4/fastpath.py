@@ -48,8 +48,8 @@ _SEQUENCE_OK, _PUTFH_OK = _HEAD.pack(_SEQUENCE_OP, 0), _HEAD.pack(_PUTFH, 0)
 
 
 def parse(view, offset: int, end: int):
-    """(minor, SEQUENCE args or None, offset of PUTFH, and ``parse_tail``'s answer) of a
-    COMPOUND of a fast shape; None for any other."""
+    """(minor, SEQUENCE args or None, offset of PUTFH, ``parse_tail``'s answer) of a COMPOUND of
+    a fast shape; None for any other."""
     if offset + 12 > end:
         return None
     tag_length, minor, numops = _HEADER.unpack_from(view, offset)
@@ -78,7 +78,7 @@ def parse(view, offset: int, end: int):
                 if len(_TAILS) >= 4096:
                     _TAILS.clear()
                 _TAILS[key] = tail
-    return (minor, sequence, position, *tail) if tail else None
+    return (minor, sequence, position, tail) if tail else None
 
 
 _REMEMBERED_TAIL = 256
@@ -150,7 +150,7 @@ def run_fast(server, ctx, args, _ops, inline: bool):
     parsed = parse(args.view, args.offset, args.end)
     if parsed is None:
         return None
-    minor, sequence, tail, raw, ops, reading, _, io = parsed
+    minor, sequence, tail, (raw, ops, reading, _, io) = parsed
     fh = server.fh._known.get(raw)
     if fh is None:
         try:
