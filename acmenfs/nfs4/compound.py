@@ -257,7 +257,8 @@ def _answer(run: _Run, count: int, resop: int, status: int, body=b"") -> int:
     return run.count
 
 
-def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False):
+def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False,
+                 fast: bool = True):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
     An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
 
@@ -269,13 +270,13 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
 
     A fresh COMPOUND is first offered to ``server.fast_path`` (``fastpath.run_fast``: the hot
     shapes Linux sends, same reply bytes and state effects), which answers None for anything
-    else, having changed nothing."""
+    else, having changed nothing; ``fast`` False: the caller already offered it."""
     inline = inline_active()
     run = server.unpark(ctx) if resume or not inline else None
     if run is None:
-        fast = getattr(server, "fast_path", None)
-        if fast is not None:
-            reply = fast(server, ctx, args, ops, inline)
+        fast_path = getattr(server, "fast_path", None) if fast else None
+        if fast_path is not None:
+            reply = fast_path(server, ctx, args, ops, inline)
             if reply is not None:
                 return reply
         run, refused = _start(server, ctx, args)

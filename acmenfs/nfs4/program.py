@@ -190,8 +190,7 @@ class Nfs4Server:
 
     def _counted(self, started: float, reply):
         if self.call_stats is not None:
-            head = reply if isinstance(reply, (bytes, bytearray)) else reply[0]
-            status = int.from_bytes(head[:4], "big")
+            status = _U32.unpack_from(reply if isinstance(reply, (bytes, bytearray)) else reply[0])[0]
             self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
                                    None if status == 0 else _status_name(status))
         return reply
@@ -203,7 +202,11 @@ class Nfs4Server:
         inline_state.active = True
         started = time.perf_counter()
         try:
-            return self._counted(started, run_compound(self, ctx, args, self.ops))
+            fast = self.fast_path   # tried here, not by run_compound: one call level less per COMPOUND
+            reply = fast(self, ctx, args, self.ops, True) if fast is not None else None
+            if reply is None:
+                reply = run_compound(self, ctx, args, self.ops, fast=False)
+            return self._counted(started, reply)
         except WaitDurable as wait:
             raise RunAsync(functools.partial(self._resume_after_commit, ctx, wait.ticket, started)) from None
         except WouldBlock:
