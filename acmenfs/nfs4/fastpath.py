@@ -177,8 +177,8 @@ def run_fast(server, ctx, args, _ops, inline: bool):
         results = [_PUTFH_OK]
     else:
         _, sessionid, seqid, slotid, _, cachethis = sequence
-        sessions = server.state.sessions
-        session = sessions.by_id.get(sessionid)
+        sessions = getattr(server.state, "sessions", None)   # a state manager without sessions: general path
+        session = sessions.by_id.get(sessionid) if sessions is not None else None
         if session is None or reading + _REPLY_MARGIN > (min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY):
             return None
         digest = zlib.crc32(args.view[args.offset + 12:args.end])   # as op_sequence: SEQUENCE and the rest
