@@ -270,6 +270,36 @@ def test_linux_shapes_take_the_fast_path_and_near_misses_do_not(tmp_path):
         b.close()
 
 
+def test_a_write_that_would_wait_is_parked_by_the_fast_path_and_resumed_in_the_pool(tmp_path, monkeypatch):
+    """FILE_SYNC WRITE cannot run on the event loop: the fast path has taken the slot, parks the
+    COMPOUND at WRITE and the pool finishes it, with the general path's reply and state."""
+    import acmenfs.nfs4.fastpath as fastpath
+    handed_over = []
+    hand_over = fastpath._hand_over
+    monkeypatch.setattr(fastpath, "_hand_over", lambda *args: handed_over.append(1) or hand_over(*args))
+    a, b = make_twins(tmp_path)
+    STATS.clear()
+    try:
+        for stable in (2, 1):
+            replies, states = [], []
+            for twin in (a, b):
+                client = twin.client
+                client.slot_seqid += 1
+                ops = [Ops.sequence(client.sessionid, client.slot_seqid, cache=False), Ops.putfh(twin.fh["f"]),
+                       Ops.write(twin.open_stateid, 100, b"sync" * 100, stable=stable), Ops.getattr(*LINUX_GETATTR)]
+                replies.append(twin.send(compound_args(ops, 1)))
+                states.append(twin.state())
+            assert replies[0] == replies[1]
+            assert struct.unpack_from(">I", replies[0])[0] == 0
+            assert states[0] == states[1]
+            assert not STATS
+        assert len(handed_over) == 2
+        assert (a.export_dir / "f").read_bytes()[100:500] == b"sync" * 100
+    finally:
+        a.close()
+        b.close()
+
+
 def _answered_fast(twin: Twin, args: bytes) -> bool:
     """Whether ``run_fast`` answers these COMPOUND4args on the twin's server, on the event loop."""
     from acmenfs.fs.nonblocking import inline
