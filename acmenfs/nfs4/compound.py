@@ -257,7 +257,8 @@ def _answer(run: _Run, count: int, resop: int, status: int, body=b"") -> int:
     return run.count
 
 
-def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False):
+def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume: bool = False,
+                 fast: bool = True):
     """Run one COMPOUND4args; returns the COMPOUND4res as bytes or a list of parts.
     An undecodable header raises XdrError (the RPC layer answers GARBAGE_ARGS).
 
@@ -265,15 +266,29 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
     that is not, or a backend call that would wait, raises WouldBlock; that op has changed
     nothing yet.  The COMPOUND is then parked with ``server.park(ctx, run)`` and the transport's
     pool thread resumes it at that op (``server.unpark(ctx)``): what ran inline never runs twice.
-    ``resume``: resume a parked COMPOUND on the event loop too (after COMMIT's awaited flush)."""
+    ``resume``: resume a parked COMPOUND on the event loop too (after COMMIT's awaited flush).
+
+    A fresh COMPOUND is first offered to ``server.fast_path`` (``fastpath.run_fast``: the hot
+    shapes Linux sends, same reply bytes and state effects), which answers None for anything
+    else, having changed nothing; ``fast`` False: the caller already offered it."""
     inline = inline_active()
     run = server.unpark(ctx) if resume or not inline else None
     if run is None:
+        fast_path = getattr(server, "fast_path", None) if fast else None
+        if fast_path is not None:
+            reply = fast_path(server, ctx, args, ops, inline)
+            if reply is not None:
+                return reply
         run, refused = _start(server, ctx, args)
         if run is None:
             return refused
     else:
         args.offset = run.offset
+    return run_ops(server, ctx, args, run, ops, inline)
+
+
+def run_ops(server, ctx, args: Unpacker, run: _Run, ops: dict[int, OpSpec], inline: bool):
+    """The op loop of ``run_compound`` from ``run.index`` (at ``args.offset``) to the reply."""
     cs = run.cs
     minor = cs.minorversion
     table = dispatch_table(ops, minor)
@@ -342,18 +357,24 @@ def run_compound(server, ctx, args: Unpacker, ops: dict[int, OpSpec], *, resume:
         if status != Nfs4Stat.OK:
             break
     run.count = count
-    reply = _encode_res(run.status, run.tag, results, run.count)
-    if cs.slot is not None:
+    return finish(server, ctx, cs.slot, cs.cachethis, cs.nonidempotent,
+                  _encode_res(run.status, run.tag, results, run.count))
+
+
+def finish(server, ctx, slot, cachethis: bool, nonidempotent: bool, reply: list):
+    """Hand the encoded COMPOUND4res to the 4.1 slot (READ data kept only when ``cachethis``)
+    or, in 4.0, drop the DRC entry of a COMPOUND that changed nothing; returns the reply."""
+    if slot is not None:
         if len(reply) == 1:
-            server.state.slot_done(cs.slot, reply[0])
+            server.state.slot_done(slot, reply[0])
             return reply[0]
-        if not cs.cachethis:   # READ data the client did not ask to keep: not copied into the slot
-            server.state.slot_done(cs.slot, None)
+        if not cachethis:   # READ data the client did not ask to keep: not copied into the slot
+            server.state.slot_done(slot, None)
             return reply
         data = materialize(reply)
-        server.state.slot_done(cs.slot, data)
+        server.state.slot_done(slot, data)
         return data
-    if not cs.nonidempotent and getattr(ctx, "drc_token", None) is not None:
+    if not nonidempotent and getattr(ctx, "drc_token", None) is not None:
         server.forget_cached(ctx)
     return reply
 

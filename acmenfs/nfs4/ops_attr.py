@@ -26,14 +26,18 @@ ALL_ACCESS = 0x3F
 
 
 def export_source(cs: CompoundState, scope, fh_raw: bytes, st) -> AttrSource:
+    return export_source_of(cs.server, cs.minorversion, scope, fh_raw, st)
+
+
+def export_source_of(server, minor: int, scope, fh_raw: bytes, st) -> AttrSource:
+    """``export_source`` without a CompoundState (the COMPOUND fast path has none)."""
     backend = scope.backend
     fileid = fileid_of(st, backend.root_dev)
     mounted_on = fileid
     if st.st_ino == backend.root_ino and st.st_dev == backend.root_dev:   # the export's root
         mounted_on = pseudo_fileid("/" + "/".join(p for p in scope.export.path.split("/") if p))
-    server = cs.server
     return AttrSource(st, fh_raw, (scope.fsid, 0), fileid, mounted_on, backend.statvfs,
-                      server.lease_seconds, cs.minorversion, server.nfs.path_table is None)
+                      server.lease_seconds, minor, server.nfs.path_table is None)
 
 
 def pseudo_source(cs: CompoundState, path: str, fh_raw: bytes) -> AttrSource:

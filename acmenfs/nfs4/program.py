@@ -22,6 +22,7 @@ import time
 from acmenfs.nfs4.compound import OpSpec, run_compound
 from acmenfs.nfs4.const import MAX_OPS, NFS4_PROGRAM, NFS_V4, STATEID_SIZE, Nfs4Stat, Op, Proc
 from acmenfs.nfs4.errors import Nfs4Error
+from acmenfs.nfs4.fastpath import run_fast
 from acmenfs.nfs4.fh4 import Fh4Codec
 from acmenfs.nfs4.pseudofs import PseudoFs
 from acmenfs.fs.nonblocking import WouldBlock, inline_state
@@ -157,6 +158,7 @@ class Nfs4Server:
         self.fh = Fh4Codec(nfs_state)
         self.state = state_manager if state_manager is not None else make_state_manager(nfs_state, lease_seconds)
         self.ops = load_ops()
+        self.fast_path = run_fast   # the hot COMPOUND shapes in one function (None: general loop only)
         self.started_ns = time.time_ns()
         self._parked: dict[int, tuple] = {}   # id(call) -> (call, COMPOUND parked on the event loop)
         self._next_sweep = 0.0
@@ -188,8 +190,7 @@ class Nfs4Server:
 
     def _counted(self, started: float, reply):
         if self.call_stats is not None:
-            head = reply if isinstance(reply, (bytes, bytearray)) else reply[0]
-            status = int.from_bytes(head[:4], "big")
+            status = _U32.unpack_from(reply if isinstance(reply, (bytes, bytearray)) else reply[0])[0]
             self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
                                    None if status == 0 else _status_name(status))
         return reply
@@ -201,7 +202,11 @@ class Nfs4Server:
         inline_state.active = True
         started = time.perf_counter()
         try:
-            return self._counted(started, run_compound(self, ctx, args, self.ops))
+            fast = self.fast_path   # tried here, not by run_compound: one call level less per COMPOUND
+            reply = fast(self, ctx, args, self.ops, True) if fast is not None else None
+            if reply is None:
+                reply = run_compound(self, ctx, args, self.ops, fast=False)
+            return self._counted(started, reply)
         except WaitDurable as wait:
             raise RunAsync(functools.partial(self._resume_after_commit, ctx, wait.ticket, started)) from None
         except WouldBlock:

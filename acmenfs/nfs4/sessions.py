@@ -239,6 +239,32 @@ class Sessions:
             top = len(session.slots) - 1
             return SequenceResult(session, slot, top, top, 0)
 
+    def next_in_slot(self, sessionid: bytes, seqid: int, slotid: int, digest: int) -> Slot | None:
+        """``sequence``'s common case only (live session and lease, slot in range, seqid = the
+        slot's + 1), with the same effects, for ``fastpath``; None, having changed nothing,
+        for anything else (a retry, a misordered seqid, an error), which ``sequence`` answers."""
+        m = self.m
+        with m.mutex:
+            session = self.by_id.get(sessionid)
+            if session is None:
+                return None
+            now = m.clock()
+            client = session.client
+            if m.lease_expired(client, now):
+                return None
+            slots = session.slots
+            if slotid >= len(slots):
+                return None
+            slot = slots[slotid]
+            if seqid != (slot.seqid + 1) & 0xFFFFFFFF:
+                return None
+            slot.seqid = seqid
+            slot.reply = None
+            slot.in_progress = True
+            slot.digest = digest
+            client.last_renew = now
+            return slot
+
     def slot_done(self, slot: Slot | None, reply: bytes | None) -> None:
         """The slot's request is answered; ``reply`` None: not kept (a retry gets
         RETRY_UNCACHED_REP, RFC 8881 §2.10.6.1.3)."""
