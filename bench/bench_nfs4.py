@@ -381,9 +381,11 @@ def main() -> int:
     parser.add_argument("--wire", action="store_true", help="over TCP to an acmenfs nfsd process")
     parser.add_argument("--server-python", default=sys.executable)
     parser.add_argument("--depth", type=int, default=8, help="--wire: calls in flight")
-    parser.add_argument("--server-args", default="--busy-poll-us 0",
-                        help="--wire: acmenfs nfsd arguments (default: no busy polling, which would count "
-                             "the time the server waits for this Python client as server CPU)")
+    parser.add_argument("--server-args", default="--workers 1 --busy-poll-us 0",
+                        help="--wire: acmenfs nfsd arguments (default: one process, since the load client "
+                             "speaks v3 and v4 on one connection and with several workers only worker 0 "
+                             "serves v4; no busy polling, which would count the time the server waits for "
+                             "this Python client as server CPU)")
     args = parser.parse_args()
     if args.wire:
         import shlex
