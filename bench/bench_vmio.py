@@ -278,13 +278,21 @@ def fill_and_cache(path: Path) -> None:
     os.chmod(path, 0o666)
 
 
-def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: int) -> dict:
+def connection_file(index: int) -> str:
+    """The file connection ``index`` uses with --file-per-connection (0: the usual one)."""
+    return FILE_NAME if index == 0 else f"vm{index}.img"
+
+
+def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: int,
+              file_per_connection: bool = False) -> dict:
     mode, size, depth = WORKLOADS[workload]
     subprocess.run(["sync"], check=True)
     cpu_before = tree_cpu_seconds(server.pid)
-    argv = [str(binary), server.url(), mode, str(size), str(depth), str(seconds), str(FILE_SIZE)]
-    processes = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(connections)]
+    urls = [server.url().replace(f"/{FILE_NAME}?", f"/{connection_file(index)}?") if file_per_connection
+            else server.url() for index in range(connections)]
+    processes = [subprocess.Popen([str(binary), url, mode, str(size), str(depth), str(seconds), str(FILE_SIZE)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for url in urls]
     results = []
     for process in processes:
         out, err = process.communicate(timeout=seconds + 120)
@@ -318,6 +326,9 @@ def main() -> int:
                         help="interpreter that runs acmenfs (default: this one)")
     parser.add_argument("--target", choices=("nfsd", "serve"), default="nfsd")
     parser.add_argument("--connections", type=int, default=1, help="nfsio processes in parallel, one connection each")
+    parser.add_argument("--file-per-connection", action="store_true",
+                        help="with --connections K (target nfsd): each connection its own 1 GiB file, as K VM "
+                             "disks; without it all K share one file (and its inode lock)")
     parser.add_argument("--acmenfs-args", default="", help="extra arguments for every acmenfs server")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="an acmenfs configuration to run as well (repeatable); without any, one 'acmenfs'")
@@ -329,6 +340,8 @@ def main() -> int:
     parser.add_argument("--nfs-version", default="3", choices=("3", "4", "3,4"),
                         help="NFS version the client speaks: 3, 4 (libnfs: v4.0) or both")
     args = parser.parse_args()
+    if args.file_per_connection and args.target != "nfsd":
+        parser.error("--file-per-connection needs --target nfsd")
     args.server_python = os.path.abspath(args.server_python)  # not resolved: a venv's python is a symlink
     if os.geteuid() != 0:
         print("needs root (Ganesha, kernel file handles)", file=sys.stderr)
@@ -355,7 +368,8 @@ def main() -> int:
         if args.target == "nfsd":
             export_dir = workdir / "export"
             export_dir.mkdir()
-            fill_and_cache(export_dir / FILE_NAME)
+            for index in range(args.connections if args.file_per_connection else 1):
+                fill_and_cache(export_dir / connection_file(index))
             for name, extra in variants:
                 servers.append(AcmenfsNfsd(name, pythons.get(name, args.server_python), export_dir, workdir / name, common + extra))
         else:
@@ -385,7 +399,8 @@ def main() -> int:
             for workload in workloads:
                 order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
                 for server in order:
-                    result = run_nfsio(binary, server, workload, args.seconds, args.connections)
+                    result = run_nfsio(binary, server, workload, args.seconds, args.connections,
+                                       args.file_per_connection)
                     result["round"] = round_index
                     results[workload][server.name].append(result)
                     print(f"  round {round_index + 1}/{rounds} {workload:20s} {server.name:10s} "
@@ -406,7 +421,7 @@ def main() -> int:
     out = out_dir / time.strftime("vmio-%Y%m%dT%H%M%SZ.json", time.gmtime())
     out.write_text(json.dumps({
         "argv": sys.argv[1:], "server_python": python_version, "variant_pythons": pythons, "target": args.target,
-        "connections": args.connections, "seconds": args.seconds, "rounds": rounds,
+        "connections": args.connections, "file_per_connection": args.file_per_connection, "seconds": args.seconds, "rounds": rounds,
         "servers": names, "nfs_version": args.nfs_version, "runs": results, "summary": table,
     }, indent=1))
     print(f"results: {out}")
