@@ -51,6 +51,7 @@ PUSH_TIMEOUT = 10.0
 STATS_TIMEOUT = 5.0
 STOP_TIMEOUT = 30.0
 QUICK_DEATH_SECONDS = 2.0  # a worker dying sooner than this after starting waits before the next try
+CLEAN_EXIT_GRACE_SECONDS = 5.0  # a worker that stopped cleanly: wait this long for our own stop
 NFS_PROGRAM, NFS_V3, MOUNT_PROGRAM, MOUNT_V3 = 100003, 3, 100005, 3
 
 
@@ -264,7 +265,7 @@ class Supervisor:
             code = slot.process.wait() if slot.process is not None else None
             slot.ready = False
             self._retire_stats(slot)
-            if self._stopping:
+            if self._stopping or (code == 0 and self._stop_begins_within(CLEAN_EXIT_GRACE_SECONDS)):
                 return
             self.restarts += 1
             log.error("worker %d (pid %s) exited with status %s; restarting it (restart %d)",
@@ -276,6 +277,15 @@ class Supervisor:
                 log.warning("could not reset shared quota usage: %s", exc)
             if time.monotonic() - slot.started_at < QUICK_DEATH_SECONDS:
                 time.sleep(QUICK_DEATH_SECONDS)
+
+    def _stop_begins_within(self, seconds: float) -> bool:
+        """A worker exits with status 0 only when it got SIGTERM.  systemd (KillMode=control-group),
+        `timeout` or a shell signal every process of the service at once, so a worker can stop a
+        moment before we are told to: give our own stop that long before calling it a crash."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self._stopping
 
     def _spawn(self, slot: WorkerSlot) -> None:
         parent_control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

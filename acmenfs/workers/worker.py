@@ -169,6 +169,8 @@ def main(argv: list[str]) -> int:
         config = receive_message(control)
     except (ChannelClosed, OSError):
         return 1
+    if not isinstance(config, dict) or "index" not in config:  # e.g. the supervisor is stopping
+        return 1
     logging.basicConfig(stream=sys.stderr, level=config.get("log_level", "INFO").upper(),
                         format=f"%(asctime)s %(levelname)s %(name)s[worker {config['index']}]: %(message)s")
     worker = Worker(control, handoff, config)

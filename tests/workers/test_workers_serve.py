@@ -134,3 +134,19 @@ def test_metrics_sum_workers_and_sigterm_stops_all(serve_workers):
     assert serve.stop() == 0
     for pid in pids:
         wait_for(lambda: pid_gone(pid), 10, f"worker {pid} gone")
+
+
+def test_sigterm_to_the_whole_process_group_stops_without_restarts(serve_workers):
+    """systemd (KillMode=control-group), `timeout` and a shell's job control signal every process
+    of the service at once: the workers see SIGTERM as early as their supervisor.  A worker that
+    stops then must not be taken for a crash and restarted into a supervisor that is stopping."""
+    serve = serve_workers(2)
+    pids = list(serve.worker_pids().values())
+    assert len(pids) == 2
+    start = len(serve.log_text())
+    os.killpg(serve.process.pid, signal.SIGTERM)
+    assert serve.process.wait(60) == 0
+    for pid in pids:
+        wait_for(lambda: pid_gone(pid), 10, f"worker {pid} gone")
+    log = serve.log_text()[start:]
+    assert "restarting" not in log and "Traceback" not in log, log

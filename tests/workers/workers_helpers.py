@@ -247,7 +247,8 @@ class ServeWorkers:
         self.process = subprocess.Popen(
             [ACMENFS, "serve", "--data-dir", str(data_dir), "--bind", HOST, "--api-port", "0", "--nfs-port", "0",
              "--mount-port", "0", "--log-level", "info", "--workers", str(workers), *extra],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
+            start_new_session=True)  # its own process group: a test may signal the group (as systemd does)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             match = self.READY.search(log_path.read_text()[start:])
