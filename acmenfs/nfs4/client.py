@@ -229,6 +229,10 @@ class Reply:
     def last(self) -> OpResult:
         return self.results[-1]
 
+    @property
+    def statuses(self) -> list[int]:
+        return [r.status for r in self.results]
+
 
 def parse_compound(body: bytes) -> Reply:
     u = Unpacker(body)
@@ -250,7 +254,7 @@ class Nfs4Failed(Exception):
         self.value = last.value
 
 
-def compound_args(ops: list[bytes], minor: int, tag: bytes = b"") -> bytes:
+def compound_args(ops: list[bytes], minor: int = 0, tag: bytes = b"") -> bytes:
     return opaque(tag) + u32(minor, len(ops)) + b"".join(ops)
 
 

@@ -5,7 +5,6 @@ server's own encoders where it matters)."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,10 @@ U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 
 
-from acmenfs.nfs4.client import bitmap, opaque, u32  # noqa: E402  (one copy of the XDR builders)
-
-
-ZERO_STATEID = b"\0" * 16
+# one copy of the XDR builders and of the reply types; the parsers below decode op results
+# into the shapes these tests assert on (attribute numbers, readdir entries)
+from acmenfs.nfs4.client import (  # noqa: E402,F401 - re-exported to the test modules
+    ZERO_STATEID, OpResult, Reply, bitmap, compound_args, opaque, u32)
 SEQUENCE_STUB_BODY = b"\0" * 36   # a SEQUENCE4resok-shaped body for the tests' stand-in SEQUENCE
 
 # op builders: each returns the nfs_argop4 bytes
@@ -65,27 +64,6 @@ def allocate(offset, length, stateid=ZERO_STATEID): return u32(59) + stateid + U
 def deallocate(offset, length, stateid=ZERO_STATEID): return u32(62) + stateid + U64.pack(offset) + U64.pack(length)
 def clone(src_off, dst_off, count): return u32(71) + ZERO_STATEID + ZERO_STATEID + U64.pack(src_off) + U64.pack(dst_off) + U64.pack(count)
 def sequence(): return u32(53) + b"\0" * 16 + u32(1, 0, 0, 0)
-
-
-@dataclass
-class OpResult:
-    op: int
-    status: int
-    value: object = None
-
-
-@dataclass
-class Reply:
-    status: int
-    tag: bytes
-    results: list[OpResult] = field(default_factory=list)
-
-    def op(self, opnum: int) -> OpResult:
-        return next(r for r in self.results if r.op == opnum)
-
-    @property
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.results]
 
 
 def _fattr(u: Unpacker):
@@ -139,10 +117,6 @@ def parse_compound(body: bytes) -> Reply:
         reply.results.append(OpResult(op, op_status, value))
     u.done()
     return reply
-
-
-def compound_args(ops: list[bytes], minor: int = 0, tag: bytes = b"") -> bytes:
-    return opaque(tag) + u32(minor, len(ops)) + b"".join(ops)
 
 
 class Sans4:
