@@ -371,14 +371,12 @@ class StateManager:
                 if write:
                     raise fail(S.BAD_STATEID, "the READ-bypass stateid is for READ only")
                 return
-            state = self.find_state(stateid, file_key, minorversion=self._minor_of(stateid))
+            # A stateid this server knows is checked against its own client's minor version
+            # (check_stateid_seqid); only an unknown one is judged by find_state's v4.0 rule.
+            state = self.find_state(stateid, file_key)
             open_state = state if isinstance(state, OpenState) else state.open
             if write and not open_state.access & ACCESS_WRITE:
                 raise fail(S.OPENMODE, "file not open for writing")
-
-    def _minor_of(self, stateid: bytes) -> int:
-        state = self.states.get(bytes(stateid[4:]))
-        return state.client.minorversion if state is not None else 0
 
     def _check_share(self, file_key, access: int, skip: OpenOwner | None) -> None:
         for other in self.file_opens.get(file_key, ()):
