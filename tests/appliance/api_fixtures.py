@@ -10,7 +10,6 @@ start is paired with a stop in a fixture's teardown.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -28,6 +27,7 @@ from acmenfs.appliance.api import create_app
 from acmenfs.appliance.api_http import parse_metrics_auth
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.exports import ExportTable
+from procstop import stop_process  # tests/procstop.py
 
 ACMENFS = str(Path(sys.executable).with_name("acmenfs"))
 STARTUP_TIMEOUT = 60.0
@@ -172,14 +172,7 @@ class ServeProcess:
         """Signal by pid (SIGTERM unless told); returns the exit code (kills after a timeout)."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signum)
-            try:
-                self.process.wait(timeout=STARTUP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, STARTUP_TIMEOUT, signum)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from acmenfs.nfs3.exports import ExportTable
 from acmenfs.nfs3.server import NfsServer
 from acmenfs.oncrpc.client import AuthSys, RpcClient
 from acmenfs.oncrpc.xdr import Packer, Unpacker
+from procstop import stop_process  # tests/procstop.py
 
 
 class RunningNfsServer:
@@ -92,15 +92,9 @@ class NfsdProcess:
                 f"&mountport={self.mount_port}{extra}")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        returncode = stop_process(self.process, 30)
         self.log.close()
-        return self.process.returncode
+        return returncode
 
 
 def require_tool(name: str) -> str:

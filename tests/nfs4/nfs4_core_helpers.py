@@ -191,11 +191,12 @@ def v4(v4_exports: ExportTable, tmp_path: Path):
 # ----- a real server and a TCP client ------------------------------------------------------------
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+
+from procstop import stop_process  # noqa: E402 - tests/procstop.py
 
 
 def require_tool(name: str) -> str:
@@ -230,13 +231,7 @@ class NfsdProcess4:
         return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, 30)
         self.log.close()
 
 

@@ -5,9 +5,7 @@ opens and locks wait for grace to end."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import pytest
 
 from acmenfs.nfs4.client import ALL_ONES, Nfs4Client, Nfs4Failed, Ops, compound_args, parse_compound
 from acmenfs.nfs4.const import Nfs4Stat as S
+from procstop import stop_process  # tests/procstop.py
 
 LEASE = 3
 
@@ -47,13 +46,7 @@ class Nfsd:
         return Nfs4Client.connect("127.0.0.1", self.port, **kw)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
+        stop_process(self.process, 30)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from acmenfs.oncrpc.client import AuthSys, RpcClient
 from acmenfs.oncrpc.record import RecordReader
 from acmenfs.oncrpc.xdr import Packer, Unpacker
 from acmenfs.workers.routing import home_worker
+from procstop import stop_process  # tests/procstop.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "nfs3"))
 from nfs3_helpers import NfsReply, pack_diropargs, pack_fh, skip_wcc  # noqa: E402
@@ -135,18 +136,12 @@ class NfsdWorkers:
 def stop_supervisor(process: subprocess.Popen) -> int:
     """SIGTERM by pid; its workers must be gone too (killed here if not, and the test fails)."""
     pids = list(worker_pids(process.pid).values()) if process.poll() is None else []
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    returncode = stop_process(process, 60)
     for pid in pids:
         if not wait_for_quietly(lambda: pid_gone(pid), 10):
             os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"worker pid {pid} outlived its supervisor")
-    return process.returncode
+    return returncode
 
 
 def wait_for_quietly(predicate, timeout: float) -> bool:
