@@ -1,5 +1,6 @@
-"""Fixtures shared by every test area: the local portmapper that rpcinfo needs, and real
-file systems on loop devices (``loop_filesystems``, ``btrfs_mount``; see tests/loopfs.py)."""
+"""Fixtures shared by every test area: the local portmapper that rpcinfo needs, an export
+directory (``export_dir``), and real file systems on loop devices (``loop_filesystems``,
+``btrfs_mount``; see tests/loopfs.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ def rpcbind():
     yield process.pid
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture
+def export_dir(tmp_path: Path) -> Path:
+    """An empty directory anyone may write to, for a test server's export (tests/nfs3, tests/nfs4)."""
+    directory = tmp_path / "export"
+    directory.mkdir()
+    directory.chmod(0o777)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,6 @@ from nfs3_helpers import NfsCalls, NfsdProcess, RunningNfsServer
 
 
 @pytest.fixture
-def export_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "export"
-    directory.mkdir()
-    directory.chmod(0o777)
-    return directory
-
-
-@pytest.fixture
 def exports(export_dir: Path) -> ExportTable:
     return ExportTable([Export("/e", str(export_dir), rules=(ClientRule("127.0.0.1", squash="none"),))])
 

@@ -161,14 +161,6 @@ class Sans4:
 # ----- fixtures (imported by the test modules: no conftest.py, B may want one) -----------------
 
 @pytest.fixture
-def export_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "export"
-    directory.mkdir()
-    directory.chmod(0o777)
-    return directory
-
-
-@pytest.fixture
 def v4_exports(export_dir: Path, tmp_path: Path) -> ExportTable:
     other = tmp_path / "other"
     other.mkdir()

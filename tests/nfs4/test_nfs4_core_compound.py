@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    SEQUENCE_STUB_BODY, Sans4, compound_args, savefh, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
+    SEQUENCE_STUB_BODY, Sans4, compound_args, savefh, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
     remove, u32, v4, v4_exports,
 )
 

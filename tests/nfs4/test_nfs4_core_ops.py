@@ -8,7 +8,7 @@ import os
 import struct
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    U64, access, commit, create_dev, create_dir, create_symlink, export_dir, getattr_, getfh, link, lookup,
+    U64, access, commit, create_dev, create_dir, create_symlink, getattr_, getfh, link, lookup,
     lookupp, nverify, opaque, putfh, putpubfh, putrootfh, read, readdir, readlink, remove, rename,
     restorefh, savefh, secinfo, secinfo_no_name, setattr_, u32, v4, v4_exports, verify, write,
 )

@@ -8,7 +8,7 @@ import struct
 
 from acmenfs.nfs3.exports import ClientRule, Export
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    access, create_dir, export_dir, getattr_, getfh, lookup, lookupp, putfh, putrootfh, readdir,
+    access, create_dir, getattr_, getfh, lookup, lookupp, putfh, putrootfh, readdir,
     remove, v4, v4_exports,
 )
 

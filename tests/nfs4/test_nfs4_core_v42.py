@@ -12,7 +12,7 @@ import pytest
 
 from acmenfs.nfs4.compound import OpSpec
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    SEQUENCE_STUB_BODY, U64, allocate, bitmap, clone, deallocate, export_dir, getattr_, lookup, putrootfh, savefh, seek,
+    SEQUENCE_STUB_BODY, U64, allocate, bitmap, clone, deallocate, getattr_, lookup, putrootfh, savefh, seek,
     u32, v4, v4_exports,
 )
 

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    Sans4, commit, compound_args, export_dir, getattr_, parse_compound, putfh, read, remove, u32, v4,
+    Sans4, commit, compound_args, getattr_, parse_compound, putfh, read, remove, u32, v4,
     v4_exports, write,
 )
 from acmenfs.oncrpc import rpc
