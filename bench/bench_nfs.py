@@ -32,7 +32,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import time
 from pathlib import Path
 
 import libnfs
+
+from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
 
 TOOLS = Path(os.environ.get("ACMENFS_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "tools"
 
@@ -100,8 +101,7 @@ class Acmenfs:
         return f"nfs://127.0.0.1/bench{path}?version=3&nfsport={self.port}&mountport={self.mount_port}"
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
+        stop_process(self.process, 60)
         self.log.close()
 
 

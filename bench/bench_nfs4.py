@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
 CLIENT = ("127.0.0.1", 800)
 ZERO_STATEID = b"\0" * 16
@@ -366,8 +368,7 @@ def measure_wire(python: str, calls: int, rounds: int, depth: int,
         return {w: {v: (statistics.median(c for c, _ in s), statistics.median(r for _, r in s))
                     for v, s in versions.items()} for w, versions in samples.items()}
     finally:
-        process.terminate()
-        process.wait(60)
+        stop_process(process, 60)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
 
 HERE = Path(__file__).resolve().parent
 TOOLS = Path(os.environ.get("ACMENFS_SHARED", HERE.parent.parent / "shared")) / "tools"
@@ -70,8 +71,7 @@ def main() -> None:
     finally:
         for name, (proc, _) in servers.items():
             if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(10)
+                stop_process(proc, 10)
         if not args.no_ganesha:
             subprocess.run(["bash", str(TOOLS / "ganesha-down.sh"), workdir], capture_output=True)
 

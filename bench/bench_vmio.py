@@ -41,7 +41,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,6 +48,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -179,12 +180,7 @@ class AcmenfsNfsd:
         return f"nfs://127.0.0.1/bench/{self.file_path}?version=3&nfsport={self.port}&mountport={self.mount_port}"
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 60)
         self.log.close()
 
 

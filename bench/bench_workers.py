@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 NFSIO_SOURCE = Path(os.environ.get("ACMENFS_SHARED", REPO.parent.parent / "shared")) / "tools" / "nfsio" / "nfsio.c"
 FILE_BYTES = 1 << 30
@@ -75,13 +77,7 @@ class Nfsd:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 60)
         self.log.close()
 
 
