@@ -43,6 +43,7 @@ from pathlib import Path
 import libnfs
 
 from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+from rounds import rotated, whole_rotations  # bench/rounds.py
 
 TOOLS = Path(os.environ.get("ACMENFS_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "tools"
 
@@ -205,9 +206,9 @@ def main() -> int:
             (workdir / f"work-{kind.name}").mkdir()
             servers.append(kind(export, workdir / f"work-{kind.name}"))
         results: dict[tuple[str, str], list[float]] = {}
-        runs = -(-args.runs // len(servers)) * len(servers)  # each server takes each place equally often
+        runs = whole_rotations(args.runs, len(servers))  # each server takes each place equally often
         for run in range(runs):
-            order = servers[run % len(servers):] + servers[:run % len(servers)]  # each takes each place in turn
+            order = rotated(servers, run)  # each takes each place in turn
             if "write" in wanted:
                 for server in order:
                     name = f"seq{run}.bin"

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+from rounds import rotated  # bench/rounds.py
 
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
 CLIENT = ("127.0.0.1", 800)
@@ -187,9 +188,7 @@ def measure(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         samples = {w: {v: [] for v in versions} for w, versions in table.items()}
         for round_index in range(rounds):
             for workload, versions in table.items():
-                order = list(versions)
-                shift = round_index % len(order)
-                for version in order[shift:] + order[:shift]:
+                for version in rotated(versions, round_index):
                     records = versions[version](calls)
                     samples[workload][version].append(time_calls(harness, records))
         return {w: {v: statistics.median(s) for v, s in versions.items()} for w, versions in samples.items()}
@@ -360,9 +359,7 @@ def measure_wire(python: str, calls: int, rounds: int, depth: int,
         samples = {w: {v: [] for v in versions} for w, versions in table.items()}
         for round_index in range(rounds):
             for workload, versions in table.items():
-                order = list(versions)
-                shift = round_index % len(order)
-                for version in order[shift:] + order[:shift]:
+                for version in rotated(versions, round_index):
                     samples[workload][version].append(run_wire(conn, versions[version], calls, depth, process.pid))
         conn.close()
         return {w: {v: (statistics.median(c for c, _ in s), statistics.median(r for _, r in s))

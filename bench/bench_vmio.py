@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+from rounds import rotated, whole_rotations  # bench/rounds.py
 
 HERE = Path(__file__).resolve().parent
 
@@ -385,7 +386,7 @@ def main() -> int:
             servers.append(Ganesha("ganesha", export_dir, Path("/tmp/ganesha-dataplane"), FILE_NAME))
         servers = over_versions(servers, versions)
         names = [s.name for s in servers]
-        rounds = -(-args.rounds // len(servers)) * len(servers)
+        rounds = whole_rotations(args.rounds, len(servers))
         python_version = subprocess.run([args.server_python, "-c", "import sys; print(sys.version.split()[0], sys.executable)"],
                                         capture_output=True, text=True).stdout.strip()
         print(f"servers: {', '.join(names)}; acmenfs on {python_version}; target {args.target}; "
@@ -393,8 +394,7 @@ def main() -> int:
         results: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in names} for w in workloads}
         for round_index in range(rounds):
             for workload in workloads:
-                order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
-                for server in order:
+                for server in rotated(servers, round_index):
                     result = run_nfsio(binary, server, workload, args.seconds, args.connections,
                                        args.file_per_connection)
                     result["round"] = round_index

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
+from rounds import rotated  # bench/rounds.py
 
 REPO = Path(__file__).resolve().parent.parent
 NFSIO_SOURCE = Path(os.environ.get("ACMENFS_SHARED", REPO.parent.parent / "shared")) / "tools" / "nfsio" / "nfsio.c"
@@ -121,7 +122,7 @@ def scaling(args, workdir: Path, nfsio: str) -> None:
     figures: dict[tuple[int, str], list[float]] = {}
     spreads: dict[int, list] = {1: [], 2: []}
     for round_ in range(args.rounds):
-        for workers in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+        for workers in rotated((1, 2), round_):
             server = Nfsd(args.python, export, workdir / "state", workdir / f"nfsd-{workers}.log", workers)
             try:
                 url = f"nfs://127.0.0.1/e/vm.img?version=3&nfsport={server.port}&mountport={server.mount_port}"
