@@ -252,7 +252,7 @@ def op_close(cs: CompoundState, args: Unpacker) -> bytes:
         owner = _closed_by(cs, stateid, seqid) if exc.status == S.BAD_STATEID and cs.minorversion == 0 else None
         if owner is None:
             raise
-        return seqid_op(cs, owner, seqid, "CLOSE", lambda: _raise(exc))
+        return seqid_op(cs, owner, seqid, "CLOSE", lambda error=exc: _raise(error))
 
     def run() -> bytes:
         state.check_stateid_seqid(open_state, stateid)

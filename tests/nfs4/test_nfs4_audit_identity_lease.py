@@ -12,11 +12,12 @@ import pwd
 import struct
 
 import pytest
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    NfsdProcess4, Sans4, TcpCompound, getattr_, lookup, opaque, putrootfh, setattr_, u32, v4, v4_exports)
+from nfs4_core_helpers import (
+    NfsdProcess4, TcpCompound, getattr_, lookup, opaque, putrootfh, setattr_, v4, v4_exports)
 
 OK, BADOWNER = 0, 10039
 LEASE_TIME, OWNER, OWNER_GROUP = 10, 36, 37
+FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def owner_ops(name: str, attr: int = OWNER):

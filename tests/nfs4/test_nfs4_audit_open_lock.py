@@ -8,7 +8,7 @@ and downgrades as another client sees them through LOCKT (RFC 7530 §9.1.4, §16
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import Sans4, v4, v4_exports  # noqa: F401 - fixtures
+from nfs4_core_helpers import v4, v4_exports
 
 from acmenfs.nfs4.client import ZERO_STATEID, Nfs4Client, Nfs4Failed, Ops, bitmap, opaque, u32
 from acmenfs.nfs4.const import Nfs4Stat as S
@@ -16,6 +16,8 @@ from acmenfs.nfs4.const import Nfs4Stat as S
 READ, WRITE, BOTH = 1, 2, 3
 DENY_NONE, DENY_READ, DENY_WRITE = 0, 1, 2
 READ_LT, WRITE_LT = 1, 2
+
+FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def client_for(v4, minor: int = 1, owner: bytes | None = None) -> Nfs4Client:
@@ -110,3 +112,28 @@ def test_40_lock_upgrade_and_downgrade_use_the_lock_owners_seqid(v4):
     lock_a = a.lock(fh, sid_a, 0, 100, write=False, lock_sid=lock_a)
     assert lock_a[:4] == b"\0\0\0\3"
     assert b.test_lock(fh, 50, 1, write=False, owner=b"x").last.status == S.OK
+
+
+@pytest.mark.parametrize("minor, expected", [
+    (0, {"d": S.ISDIR, "l": S.SYMLINK, "p": S.INVAL}),           # RFC 7530 §16.16.5
+    (1, {"d": S.ISDIR, "l": S.SYMLINK, "p": S.WRONG_TYPE}),      # RFC 8881 §18.16.3
+])
+def test_open_of_a_directory_symlink_or_fifo_is_refused_by_type(v4, export_dir, minor, expected):
+    import os
+    (export_dir / "d").mkdir()
+    os.symlink("d", export_dir / "l")
+    os.mkfifo(export_dir / "p")
+    c = client_for(v4, minor)
+    for name, status in expected.items():
+        reply = c.call(*c.lookup_ops("/e"), Ops.open(c.open_seqid, c.clientid, b"typed", name), check=False)
+        c.open_seqid += 1                                          # 4.0: these errors use the seqid
+        assert reply.last.status == status, name
+
+
+@pytest.mark.parametrize("minor", [0, 1])
+def test_lock_reclaim_outside_grace_is_no_grace(v4, minor):
+    c = client_for(v4, minor)
+    fh, sid = c.open("/e/reclaim", create="unchecked")
+    with pytest.raises(Nfs4Failed) as info:
+        c.lock(fh, sid, 0, 1, reclaim=True)
+    assert info.value.status == S.NO_GRACE
