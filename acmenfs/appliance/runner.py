@@ -54,6 +54,7 @@ class ServeConfig:
     busy_poll: float = DEFAULT_WINDOW  # seconds the loop polls after NFS work (0 = off)
     metrics_auth: str = "none"  # who may read /metrics: none, token, or client IPs/CIDRs
     workers: int | None = None  # NFS worker processes (None: one per CPU; 1: NFS in this process)
+    nfs4_lease_seconds: float = 90  # NFSv4 lease and grace period
 
 
 class StartupError(Exception):
@@ -149,9 +150,10 @@ class ApplianceRunner:
         if workers > 1:
             from acmenfs.workers.supervisor import Supervisor
             self.nfs_server = Supervisor(self.exports, state_dir, workers=workers, busy_poll=config.busy_poll,
-                                         log_level=config.log_level)
+                                         log_level=config.log_level, nfs4_lease_seconds=config.nfs4_lease_seconds)
         else:
             self.nfs_server = NfsServer(self.exports, state_dir, busy_poll=config.busy_poll)
+            self.nfs_server.nfs4.state.configure(config.nfs4_lease_seconds)
         await self.nfs_server.start(host=config.bind, port=config.nfs_port,
                                     mount_port=config.mount_port,
                                     register_portmapper=config.register_portmapper)

@@ -26,7 +26,7 @@ import signal
 import sys
 from pathlib import Path
 
-from acmenfs.cli.options import add_busy_poll_option, add_workers_option
+from acmenfs.cli.options import add_busy_poll_option, add_nfs4_lease_option, add_workers_option
 from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 
 log = logging.getLogger("acmenfs.nfsd")
@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     parser.add_argument("--squash", choices=("root", "all", "none"), default="root",
                         help="identity squashing (default root_squash)")
     parser.add_argument("--read-only", action="store_true", help="export read-only")
-    parser.add_argument("--nfs4-lease-seconds", type=float, default=90, help="NFSv4 lease and grace period (default 90)")
+    add_nfs4_lease_option(parser)
     add_busy_poll_option(parser)
     add_workers_option(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")

@@ -30,6 +30,23 @@ def add_busy_poll_option(parser: argparse.ArgumentParser) -> None:
              "when nothing comes; 0 = off; default %(default)s)")
 
 
+def lease_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
+    return value
+
+
+def add_nfs4_lease_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nfs4-lease-seconds", type=lease_seconds, default=90, metavar="SECONDS",
+        help="NFSv4 lease: a client that renews nothing for this long loses its opens and locks; "
+             "also the grace period after a start (default %(default)s)")
+
+
 def worker_count(text: str) -> int:
     try:
         value = int(text)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from acmenfs.appliance.errors import ApplianceError
-from acmenfs.cli.options import add_busy_poll_option, add_workers_option
+from acmenfs.cli.options import add_busy_poll_option, add_nfs4_lease_option, add_workers_option
 
 DEFAULT_DATA_DIR = "./acmenfs-data"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -81,6 +81,7 @@ def register(subparsers) -> None:
                         "not a loopback address")
     add_busy_poll_option(parser)
     add_workers_option(parser)
+    add_nfs4_lease_option(parser)
     parser.add_argument("--no-nfs", action="store_true",
                         help="run the REST API without the NFS server (testing only)")
     parser.set_defaults(func=run)
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level,
         nfs_enabled=not args.no_nfs, advertise_host=args.nfs_host,
         register_portmapper=args.rpcbind, busy_poll=args.busy_poll_us / 1e6, metrics_auth=args.metrics_auth,
-        workers=args.workers,
+        workers=args.workers, nfs4_lease_seconds=args.nfs4_lease_seconds,
     )
     try:
         run_appliance(config)

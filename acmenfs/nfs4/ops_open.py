@@ -224,11 +224,35 @@ def op_open_confirm(cs: CompoundState, args: Unpacker) -> bytes:
     return seqid_op(cs, open_state.owner, seqid, "OPEN_CONFIRM", run)
 
 
+def _closed_by(cs: CompoundState, stateid: bytes, seqid: int) -> Owner | None:
+    """4.0: the open owner whose last seqid-mutating op was the CLOSE of ``stateid`` with
+    ``seqid`` -- a retransmitted CLOSE, whose state the first CLOSE freed, is answered from the
+    owner's cached reply (RFC 7530 §9.1.7).  Only looked for after ``find_state`` refused."""
+    state = cs.server.state
+    other = bytes(stateid[4:])
+    with state.mutex:
+        for client in list(state.clients.values()):
+            if client.minorversion:
+                continue
+            for owner in list(client.open_owners.values()):
+                last = owner.last_reply
+                if (owner.seqid == seqid and last is not None and last[0] == "CLOSE"
+                        and last[1] == S.OK and last[2][4:] == other):
+                    return owner
+    return None
+
+
 def op_close(cs: CompoundState, args: Unpacker) -> bytes:
     seqid = args.unpack_uint()
     stateid = resolve_stateid(cs, decode_stateid(args))
     state = cs.server.state
-    open_state = _open_state(cs, stateid)
+    try:
+        open_state = _open_state(cs, stateid)
+    except Nfs4Error as exc:
+        owner = _closed_by(cs, stateid, seqid) if exc.status == S.BAD_STATEID and cs.minorversion == 0 else None
+        if owner is None:
+            raise
+        return seqid_op(cs, owner, seqid, "CLOSE", lambda error=exc: _raise(error))
 
     def run() -> bytes:
         state.check_stateid_seqid(open_state, stateid)
@@ -236,6 +260,10 @@ def op_close(cs: CompoundState, args: Unpacker) -> bytes:
         cs.current_stateid = answer
         return answer
     return seqid_op(cs, open_state.owner, seqid, "CLOSE", run)
+
+
+def _raise(exc: Exception) -> bytes:
+    raise exc
 
 
 def op_open_downgrade(cs: CompoundState, args: Unpacker) -> bytes:
