@@ -4,12 +4,14 @@ Owns ``free_port``, ``LiveApi`` (uvicorn serving ``create_app`` for a real
 ``ApplianceService`` on a temp data dir, in a background thread on a free
 127.0.0.1 port) and ``ServeProcess`` (the ``acmenfs serve`` command as a
 subprocess on free ports, its ready line parsed, stopped by pid). Test modules
-import what they use explicitly. Nothing here may leave a server running: every
-start is paired with a stop in a fixture's teardown.
+import these helpers by name; the fixtures built on them (``live_api``,
+``module_live_api``, ``api``, ``module_api``, ``serve_processes``) live in
+tests/appliance/conftest.py, which pairs every start with a stop in teardown.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import signal
 import socket
@@ -20,7 +22,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 
 from acmenfs.appliance.api import create_app
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 def nfs_server_available() -> bool:
     try:
-        import acmenfs.nfs3.server  # noqa: F401
+        importlib.import_module("acmenfs.nfs3.server")
     except ModuleNotFoundError:
         return False
     return True
@@ -85,38 +86,6 @@ class LiveApi:
         if token is not None:
             headers["Authorization"] = f"Bearer {self.admin_token if token == 'admin' else token}"
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0)
-
-
-@pytest.fixture
-def live_api(tmp_path):
-    api = LiveApi(tmp_path / "data").start()
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
-@pytest.fixture(scope="module")
-def module_live_api(tmp_path_factory):
-    """One live API for a whole module, for tests that only add uniquely named things."""
-    api = LiveApi(tmp_path_factory.mktemp("module-api") / "data").start()
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
-@pytest.fixture
-def module_api(module_live_api):
-    with module_live_api.client() as client:
-        yield client
-
-
-@pytest.fixture
-def api(live_api):
-    """An authenticated httpx client of ``live_api``."""
-    with live_api.client() as client:
-        yield client
 
 
 class ServeProcess:
@@ -173,12 +142,3 @@ class ServeProcess:
         if self.process is None:
             return None
         return stop_process(self.process, STARTUP_TIMEOUT, signum)
-
-
-@pytest.fixture
-def serve_processes():
-    """A list to append started ``ServeProcess`` objects to; each is stopped at teardown."""
-    started: list[ServeProcess] = []
-    yield started
-    for process in started:
-        process.stop()

@@ -1,9 +1,13 @@
-"""Fixtures for the appliance core tests: real file systems on loop devices.
+"""Fixtures for the appliance tests: real file systems on loop devices, live APIs, servers.
 
-Owns the session-wide loop-mounted btrfs, XFS (reflink=1), ext4 and tmpfs file
-systems (made lazily on first use, unmounted and detached at session end even
-after failures) and per-test data dirs on them. Skips with a reason when not
-root or when loop devices cannot be used.
+Owns the per-test data dirs on the session-wide loop-mounted file systems
+(tests/conftest.py), small throwaway loop file systems, ``service_factory``,
+and the REST/CLI fixtures built on tests/appliance/api_fixtures.py: ``live_api``
+and ``module_live_api`` (a live API in a thread), ``api`` and ``module_api``
+(authenticated clients of them) and ``serve_processes`` (``acmenfs serve``
+subprocesses stopped at teardown). Test modules use these by name without
+importing them. Skips with a reason when not root or when loop devices cannot
+be used.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from api_fixtures import LiveApi, ServeProcess  # tests/appliance/api_fixtures.py
 from loopfs import MKFS, remove_data_dir, run as _run  # tests/loopfs.py (loop_filesystems: tests/conftest.py)
 
 @pytest.fixture
@@ -96,3 +101,46 @@ def small_filesystem(tmp_path_factory):
             subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
         if not any(os.path.ismount(mount) for mount in mounted):
             shutil.rmtree(base, ignore_errors=True)
+
+
+# ----- REST API and ``acmenfs serve`` fixtures (helpers: api_fixtures.py) -------------------------
+
+@pytest.fixture
+def live_api(tmp_path):
+    api = LiveApi(tmp_path / "data").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture(scope="module")
+def module_live_api(tmp_path_factory):
+    """One live API for a whole module, for tests that only add uniquely named things."""
+    api = LiveApi(tmp_path_factory.mktemp("module-api") / "data").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def module_api(module_live_api):
+    with module_live_api.client() as client:
+        yield client
+
+
+@pytest.fixture
+def api(live_api):
+    """An authenticated httpx client of ``live_api``."""
+    with live_api.client() as client:
+        yield client
+
+
+@pytest.fixture
+def serve_processes():
+    """A list to append started ``ServeProcess`` objects to; each is stopped at teardown."""
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from acmenfs.appliance.api import (
-    MAX_BODY_BYTES,
+from acmenfs.appliance.api import MAX_BODY_BYTES
+from acmenfs.appliance.api_models import (
     NAME_PATTERN,
     PoolOut,
     ShareListOut,
@@ -32,7 +32,7 @@ from acmenfs.appliance.api import (
 from acmenfs.appliance.errors import InvalidRequest
 from acmenfs.appliance.models import validate_name
 from acmenfs.oncrpc.drc import DuplicateRequestCache
-from api_fixtures import LiveApi, api, live_api, module_api, module_live_api  # noqa: F401  (fixtures)
+from api_fixtures import LiveApi
 
 MiB = 1 << 20
 

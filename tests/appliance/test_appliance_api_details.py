@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from acmenfs.appliance.errors import InvalidRequest
 from acmenfs.appliance.models import AccessRule
-from api_fixtures import ServeProcess, api, live_api, module_api, module_live_api  # noqa: F401  (fixtures)
+from api_fixtures import ServeProcess
 
 MiB = 1 << 20
 

@@ -22,10 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acmenfs.nfs3.client import NfsClient, NfsError
 from acmenfs.oncrpc.client import RpcClient
-from api_fixtures import ACMENFS, ServeProcess, nfs_server_available, serve_processes  # noqa: F401
+from api_fixtures import ACMENFS, ServeProcess, nfs_server_available
 
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
-
 
 
 def start(serve_processes, data_dir, *args, **kwargs) -> ServeProcess:
@@ -145,7 +144,6 @@ def test_serve_reports_a_busy_port_and_exits_1(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "cannot start" in result.stderr and "Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
-
 
 
 class _GetattrPacer:

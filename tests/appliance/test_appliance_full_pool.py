@@ -19,12 +19,11 @@ import pytest
 from acmenfs.appliance.service import ApplianceService
 from acmenfs.nfs3.client import NfsClient, NfsError
 from acmenfs.nfs3.const import NfsStat, StableHow
-from api_fixtures import LiveApi, ServeProcess, nfs_server_available, serve_processes  # noqa: F401
+from api_fixtures import LiveApi, ServeProcess, nfs_server_available
 from pool_fill import fill_filesystem
 
 MiB = 1 << 20
 PROBLEM = "application/problem+json"
-
 
 
 def assert_no_space(answer: httpx.Response) -> None:

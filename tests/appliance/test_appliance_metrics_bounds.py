@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from acmenfs.appliance.api_http import open_metrics_warning, parse_metrics_auth
-from api_fixtures import LiveApi, ServeProcess, live_api  # noqa: F401  (fixtures)
+from api_fixtures import LiveApi, ServeProcess
 
 
 def http_label_values(text: str, label: str) -> set[str]:

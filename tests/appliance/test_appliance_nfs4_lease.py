@@ -10,10 +10,9 @@ import struct
 import pytest
 
 from acmenfs.nfs4.client import Nfs4Client, Ops
-from api_fixtures import ServeProcess, nfs_server_available, serve_processes
+from api_fixtures import ServeProcess, nfs_server_available
 
 LEASE_TIME = 10
-FIXTURES = (serve_processes,)   # pytest finds it by name in this module
 
 
 def lease_time_of(port: int) -> int:

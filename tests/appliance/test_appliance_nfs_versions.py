@@ -14,7 +14,7 @@ import pytest
 
 from acmenfs.appliance.api import served_nfs_versions
 from acmenfs.oncrpc.client import RpcAcceptError, RpcClient
-from api_fixtures import ServeProcess, nfs_server_available, serve_processes  # noqa: F401
+from api_fixtures import ServeProcess, nfs_server_available
 
 NFS_PROGRAM = 100003
 PROG_MISMATCH = 2

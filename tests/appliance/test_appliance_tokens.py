@@ -15,7 +15,7 @@ import httpx
 
 from acmenfs.cli.main import main
 
-from api_fixtures import ACMENFS, ServeProcess, api, live_api  # noqa: F401  (fixtures)
+from api_fixtures import ACMENFS, ServeProcess
 
 
 def token_id(api, name: str) -> str:

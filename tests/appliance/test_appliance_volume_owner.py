@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from acmenfs.appliance.api import VolumeOut
+from acmenfs.appliance.api_models import VolumeOut
 from acmenfs.appliance.errors import InvalidRequest
 from acmenfs.appliance.models import MAX_OWNER_ID, validate_owner_id
 from acmenfs.appliance.service import ApplianceService
@@ -28,7 +28,7 @@ from acmenfs.appliance.storage import PARTIAL_VOLUME_PREFIX
 from acmenfs.appliance.store import SCHEMA_VERSION
 from acmenfs.cli.manage import parse_owner
 from acmenfs.nfs3.exports import ExportTable
-from api_fixtures import ACMENFS, ServeProcess, module_api, module_live_api  # noqa: F401  (fixtures)
+from api_fixtures import ACMENFS, ServeProcess
 
 MiB = 1 << 20
 QEMU = (64055, 64055)

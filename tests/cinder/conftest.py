@@ -4,7 +4,8 @@ Owns: starting ``acmenfs serve`` (from ``$ACMENFS_BIN`` or ``acmenfs`` on PATH)
 on 127.0.0.1 free ports in a temporary data dir and stopping it by pid; one
 process-wide oslo.config setup for Cinder (sqlite database, ``fake:/``
 transport, file coordination backend, lock and image dirs under tmp); building
-drivers for a backend section. Must not mock the appliance.
+drivers for a backend section; ``mount_base``, a per-test ``nfs_mount_point_base``
+for the kernel-mount data path. Must not mock the appliance.
 
 These tests run in the Cinder venv (``scripts/cinder-venv.sh``), not the main
 one: ``/work/venv-cinder/bin/pytest tests/cinder``.
@@ -16,6 +17,7 @@ import os
 
 os.environ.setdefault("OS_CINDER_DISABLE_EVENTLET_PATCHING", "true")
 
+import importlib  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -207,7 +209,7 @@ nfs_mount_point_base = {base}/mnt
 """)
     from oslo_config import cfg
 
-    from cinder.common import config  # noqa: F401 - registers Cinder's global options
+    importlib.import_module("cinder.common.config")   # registers Cinder's global options
     from cinder import coordination
 
     cfg.CONF([f"--config-file={conf_path}"], project="cinder", default_config_files=[])
@@ -278,6 +280,12 @@ def rest(appliance):
     client = ApplianceClient(appliance.url, appliance.token)
     yield client
     client.close()
+
+
+@pytest.fixture
+def mount_base(tmp_path):
+    """A per-test ``nfs_mount_point_base`` for drivers with ``acmenfs_data_path=mount``."""
+    return str(tmp_path / "mnt")
 
 
 def backend_section(group: str, appliance: Appliance, **overrides) -> str:

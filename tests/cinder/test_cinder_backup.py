@@ -24,6 +24,7 @@ volume owner (``acmenfs_volume_owner``) or in its group (files are 0660).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import uuid
 
@@ -36,7 +37,6 @@ from os_brick.remotefs import remotefs as remotefs_brick
 from cinder import context as cinder_context
 from cinder import objects
 from cinder import utils as cinder_utils
-from cinder.backup.drivers import posix  # noqa: F401 - registers backup_posix_path
 from cinder.backup import manager as backup_manager_module
 from cinder.objects import fields
 from cinder.volume import volume_utils
@@ -45,6 +45,8 @@ from acmenfs.nfs3.client import NFS3_FHSIZE, NfsClient, NfsError, decode_setattr
 from acmenfs.nfs3.const import NfsProc
 from acmenfs.oncrpc.xdr import Packer
 from conftest import VolumeService, backend_section, db_volume, require_nfs, volume_file_io
+
+importlib.import_module("cinder.backup.drivers.posix")   # registers the backup_posix_path option
 
 MIB = 1024 ** 2
 QEMU = (64055, 64055)

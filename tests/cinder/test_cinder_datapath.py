@@ -198,11 +198,6 @@ class RecordingExecutor:
         return [command for command in self.commands if command[0] == verb]
 
 
-@pytest.fixture
-def mount_base(tmp_path):
-    return str(tmp_path / "mnt")
-
-
 def mount_driver(cinder_conf, appliance, mount_base, executor, **overrides):
     settings = dict(acmenfs_api_url=appliance.url, acmenfs_api_token=appliance.token,
                     acmenfs_data_path="mount", nfs_mount_point_base=mount_base,

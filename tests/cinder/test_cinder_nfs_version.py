@@ -22,8 +22,7 @@ from os_brick.initiator.connectors import remotefs as remotefs_connector
 
 from acmenfs.cinder import nfs_version
 from conftest import make_driver, fresh_group, require_nfs, start_appliance, stop_appliance
-from test_cinder_datapath import (  # noqa: F401 - fixtures
-    FileImageService, RecordingExecutor, image_bytes, mount_base, mount_driver)
+from test_cinder_datapath import FileImageService, RecordingExecutor, image_bytes, mount_driver
 from test_cinder_driver import created_volume
 
 PROTOCOL_NOT_SUPPORTED = "mount.nfs: Protocol not supported"

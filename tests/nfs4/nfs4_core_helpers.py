@@ -158,7 +158,7 @@ class Sans4:
         return reply.results[-1].value
 
 
-# ----- fixtures (imported by the test modules: no conftest.py, B may want one) -----------------
+# ----- fixtures (tests/nfs4/conftest.py makes them visible to every module here) ----------------
 
 @pytest.fixture
 def v4_exports(export_dir: Path, tmp_path: Path) -> ExportTable:

@@ -7,7 +7,6 @@ next one (another client may have taken its locks in between), and its record is
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import v4, v4_exports
 from nfs4_state_helpers import Clock
 
 from acmenfs.nfs4.client import Nfs4Client, Nfs4Failed, Ops
@@ -15,8 +14,6 @@ from acmenfs.nfs4.const import Nfs4Stat as S
 from acmenfs.nfs4.state import StateManager
 
 LEASE = 30
-
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def restart(v4, clock, records, boot: int) -> None:

@@ -13,11 +13,10 @@ import struct
 
 import pytest
 from nfs4_core_helpers import (
-    NfsdProcess4, TcpCompound, getattr_, lookup, opaque, putrootfh, setattr_, v4, v4_exports)
+    NfsdProcess4, TcpCompound, getattr_, lookup, opaque, putrootfh, setattr_)
 
 OK, BADOWNER = 0, 10039
 LEASE_TIME, OWNER, OWNER_GROUP = 10, 36, 37
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def owner_ops(name: str, attr: int = OWNER):

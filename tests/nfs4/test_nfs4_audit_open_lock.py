@@ -8,7 +8,6 @@ and downgrades as another client sees them through LOCKT (RFC 7530 §9.1.4, §16
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import v4, v4_exports
 
 from acmenfs.nfs4.client import ZERO_STATEID, Nfs4Client, Nfs4Failed, Ops, bitmap, opaque, u32
 from acmenfs.nfs4.const import Nfs4Stat as S
@@ -16,8 +15,6 @@ from acmenfs.nfs4.const import Nfs4Stat as S
 READ, WRITE, BOTH = 1, 2, 3
 DENY_NONE, DENY_READ, DENY_WRITE = 0, 1, 2
 READ_LT, WRITE_LT = 1, 2
-
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def client_for(v4, minor: int = 1, owner: bytes | None = None) -> Nfs4Client:

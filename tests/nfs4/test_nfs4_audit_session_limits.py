@@ -7,14 +7,11 @@ dispatcher (``Sans4``), each test with a session whose fore channel it chose."""
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import v4, v4_exports
 
 from acmenfs.nfs4.client import U64, ZERO_STATEID, Nfs4Client, Ops, compound_args, parse_compound, u32
 from acmenfs.nfs4.const import Nfs4Stat as S
 
 MIB = 1 << 20
-
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def session(v4, *, maxrequest=MIB, maxresponse=MIB, maxcached=64 * 1024, maxops=16) -> Nfs4Client:

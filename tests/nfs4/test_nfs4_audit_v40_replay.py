@@ -5,12 +5,8 @@ unlocked).  Sans-IO through the real dispatcher (``Sans4``), driven by the test 
 
 from __future__ import annotations
 
-from nfs4_core_helpers import v4, v4_exports
-
 from acmenfs.nfs4.client import Nfs4Client, Ops, compound_args, parse_compound
 from acmenfs.nfs4.const import Nfs4Stat as S
-
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 
 
 def client_40(v4) -> Nfs4Client:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from nfs4_core_helpers import allocate, deallocate, getattr_, seek, v4, v4_exports
+from nfs4_core_helpers import allocate, deallocate, getattr_, seek
 
 import acmenfs.nfs4.client as client_module
 from acmenfs.nfs4.client import Nfs4Client, Ops
 from acmenfs.nfs4.const import Nfs4Stat as S
 
-FIXTURES = (v4, v4_exports)   # pytest finds them by name in this module
 MIB = 1 << 20
 DATA, HOLE = 0, 1
 SIZE, SPACE_USED = 4, 45

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import struct
 
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
+from nfs4_core_helpers import (
     U64, access, commit, create_dev, create_dir, create_symlink, getattr_, getfh, link, lookup,
     lookupp, nverify, opaque, putfh, putpubfh, putrootfh, read, readdir, readlink, remove, rename,
-    restorefh, savefh, secinfo, secinfo_no_name, setattr_, u32, v4, v4_exports, verify, write,
+    restorefh, savefh, secinfo, setattr_, u32, verify, write,
 )
 
 OK, PERM, NOENT, ACCES, EXIST, XDEV, NOTDIR, ISDIR, INVAL, ROFS, NOTEMPTY = 0, 1, 2, 13, 17, 18, 20, 21, 22, 30, 66

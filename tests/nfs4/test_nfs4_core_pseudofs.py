@@ -7,9 +7,8 @@ from __future__ import annotations
 import struct
 
 from acmenfs.nfs3.exports import ClientRule, Export
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    access, create_dir, getattr_, getfh, lookup, lookupp, putfh, putrootfh, readdir,
-    remove, v4, v4_exports,
+from nfs4_core_helpers import (
+    access, create_dir, getattr_, getfh, lookup, lookupp, putfh, putrootfh, readdir, remove,
 )
 
 OK, NOENT, ROFS, STALE, ACCESS_DENIED, BADHANDLE = 0, 2, 30, 70, 13, 10001
@@ -41,7 +40,6 @@ def test_lookup_of_an_invisible_export_is_noent(v4):
 
 
 def attrs_of(v4, path, *attrs):
-    from acmenfs.oncrpc.xdr import Unpacker
     ops = [putrootfh()] + [lookup(p) for p in path.split("/") if p] + [getattr_(*attrs)]
     reply = v4.compound(ops)
     assert reply.status == 0, reply

@@ -11,9 +11,8 @@ import struct
 import pytest
 
 from acmenfs.nfs4.compound import OpSpec
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    SEQUENCE_STUB_BODY, U64, allocate, bitmap, clone, deallocate, getattr_, lookup, putrootfh, savefh, seek,
-    u32, v4, v4_exports,
+from nfs4_core_helpers import (
+    SEQUENCE_STUB_BODY, allocate, clone, deallocate, getattr_, lookup, putrootfh, savefh, seek, u32,
 )
 
 OK, INVAL, ISDIR, NXIO, ROFS, NOTSUPP, OP_ILLEGAL, XDEV = 0, 22, 21, 6, 30, 10004, 10044, 18

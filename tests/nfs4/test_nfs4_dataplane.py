@@ -9,9 +9,8 @@ import asyncio
 
 import pytest
 
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    Sans4, commit, compound_args, getattr_, parse_compound, putfh, read, remove, u32, v4,
-    v4_exports, write,
+from nfs4_core_helpers import (
+    Sans4, commit, compound_args, getattr_, parse_compound, putfh, read, remove, write,
 )
 from acmenfs.oncrpc import rpc
 from acmenfs.oncrpc.dispatch import materialize

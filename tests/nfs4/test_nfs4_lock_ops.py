@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import Sans4, v4, v4_exports  # noqa: F401 - fixtures
 
 from acmenfs.nfs4.client import ALL_ONES, Nfs4Client, Nfs4Failed, Ops, u32
 from acmenfs.nfs4.const import Nfs4Stat as S

@@ -5,7 +5,6 @@ slot replay, share reservations, locks between two clients, TEST/FREE_STATEID, g
 from __future__ import annotations
 
 import pytest
-from nfs4_core_helpers import Sans4, v4, v4_exports  # noqa: F401 - fixtures
 from nfs4_state_helpers import Clock
 
 from acmenfs.nfs4.client import ALL_ONES, Nfs4Client, Nfs4Failed, Ops, compound_args, parse_compound

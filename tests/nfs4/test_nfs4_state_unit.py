@@ -11,7 +11,7 @@ from nfs4_state_helpers import Clock, status
 from acmenfs.nfs4.const import Nfs4Stat as S
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.locks import MAX_OFFSET
-from acmenfs.nfs4.state import ANONYMOUS, BYPASS, LockState, OpenState, StateManager
+from acmenfs.nfs4.state import ANONYMOUS, BYPASS, LockState, StateManager
 
 P1, P2 = ("sys", 0, 0), ("sys", 1000, 1000)
 

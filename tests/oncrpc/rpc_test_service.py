@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 
 from acmenfs.oncrpc.dispatch import GarbageArgs, Procedure, Program, RpcDispatcher
-from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import Packer
 

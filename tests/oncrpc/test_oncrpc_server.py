@@ -15,11 +15,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from acmenfs.oncrpc import rpc
 from acmenfs.oncrpc.client import AsyncRpcClient, AuthSys, RpcAcceptError, RpcClient, RpcError, frame
 from acmenfs.oncrpc.dispatch import FileRegion, Procedure, Program, RpcDispatcher
-from acmenfs.oncrpc.drc import DuplicateRequestCache
 from acmenfs.oncrpc.record import LAST_FRAGMENT, RecordReader
 from acmenfs.oncrpc.xdr import Packer, Unpacker
 
-from rpc_test_service import TEST_PROG, TEST_VERS, ThreadedServer, wait_until
+from rpc_test_service import TEST_PROG, TEST_VERS, ThreadedServer
 
 
 def opaque(data: bytes) -> bytes:
