@@ -32,9 +32,8 @@ from acmenfs.appliance.api_http import (
     _on_http_error,
     _on_validation_error,
 )
-from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests and clients)
+from acmenfs.appliance.api_models import (
     CLIENT_PATTERN,
-    NAME_PATTERN,
     PROBLEM_RESPONSES,
     SHARE_LINKS,
     SNAPSHOT_LINKS,
@@ -54,7 +53,6 @@ from acmenfs.appliance.api_models import (  # noqa: F401  (re-exported for tests
     TokenCreatedOut,
     TokenListOut,
     VersionOut,
-    VolumeOut,
     VolumePut,
     _rules,
     created_links,

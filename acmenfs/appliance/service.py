@@ -58,12 +58,7 @@ from acmenfs.appliance.models import (
     validate_owner_id,
     validate_size,
 )
-from acmenfs.appliance.publishing import (  # noqa: F401  (export paths re-exported)
-    share_export_path,
-    share_model,
-    snapshot_export_path,
-    unpublish,
-)
+from acmenfs.appliance.publishing import share_export_path, share_model, unpublish
 from acmenfs.appliance.reconcile import reconcile
 from acmenfs.appliance.storage import choose_backend, create_volume_file, fsync_path
 from acmenfs.appliance.store import ShareRecord

@@ -75,9 +75,9 @@ from acmenfs.cinder.appliance_client import (
 )
 from acmenfs.cinder.common import backend_error, bytes_to_gib_rounded_up, gib_to_bytes
 from acmenfs.cinder.connections import ConnectionsMixin
-from acmenfs.cinder.copies import DataCopyMixin, _local_address_towards  # noqa: F401 (old import path)
+from acmenfs.cinder.copies import DataCopyMixin
 from acmenfs.cinder.datapath import MountDataPath, NfsLocation, UserspaceDataPath, choose_data_path
-from acmenfs.cinder.snapshots import TEMPORARY_CLONE_SNAPSHOT_PREFIX, SnapshotsMixin  # noqa: F401
+from acmenfs.cinder.snapshots import SnapshotsMixin
 
 LOG = logging.getLogger(__name__)
 

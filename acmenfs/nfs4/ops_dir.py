@@ -110,7 +110,8 @@ def _export_entries(cs: CompoundState, scope, fh: Fh4, cookie: int, requested: s
 
 def op_readdir(cs: CompoundState, args: Unpacker):
     cookie, verifier = args.unpack_uhyper(), args.unpack_fopaque(8)
-    dircount, maxcount = args.unpack_uint(), args.unpack_uint()
+    args.unpack_uint()   # dircount: a hint the server may ignore (RFC 8881 §18.23.3); maxcount bounds the reply
+    maxcount = args.unpack_uint()
     requested = decode_bitmap(args)
     fh = cs.require_fh()
     scope = _dir_scope(cs, write=False)
