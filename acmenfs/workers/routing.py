@@ -2,8 +2,10 @@
 
 Owns reading the first RPC call header of a connection (peeked by the
 acceptor: record mark, xid, CALL, RPC version 2, program, version) and the
-rule: NFS version 4 always to worker 0 (its client, open and lock state lives
-in one process); everything else to ``crc32("ip:port") % N``, so a client that
+rule: every NFS version but 3 to worker 0 -- version 4 because its client, open and
+lock state lives in one process, and any other (a client probing with a version
+we do not serve) because only worker 0 serves every version, so its PROG_MISMATCH
+names them all (3..4); everything else to ``crc32("ip:port") % N``, so a client that
 reconnects from the same address and port (Linux does) reaches the worker whose
 duplicate request cache holds its earlier calls.  If that worker is down the
 next live one in ring order takes the connection.  No sockets, no processes.
@@ -39,7 +41,7 @@ def choose_worker(address: str, port: int, header: bytes, workers: int, up) -> i
     """The worker for a new connection; ``up(i)`` says whether worker i takes connections.
     None: nobody can take it now (close it; the client reconnects)."""
     program = call_program(header)
-    if program is not None and program[0] == NFS_PROGRAM and program[1] == 4:
+    if program is not None and program[0] == NFS_PROGRAM and program[1] != 3:
         return WORKER_FOR_NFS4 if up(WORKER_FOR_NFS4) else None
     first = home_worker(address, port, workers)
     for step in range(workers):

@@ -78,3 +78,13 @@ def test_nfs4_on_a_connection_that_began_with_nfs3_is_refused_not_served_apart(s
     with PortClient(supervisor.port, port_of_worker_1) as v4:  # v4 first: worker 0 serves it
         v4.send_raw(call_header(3, 4))
         assert accept_reply(v4.receive_record())[0] == 0
+
+
+def test_an_unserved_nfs_version_first_is_refused_with_every_version_the_server_has(supervisor):
+    """A client probing version 5 first, from a port whose home is worker 1, learns 3..4 (worker
+    0 serves both), not worker 1's 3..3: it would otherwise never try version 4."""
+    port_of_worker_1 = ports_for_workers(2, per_worker=1)[1][0]
+    with PortClient(supervisor.port, port_of_worker_1) as client:
+        client.send_raw(call_header(1, 5))
+        accept_stat, rest = accept_reply(client.receive_record())
+        assert accept_stat == 2 and struct.unpack(">II", rest[:8]) == (3, 4)  # PROG_MISMATCH 3..4

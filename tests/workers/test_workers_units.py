@@ -23,6 +23,8 @@ def test_nfs4_goes_to_worker_0_and_the_rest_by_address_and_port():
     all_up = lambda index: True  # noqa: E731
     for port in range(1000, 1064):
         assert choose_worker("10.0.0.1", port, header(100003, 4), 4, all_up) == 0
+        assert choose_worker("10.0.0.1", port, header(100003, 5), 4, all_up) == 0  # worker 0 names 3..4
+        assert choose_worker("10.0.0.1", port, header(100003, 2), 4, all_up) == 0
         assert choose_worker("10.0.0.1", port, header(100003, 3), 4, all_up) == home_worker("10.0.0.1", port, 4)
         assert choose_worker("10.0.0.1", port, header(100005, 3), 4, all_up) == home_worker("10.0.0.1", port, 4)
     assert {home_worker("10.0.0.1", port, 4) for port in range(1000, 1064)} == {0, 1, 2, 3}
