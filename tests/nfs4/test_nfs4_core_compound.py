@@ -8,7 +8,7 @@ import struct
 
 from nfs4_core_helpers import (  # noqa: F401 - fixtures
     SEQUENCE_STUB_BODY, Sans4, compound_args, savefh, export_dir, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
-    remove, u32, v4, v4_exports,
+    read, remove, u32, v4, v4_exports, write,
 )
 
 OK, NOENT, NOFILEHANDLE, MINOR_VERS_MISMATCH, OP_ILLEGAL = 0, 2, 10020, 10021, 10044
@@ -167,6 +167,28 @@ def test_the_drc_decision_steps_over_read_only_ops_and_keeps_everything_else():
     assert needs_drc(b"\0\0", 0) and not needs_drc(b"xxxx" + compound_args([getfh()]), 4)
 
 
+def test_the_drc_decisions_shortcut_for_putfh_read_and_getattr_answers_as_its_loop():
+    """needs_drc answers PUTFH + READ / GETATTR itself: for those and every truncation, tag,
+    minor version and op count around them, as the general loop ``_needs_drc`` does."""
+    from acmenfs.nfs4.program import _needs_drc, needs_drc
+    fh = b"\1" * 37
+    shapes = [[putfh(fh), read(4096, 4096)], [putfh(fh), getattr_(1, 4, 33, 55)], [putfh(fh), getattr_()],
+              [putfh(fh), write(0, b"x")], [putfh(fh), getfh()], [putfh(fh), read(0, 1), getattr_(1)],
+              [putfh(b""), read(0, 1)], [putrootfh(), read(0, 1)]]
+    checked = 0
+    for ops in shapes:
+        for minor in (0, 1):
+            for tag in (b"", b"t"):
+                args = b"pad!" + compound_args(ops, minor, tag)
+                for cut in range(4, len(args) + 1):
+                    assert needs_drc(args[:cut], 4) == _needs_drc(args[:cut], 4), (ops, minor, tag, cut)
+                    checked += 1
+    wrong_count = b"pad!" + compound_args([putfh(fh), read(0, 1)])
+    wrong_count = wrong_count[:12] + u32(3) + wrong_count[16:]
+    assert needs_drc(wrong_count, 4) == _needs_drc(wrong_count, 4)
+    assert checked > 1000
+
+
 def test_forged_handles_are_badhandle(v4):
     good = v4.fh_of("/e")
     assert v4.compound([putfh(b"\x01" * 129)]).status == BADXDR   # beyond nfs_fh4's XDR bound
@@ -235,6 +257,9 @@ class _SlotState:
 
     def check_io(self, stateid, key, write):
         pass
+
+    def check_io_fast(self, stateid, key, write):
+        return False
 
     def slot_done(self, slot, reply):
         self.done.append((slot, reply))
