@@ -15,9 +15,17 @@ prints CPU microseconds per call (this thread's CPU time, so other processes on 
 machine do not count; median of ``--rounds``) and the ratio v4/v3.  The v4.1
 calls run in an established session (EXCHANGE_ID, CREATE_SESSION, RECLAIM_COMPLETE) on
 slot 0 with a fresh seqid per call and sa_cachethis false, as Linux sends READ, WRITE and GETATTR
-(the slot keeps the encoded reply but not READ data); v4.0 runs without client state, with the anonymous stateid.
+(the slot keeps the encoded reply but not READ data).  READ and WRITE carry, as Linux and libnfs
+send them, the stateid of an OPEN of the file (read and write access, deny none) made before the
+clock starts: v4.0 by its own client ID (SETCLIENTID, SETCLIENTID_CONFIRM, OPEN, OPEN_CONFIRM if
+asked), v4.1 in the session; ``--stateid anonymous`` sends the anonymous stateid instead (the
+figures before open stateids were measured, which never ran the stateid check).  READ and WRITE
+go to a 4k block that changes on every call (one pseudo-random sequence over the file, the same
+for every version), as a VM's random I/O does; ``--offsets zero`` sends them all to offset 0 (the
+earlier figures: a COMPOUND repeated byte for byte, which the v4 fast path's parse remembers).
 
-    python bench/bench_nfs4.py [--calls 20000] [--rounds 7] [--profile WORKLOAD VERSION]
+    python bench/bench_nfs4.py [--calls 20000] [--rounds 7] [--stateid open|anonymous]
+                               [--offsets random|zero] [--profile WORKLOAD VERSION]
 
 ``--wire``: the same calls over TCP to an ``acmenfs nfsd`` process (``--server-python``, e.g. a
 venv of Debian's python), from one load client in this process that keeps ``--depth`` calls in
@@ -28,6 +36,9 @@ alternating rounds (server CPU from /proc of the server's process tree, in clock
 enough calls).  There is no libnfs client for v4.1: this is how v4.1 is measured end to end.
 
     python bench/bench_nfs4.py --wire [--server-python PY] [--depth 8] [--calls 20000] [--rounds 5]
+                               [--stateid open|anonymous]
+
+(``--wire`` reads and writes at offset 0 only.)
 """
 
 from __future__ import annotations
@@ -101,20 +112,37 @@ def _v4_ops():
     return Ops, u32
 
 
-def prepare(harness: Harness) -> dict[str, object]:
-    """File handles (v3 and v4) and an established v4.1 session."""
+def open_stateids(send, stateid: str):
+    """(established v4.1 session client, v4.0 stateid, v4.1 stateid) over ``send(args) -> reply``:
+    the stateids of an OPEN of /e/f (access read+write, deny none) by a v4.0 client ID and in the
+    session, or the anonymous stateid for both when ``stateid`` is "anonymous"."""
+    from acmenfs.nfs4.client import Nfs4Client
+
+    session = Nfs4Client(send, minor=1)
+    session.establish()
+    if stateid == "anonymous":
+        return session, ZERO_STATEID, ZERO_STATEID
+    client40 = Nfs4Client(send, minor=0)
+    client40.establish()
+    _, stateid40 = client40.open("/e/f", access=3)
+    _, stateid41 = session.open("/e/f", access=3)
+    return session, stateid40, stateid41
+
+
+def prepare(harness: Harness, stateid: str = "open") -> dict[str, object]:
+    """File handles (v3 and v4), an established v4.1 session and the v4 stateids READ and WRITE send."""
     from acmenfs.nfs3 import client as nfs
-    from acmenfs.nfs4.client import Nfs4Client, compound_args
+    from acmenfs.nfs4.client import compound_args
 
     root = nfs.decode_mnt_result(harness.call(MOUNT_PROGRAM, 3, 1, nfs.encode_mnt_args("/e")))
     fh3 = nfs.decode_lookup_result(harness.call(NFS_PROGRAM, 3, 3, nfs.encode_lookup_args(root, "f")))[0]
-    session = Nfs4Client(lambda args: harness.call(NFS_PROGRAM, 4, 1, args), minor=1)
-    session.establish()
+    session, stateid40, stateid41 = open_stateids(lambda args: harness.call(NFS_PROGRAM, 4, 1, args), stateid)
     fh4 = session.fh_of("/e/f")
-    return {"fh3": fh3, "fh4": fh4, "session": session, "compound_args": compound_args}
+    return {"fh3": fh3, "fh4": fh4, "session": session, "compound_args": compound_args,
+            "stateid40": stateid40, "stateid41": stateid41}
 
 
-def workloads(harness: Harness, setup: dict) -> dict[str, dict[str, callable]]:
+def workloads(harness: Harness, setup: dict, offsets: str = "random") -> dict[str, dict[str, callable]]:
     """workload -> version -> records(n): n call records, built before the clock starts."""
     from acmenfs.nfs3 import client as nfs
     from acmenfs.oncrpc.xdr import Packer
@@ -123,37 +151,54 @@ def workloads(harness: Harness, setup: dict) -> dict[str, dict[str, callable]]:
     fh3, fh4, session, compound_args = setup["fh3"], setup["fh4"], setup["session"], setup["compound_args"]
     data = b"\xa5" * 4096
 
-    def v3(proc: int, args: bytes):
-        return lambda n: [harness.record(NFS_PROGRAM, 3, proc, args) for _ in range(n)]
+    # READ and WRITE go to a 4k block of the 1 MiB file that changes on every call (a fixed
+    # pseudo-random sequence, the same for every version), as in a VM's random I/O; --offsets zero: all at 0
+    blocks = [(index * 157) % 256 * 4096 if offsets == "random" else 0 for index in range(256)]
 
-    def v40(*ops: bytes):
-        args = compound_args(list(ops), 0)
-        return lambda n: [harness.record(NFS_PROGRAM, 4, 1, args) for _ in range(n)]
+    def v3(proc: int, args_at):
+        return lambda n: [harness.record(NFS_PROGRAM, 3, proc, args_at(blocks[i % 256])) for i in range(n)]
 
-    def v41(*ops: bytes):
+    def v40(*ops_at):
+        return lambda n: [harness.record(NFS_PROGRAM, 4, 1, compound_args([op(blocks[i % 256]) for op in ops_at], 0))
+                          for i in range(n)]
+
+    def v41(*ops_at):
         def build(n: int) -> list[bytes]:
             records = []
-            for _ in range(n):
+            for i in range(n):
                 session.slot_seqid += 1
                 sequence = Ops.sequence(session.sessionid, session.slot_seqid, cache=False)
-                records.append(harness.record(NFS_PROGRAM, 4, 1, compound_args([sequence, *ops], 1)))
+                ops = [sequence, *(op(blocks[i % 256]) for op in ops_at)]
+                records.append(harness.record(NFS_PROGRAM, 4, 1, compound_args(ops, 1)))
             return records
         return build
 
-    read3 = Packer()
-    read3.pack_opaque(fh3); read3.pack_uhyper(0); read3.pack_uint(4096)
-    write3 = Packer()
-    write3.pack_opaque(fh3); write3.pack_uhyper(0); write3.pack_uint(4096); write3.pack_uint(UNSTABLE)
-    write3.pack_opaque(data)
-    putfh = Ops.putfh(fh4)
-    read4 = Ops.read(ZERO_STATEID, 0, 4096)
-    write4 = Ops.write(ZERO_STATEID, 0, data, stable=UNSTABLE)
-    getattr4 = Ops.getattr(*LINUX_GETATTR)
+    def read3(offset: int) -> bytes:
+        packer = Packer()
+        packer.pack_opaque(fh3); packer.pack_uhyper(offset); packer.pack_uint(4096)
+        return packer.get_buffer()
+
+    def write3(offset: int) -> bytes:
+        packer = Packer()
+        packer.pack_opaque(fh3); packer.pack_uhyper(offset); packer.pack_uint(4096); packer.pack_uint(UNSTABLE)
+        packer.pack_opaque(data)
+        return packer.get_buffer()
+
+    def fixed(op: bytes):
+        return lambda offset: op
+
+    putfh = fixed(Ops.putfh(fh4))
+    sid40, sid41 = setup["stateid40"], setup["stateid41"]
+    getattr4 = fixed(Ops.getattr(*LINUX_GETATTR))
+    getattr3 = nfs.encode_fh_args(fh3)
     return {
-        "GETATTR": {"v3": v3(1, nfs.encode_fh_args(fh3)), "v4.0": v40(putfh, getattr4),
+        "GETATTR": {"v3": v3(1, lambda offset: getattr3), "v4.0": v40(putfh, getattr4),
                     "v4.1": v41(putfh, getattr4)},
-        "READ 4k": {"v3": v3(6, read3.get_buffer()), "v4.0": v40(putfh, read4), "v4.1": v41(putfh, read4)},
-        "WRITE 4k": {"v3": v3(7, write3.get_buffer()), "v4.0": v40(putfh, write4), "v4.1": v41(putfh, write4)},
+        "READ 4k": {"v3": v3(6, read3), "v4.0": v40(putfh, lambda offset: Ops.read(sid40, offset, 4096)),
+                    "v4.1": v41(putfh, lambda offset: Ops.read(sid41, offset, 4096))},
+        "WRITE 4k": {"v3": v3(7, write3),
+                     "v4.0": v40(putfh, lambda offset: Ops.write(sid40, offset, data, stable=UNSTABLE)),
+                     "v4.1": v41(putfh, lambda offset: Ops.write(sid41, offset, data, stable=UNSTABLE))},
     }
 
 
@@ -179,11 +224,11 @@ def time_calls(harness: Harness, records: list[bytes]) -> float:
     return (time.thread_time() - started) / len(records) * 1e6
 
 
-def measure(calls: int, rounds: int) -> dict[str, dict[str, float]]:
+def measure(calls: int, rounds: int, stateid: str = "open", offsets: str = "random") -> dict[str, dict[str, float]]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nfs4-"))
     harness = Harness(workdir)
     try:
-        table = workloads(harness, prepare(harness))
+        table = workloads(harness, prepare(harness, stateid), offsets)
         check_replies(harness, table)
         samples = {w: {v: [] for v in versions} for w, versions in table.items()}
         for round_index in range(rounds):
@@ -197,11 +242,12 @@ def measure(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def profile(workload: str, version: str, calls: int) -> None:
+def profile(workload: str, version: str, calls: int, stateid: str = "open", offsets: str = "random") -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nfs4-"))
     harness = Harness(workdir)
     try:
-        table = workloads(harness, prepare(harness))
+        table = workloads(harness, prepare(harness, stateid), offsets)
+        check_replies(harness, table)
         records = table[workload][version](calls)
         profiler = cProfile.Profile()
         profiler.enable()
@@ -277,18 +323,18 @@ def process_cpu_seconds(pid: int) -> float:
     return tree_cpu_seconds(pid)
 
 
-def wire_workloads(conn: Connection, mount_port: int, depth: int) -> dict[str, dict[str, callable]]:
+def wire_workloads(conn: Connection, mount_port: int, depth: int,
+                   stateid: str = "open") -> dict[str, dict[str, callable]]:
     """workload -> version -> next_args(slot) -> (program, version, proc, args)."""
     from acmenfs.nfs3 import client as nfs
-    from acmenfs.nfs4.client import Nfs4Client, Ops, compound_args
+    from acmenfs.nfs4.client import Ops, compound_args
     from acmenfs.oncrpc.xdr import Packer
 
     mount = Connection(mount_port)
     root = nfs.decode_mnt_result(mount.call(MOUNT_PROGRAM, 3, 1, nfs.encode_mnt_args("/e")))
     mount.close()
     fh3 = nfs.decode_lookup_result(conn.call(NFS_PROGRAM, 3, 3, nfs.encode_lookup_args(root, "f")))[0]
-    session = Nfs4Client(lambda args: conn.call(NFS_PROGRAM, 4, 1, args), minor=1)
-    session.establish()
+    session, sid40, sid41 = open_stateids(lambda args: conn.call(NFS_PROGRAM, 4, 1, args), stateid)
     fh4 = session.fh_of("/e/f")
     seqids = [session.slot_seqid] + [0] * (depth - 1)   # slot 0 carried the setup calls
     data = b"\xa5" * 4096
@@ -296,8 +342,9 @@ def wire_workloads(conn: Connection, mount_port: int, depth: int) -> dict[str, d
     write3 = Packer(); write3.pack_opaque(fh3); write3.pack_uhyper(0); write3.pack_uint(4096)
     write3.pack_uint(UNSTABLE); write3.pack_opaque(data)
     putfh = Ops.putfh(fh4)
-    v4ops = {"GETATTR": Ops.getattr(*LINUX_GETATTR), "READ 4k": Ops.read(ZERO_STATEID, 0, 4096),
-             "WRITE 4k": Ops.write(ZERO_STATEID, 0, data, stable=UNSTABLE)}
+    v4ops = {minor: {"GETATTR": Ops.getattr(*LINUX_GETATTR), "READ 4k": Ops.read(sid, 0, 4096),
+                     "WRITE 4k": Ops.write(sid, 0, data, stable=UNSTABLE)}
+             for minor, sid in ((0, sid40), (1, sid41))}
     v3calls = {"GETATTR": (1, nfs.encode_fh_args(fh3)), "READ 4k": (6, read3.get_buffer()),
                "WRITE 4k": (7, write3.get_buffer())}
 
@@ -312,8 +359,8 @@ def wire_workloads(conn: Connection, mount_port: int, depth: int) -> dict[str, d
         return lambda slot: (program, version, proc, args)
 
     return {name: {"v3": fixed(NFS_PROGRAM, 3, *v3calls[name]),
-                   "v4.0": fixed(NFS_PROGRAM, 4, 1, compound_args([putfh, v4ops[name]], 0)),
-                   "v4.1": v41(v4ops[name])} for name in v3calls}
+                   "v4.0": fixed(NFS_PROGRAM, 4, 1, compound_args([putfh, v4ops[0][name]], 0)),
+                   "v4.1": v41(v4ops[1][name])} for name in v3calls}
 
 
 def run_wire(conn: Connection, next_args, calls: int, depth: int, server_pid: int) -> tuple[float, float]:
@@ -346,8 +393,8 @@ def run_wire(conn: Connection, next_args, calls: int, depth: int, server_pid: in
     return cpu / calls * 1e6, calls / elapsed
 
 
-def measure_wire(python: str, calls: int, rounds: int, depth: int,
-                 server_args: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+def measure_wire(python: str, calls: int, rounds: int, depth: int, server_args: list[str],
+                 stateid: str = "open") -> dict[str, dict[str, tuple[float, float]]]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nfs4-wire-"))
     export_dir = workdir / "export"
     export_dir.mkdir()
@@ -355,7 +402,7 @@ def measure_wire(python: str, calls: int, rounds: int, depth: int,
     process, log, port, mount_port = start_server(python, export_dir, workdir, server_args)
     try:
         conn = Connection(port)
-        table = wire_workloads(conn, mount_port, depth)
+        table = wire_workloads(conn, mount_port, depth, stateid)
         samples = {w: {v: [] for v in versions} for w, versions in table.items()}
         for round_index in range(rounds):
             for workload, versions in table.items():
@@ -376,6 +423,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", nargs=2, metavar=("WORKLOAD", "VERSION"),
                         help='cProfile one workload, e.g. --profile GETATTR v4.1')
+    parser.add_argument("--stateid", choices=("open", "anonymous"), default="open",
+                        help="v4 READ/WRITE stateid: an OPEN's, as Linux and libnfs send (default), or the "
+                             "anonymous one (the figures measured before this option)")
+    parser.add_argument("--offsets", choices=("random", "zero"), default="random",
+                        help="READ/WRITE offsets: a 4k block that changes on every call (default), or 0 "
+                             "(the figures measured before this option)")
     parser.add_argument("--wire", action="store_true", help="over TCP to an acmenfs nfsd process")
     parser.add_argument("--server-python", default=sys.executable)
     parser.add_argument("--depth", type=int, default=8, help="--wire: calls in flight")
@@ -387,9 +440,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.wire:
         import shlex
-        results = measure_wire(args.server_python, args.calls, args.rounds, args.depth, shlex.split(args.server_args))
+        results = measure_wire(args.server_python, args.calls, args.rounds, args.depth, shlex.split(args.server_args),
+                               args.stateid)
         print(f"server: {args.server_python} nfsd {args.server_args}; client: python {sys.version.split()[0]}; {args.depth} calls in "
-              f"flight; medians of {args.rounds} rounds of {args.calls} calls")
+              f"flight; medians of {args.rounds} rounds of {args.calls} calls; {args.stateid} stateid")
         print(f"{'workload':<10}{'server CPU us/call  v3':>24}{'v4.0':>8}{'v4.1':>8}{'v4.0/v3':>9}{'v4.1/v3':>9}"
               f"{'calls/s  v3':>14}{'v4.0':>8}{'v4.1':>8}")
         for workload, values in results.items():
@@ -400,11 +454,11 @@ def main() -> int:
                   f"{rate['v3']:>14.0f}{rate['v4.0']:>8.0f}{rate['v4.1']:>8.0f}")
         return 0
     if args.profile:
-        profile(args.profile[0], args.profile[1], args.calls)
+        profile(args.profile[0], args.profile[1], args.calls, args.stateid, args.offsets)
         return 0
-    results = measure(args.calls, args.rounds)
+    results = measure(args.calls, args.rounds, args.stateid, args.offsets)
     print(f"python {sys.version.split()[0]} ({sys.executable}); CPU us per call, median of {args.rounds} rounds "
-          f"of {args.calls} calls")
+          f"of {args.calls} calls; {args.stateid} stateid; {args.offsets} offsets")
     print(f"{'workload':<10}{'v3':>8}{'v4.0':>8}{'v4.1':>8}{'v4.0/v3':>9}{'v4.1/v3':>9}")
     for workload, values in results.items():
         print(f"{workload:<10}{values['v3']:>8.2f}{values['v4.0']:>8.2f}{values['v4.1']:>8.2f}"

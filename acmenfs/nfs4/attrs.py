@@ -13,20 +13,16 @@ the statvfs callable it is handed.
 from __future__ import annotations
 
 import grp
-import os
 import pwd
 import stat as statmod
 import struct
 from typing import Callable
 
 from acmenfs.fs.backend import SetAttributes
-from acmenfs.nfs4.const import (
-    FH4_PERSISTENT, MAX_IO, MAX_NAME, SET_TO_CLIENT_TIME4,
-    SET_TO_SERVER_TIME4, Attr, FType, Nfs4Stat,
-)
+from acmenfs.nfs4.const import SET_TO_CLIENT_TIME4, SET_TO_SERVER_TIME4, Attr, FType, Nfs4Stat
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.xdr4 import (
-    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_opaque, encode_utf8,
+    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_utf8,
 )
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -144,17 +140,17 @@ FIELDS: dict[int, tuple[str | None, str]] = {
     Attr.MODE: ("I", "st.st_mode & 0o7777"),
     Attr.NO_TRUNC: ("I", "1"),
     Attr.NUMLINKS: ("I", "st.st_nlink"),
-    Attr.OWNER: (None, "_id_string(st.st_uid)"),
-    Attr.OWNER_GROUP: (None, "_id_string(st.st_gid)"),
-    Attr.RAWDEV: ("II", "os.major(st.st_rdev), os.minor(st.st_rdev)"),
+    Attr.OWNER: (None, "(_ID_STRINGS.get(st.st_uid) or _id_string(st.st_uid))"),
+    Attr.OWNER_GROUP: (None, "(_ID_STRINGS.get(st.st_gid) or _id_string(st.st_gid))"),
+    Attr.RAWDEV: ("II", "os.major(st.st_rdev) if st.st_rdev else 0, os.minor(st.st_rdev) if st.st_rdev else 0"),
     Attr.SPACE_AVAIL: ("Q", "s.vfs()[2]"),
     Attr.SPACE_FREE: ("Q", "s.vfs()[1]"),
     Attr.SPACE_TOTAL: ("Q", "s.vfs()[0]"),
     Attr.SPACE_USED: ("Q", "st.st_blocks * 512"),
-    Attr.TIME_ACCESS: ("qI", "*divmod(st.st_atime_ns, 1000000000)"),
+    Attr.TIME_ACCESS: ("qI", "st.st_atime_ns // 1000000000, st.st_atime_ns % 1000000000"),
     Attr.TIME_DELTA: ("qI", "0, 1"),
-    Attr.TIME_METADATA: ("qI", "*divmod(st.st_ctime_ns, 1000000000)"),
-    Attr.TIME_MODIFY: ("qI", "*divmod(st.st_mtime_ns, 1000000000)"),
+    Attr.TIME_METADATA: ("qI", "st.st_ctime_ns // 1000000000, st.st_ctime_ns % 1000000000"),
+    Attr.TIME_MODIFY: ("qI", "st.st_mtime_ns // 1000000000, st.st_mtime_ns % 1000000000"),
     Attr.MOUNTED_ON_FILEID: ("Q", "s.mounted_on_fileid"),
     Attr.SUPPATTR_EXCLCREAT: (None, "EXCLCREAT_BITMAP"),
     Attr.CLONE_BLKSIZE: ("I", "CLONE_BLKSIZE"),

@@ -34,7 +34,8 @@ from acmenfs.oncrpc.read_parts import read_parts
 
 _HEADER = struct.Struct(">III")            # tag length (must be 0), minorversion, numops
 _SEQUENCE = struct.Struct(">I16sIIII")     # opnum, sessionid, seqid, slotid, highest_slotid, cachethis
-_SEQUENCE_RES = struct.Struct(">16sIIIII")  # sessionid, seqid, slotid, highest, target, status flags
+# SEQUENCE's result (opnum, OK, sessionid, seqid, slotid, highest, target, status flags), then PUTFH's
+_SEQUENCE_PUTFH_RES = struct.Struct(">II16sIIIIIII")
 _OPNUM_LENGTH = struct.Struct(">II")       # opnum, then a length (PUTFH's opaque, GETATTR's bitmap)
 _READ = struct.Struct(">I16sQI")           # opnum, stateid, offset, count
 _WRITE = struct.Struct(">I16sQII")         # opnum, stateid, offset, stable, data length
@@ -44,7 +45,7 @@ _REPLY_MARGIN = 16 * 1024
 _GETATTR, _READ_OP, _WRITE_OP, _PUTFH, _SEQUENCE_OP = Op.GETATTR, Op.READ, Op.WRITE, Op.PUTFH, Op.SEQUENCE
 _NAMES = {_GETATTR: "GETATTR", _READ_OP: "READ", _WRITE_OP: "WRITE"}
 _RES_HEAD = struct.Struct(">III")          # status, empty tag, result count
-_SEQUENCE_OK, _PUTFH_OK = _HEAD.pack(_SEQUENCE_OP, 0), _HEAD.pack(_PUTFH, 0)
+_PUTFH_OK = _HEAD.pack(_PUTFH, 0)
 
 
 def parse(view, offset: int, end: int):
@@ -67,22 +68,53 @@ def parse(view, offset: int, end: int):
         numops -= 1
     if not 2 <= numops <= 3:
         return None
-    if end - position > _REMEMBERED_TAIL:
+    length = end - position
+    if length > _REMEMBERED_TAIL:
         tail = parse_tail(view[position:end], minor, numops)
-    else:   # a client repeats the same PUTFH + GETATTR/READ: parsed once
-        key = (minor, numops, bytes(view[position:end]))
-        tail = _TAILS.get(key)
-        if tail is None:
-            tail = parse_tail(memoryview(key[2]), minor, numops)
+    elif length >= 44 and _U32_AT(view, end - 32)[0] == _READ_OP:
+        # ends like a READ (PUTFH + READ): remembered without READ's offset and count, which a
+        # client's random reads change on every call; the same bytes before them parse the same
+        key = (minor, numops, bytes(view[position:end - 12]))
+        head = _READ_TAILS.get(key)
+        if head is None:   # (or not a READ at the end after all: a handle's bytes looked like one)
+            tail = _remembered(view, position, end, minor, numops, store=False)
             if tail and not tail[3]:   # WRITE keeps a view of its data: never remembered
-                if len(_TAILS) >= 4096:
-                    _TAILS.clear()
-                _TAILS[key] = tail
+                last = tail[1][-1]
+                if last[0] == _READ_OP and last[1] == length - 32:
+                    if len(_READ_TAILS) >= 4096:
+                        _READ_TAILS.clear()
+                    _READ_TAILS[key] = (tail[0], tail[1][:-1], tail[2] - min(last[4], MAX_IO), last[2])
+                else:
+                    _remembered(view, position, end, minor, numops, store=True)
+        else:
+            raw, ops, reading, stateid = head
+            read_offset, count = _OFFSET_COUNT.unpack_from(view, end - 12)
+            tail = (raw, ops + ((_READ_OP, length - 32, stateid, read_offset, count, length),),
+                    reading + min(count, MAX_IO), False, True)
+    else:   # a client repeats the same PUTFH + GETATTR: parsed once
+        tail = _remembered(view, position, end, minor, numops, store=True)
     return (minor, sequence, position, tail) if tail else None
+
+
+def _remembered(view, position: int, end: int, minor: int, numops: int, store: bool):
+    """``parse_tail`` of the ops from ``position``, remembered by their bytes (``store``: kept
+    when parsed now, unless they hold a WRITE, which keeps a view of its data)."""
+    key = (minor, numops, bytes(view[position:end]))
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = parse_tail(memoryview(key[2]), minor, numops)
+        if store and tail and not tail[3]:
+            if len(_TAILS) >= 4096:
+                _TAILS.clear()
+            _TAILS[key] = tail
+    return tail
 
 
 _REMEMBERED_TAIL = 256
 _TAILS: dict[tuple, tuple] = {}
+_READ_TAILS: dict[tuple, tuple] = {}   # tail but READ's offset and count -> parse_tail's answer without READ
+_U32_AT = U32.unpack_from
+_OFFSET_COUNT = struct.Struct(">QI")
 
 
 def parse_tail(view, minor: int, numops: int):
@@ -175,6 +207,7 @@ def run_fast(server, ctx, args, _ops, inline: bool):
             return None
         slot, cachethis = None, True
         results = [_PUTFH_OK]
+        count = 1
     else:
         _, sessionid, seqid, slotid, _, cachethis = sequence
         sessions = getattr(server.state, "sessions", None)   # a state manager without sessions: general path
@@ -186,12 +219,13 @@ def run_fast(server, ctx, args, _ops, inline: bool):
         if slot is None:
             return None
         top = len(slot.session.slots) - 1
-        results = [_SEQUENCE_OK + _SEQUENCE_RES.pack(sessionid, seqid, slotid, top, top, 0), _PUTFH_OK]
+        results = [_SEQUENCE_PUTFH_RES.pack(_SEQUENCE_OP, 0, sessionid, seqid, slotid, top, top, 0, _PUTFH, 0)]
+        count = 2
         cachethis = cachethis == 1
     nonidempotent = False
     status = 0
-    count = len(results)
     plain = True
+    data_at = -1
     for op in ops:
         opnum = op[0]
         if opnum == _WRITE_OP:
@@ -206,15 +240,26 @@ def run_fast(server, ctx, args, _ops, inline: bool):
             status, body = _status_of_exception(exc, _NAMES[opnum])
         if type(body) is bytes:
             results.append(_HEAD.pack(opnum, status) + body)
+        elif plain and len(body) == 2 and type(body[1]) is not bytes:   # READ's header, then its data
+            plain = False
+            results.append(_HEAD.pack(opnum, status) + body[0])
+            results.append(body[1])
+            data_at = len(results) - 1
         else:
             plain = False
+            data_at = -1
             results.append(_HEAD.pack(opnum, status))
             results.extend(body)
         count += 1
         if status:
             break
     head = _RES_HEAD.pack(status, 0, count)
-    reply = [head + b"".join(results)] if plain else _gather(head, results)
+    if plain:
+        reply = [head + b"".join(results)]
+    elif data_at == len(results) - 1:   # _gather's answer when only the last part is not bytes
+        reply = [head + b"".join(results[:-1]), results[-1]]
+    else:
+        reply = _gather(head, results)
     return finish(server, ctx, slot, cachethis, nonidempotent, reply)
 
 
@@ -229,7 +274,10 @@ def _run_op(server, minor: int, fh, scope, op, inline: bool):
             raise Nfs4Error(status_for(exc), str(exc)) from exc
         return encode_fattr_for_words(op[2], export_source_of(server, minor, scope, fh.raw, st))
     write = opnum == _WRITE_OP
-    server.state.check_io(op[2], (fh.export_id, fh.backend_handle), write)
+    state = server.state
+    key = (fh.export_id, fh.backend_handle)
+    if not state.check_io_fast(op[2], key, write):   # a live stateid of this file, as clients send
+        state.check_io(op[2], key, write)
     if write:
         data = op[5]
         try:

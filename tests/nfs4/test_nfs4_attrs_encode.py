@@ -63,3 +63,25 @@ def test_getattr_by_bitmap_words_encodes_as_by_attribute_set(minor):
     for requested in ({Attr.SIZE}, SUPPORTED[minor], {Attr.TYPE, Attr.OWNER, 75, 200}):
         words = decode_bitmap_words(Unpacker(encode_bitmap(requested)))
         assert encode_fattr_for_words(words, src) == encode_fattr(requested, src)
+
+
+@pytest.mark.parametrize("rdev", [0, os.makedev(1, 3), os.makedev(259, 70000)])
+@pytest.mark.parametrize("ns", [0, 1_700_000_000_123_456_789, -1, -1_500_000_001])
+def test_times_rawdev_and_owners_encode_as_raw_xdr(rdev, ns):
+    """nfstime4 (seconds may be negative, nseconds never), specdata4 (major, minor) and the
+    owner strings, from a stat with any values, as the compiled encoder inlines them."""
+    from types import SimpleNamespace
+    st = SimpleNamespace(st_mode=0o20644, st_rdev=rdev, st_uid=123456, st_gid=7, st_atime_ns=ns,
+                         st_ctime_ns=ns + 1, st_mtime_ns=ns - 1, st_nlink=1, st_size=0, st_blocks=0)
+    requested = {Attr.OWNER, Attr.OWNER_GROUP, Attr.RAWDEV, Attr.TIME_ACCESS, Attr.TIME_METADATA,
+                 Attr.TIME_MODIFY}
+    _, data = encode_attrlist(requested, AttrSource(st, b"fh", (7, 0), 1, 1, None, 90, 1))
+
+    def string(text: bytes) -> bytes:
+        return struct.pack(">I", len(text)) + text + b"\0" * (-len(text) & 3)
+
+    def time(value: int) -> bytes:
+        return struct.pack(">qI", value // 10**9, value % 10**9)
+    expected = (string(b"123456") + string(b"7") + struct.pack(">II", os.major(rdev), os.minor(rdev))
+                + time(ns) + time(ns + 1) + time(ns - 1))
+    assert data == expected

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import struct
 
-from nfs4_core_helpers import (  # noqa: F401 - fixtures
-    SEQUENCE_STUB_BODY, Sans4, compound_args, savefh, getattr_, getfh, lookup, opaque, parse_compound, putfh, putrootfh,
-    remove, u32, v4, v4_exports,
+from nfs4_core_helpers import (
+    SEQUENCE_STUB_BODY, compound_args, savefh, getattr_, getfh, lookup, opaque, parse_compound, putfh,
+    putrootfh, read, remove, u32, write,
 )
 
 OK, NOENT, NOFILEHANDLE, MINOR_VERS_MISMATCH, OP_ILLEGAL = 0, 2, 10020, 10021, 10044
@@ -117,7 +117,6 @@ def test_prog_mismatch_now_says_3_to_4(v4):
 
 
 def test_v3_and_v4_handles_are_the_same_bytes(v4):
-    from acmenfs.oncrpc.xdr import Unpacker
     fh4 = v4.fh_of("/e")
     mnt = v4.nfs4.nfs.exports.get("/e")
     backend = v4.nfs4.nfs.backend(mnt)
@@ -165,6 +164,28 @@ def test_the_drc_decision_steps_over_read_only_ops_and_keeps_everything_else():
     assert needs_drc(compound_args([putfh(fh), u32(38)]), 0)               # WRITE
     assert needs_drc(compound_args([putfh(fh), u32(9, 5)]), 0)             # truncated bitmap
     assert needs_drc(b"\0\0", 0) and not needs_drc(b"xxxx" + compound_args([getfh()]), 4)
+
+
+def test_the_drc_decisions_shortcut_for_putfh_read_and_getattr_answers_as_its_loop():
+    """needs_drc answers PUTFH + READ / GETATTR itself: for those and every truncation, tag,
+    minor version and op count around them, as the general loop ``_needs_drc`` does."""
+    from acmenfs.nfs4.program import _needs_drc, needs_drc
+    fh = b"\1" * 37
+    shapes = [[putfh(fh), read(4096, 4096)], [putfh(fh), getattr_(1, 4, 33, 55)], [putfh(fh), getattr_()],
+              [putfh(fh), write(0, b"x")], [putfh(fh), getfh()], [putfh(fh), read(0, 1), getattr_(1)],
+              [putfh(b""), read(0, 1)], [putrootfh(), read(0, 1)]]
+    checked = 0
+    for ops in shapes:
+        for minor in (0, 1):
+            for tag in (b"", b"t"):
+                args = b"pad!" + compound_args(ops, minor, tag)
+                for cut in range(4, len(args) + 1):
+                    assert needs_drc(args[:cut], 4) == _needs_drc(args[:cut], 4), (ops, minor, tag, cut)
+                    checked += 1
+    wrong_count = b"pad!" + compound_args([putfh(fh), read(0, 1)])
+    wrong_count = wrong_count[:12] + u32(3) + wrong_count[16:]
+    assert needs_drc(wrong_count, 4) == _needs_drc(wrong_count, 4)
+    assert checked > 1000
 
 
 def test_forged_handles_are_badhandle(v4):
@@ -235,6 +256,9 @@ class _SlotState:
 
     def check_io(self, stateid, key, write):
         pass
+
+    def check_io_fast(self, stateid, key, write):
+        return False
 
     def slot_done(self, slot, reply):
         self.done.append((slot, reply))
@@ -307,7 +331,6 @@ def test_mutated_compounds_never_crash_the_server(v4, export_dir, caplog):
     """Deterministic fuzzing: flipped bytes, truncations and random op numbers in valid COMPOUNDs
     are answered with an nfsstat4 or GARBAGE_ARGS, never SYSTEM_ERR, and the server still works."""
     import random
-    from acmenfs.nfs4.compound import OpSpec
     (export_dir / "f").write_bytes(b"0123456789")
     (export_dir / "d").mkdir()
     e = v4.fh_of("/e")
