@@ -13,16 +13,20 @@ the statvfs callable it is handed.
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import stat as statmod
 import struct
 from typing import Callable
 
 from acmenfs.fs.backend import SetAttributes
-from acmenfs.nfs4.const import SET_TO_CLIENT_TIME4, SET_TO_SERVER_TIME4, Attr, FType, Nfs4Stat
+from acmenfs.nfs4.const import (
+    FH4_PERSISTENT, MAX_IO, MAX_NAME, SET_TO_CLIENT_TIME4,
+    SET_TO_SERVER_TIME4, Attr, FType, Nfs4Stat,
+)
 from acmenfs.nfs4.errors import Nfs4Error
 from acmenfs.nfs4.xdr4 import (
-    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_utf8,
+    CHANGE_INFO, U32, bitmap_attrs, decode_bitmap, decode_time, decode_utf8, encode_bitmap, encode_opaque, encode_utf8,
 )
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -157,6 +161,8 @@ FIELDS: dict[int, tuple[str | None, str]] = {
     Attr.SPACE_FREED: ("Q", "st.st_blocks * 512 if st.st_nlink <= 1 else 0"),
     Attr.CHANGE_ATTR_TYPE: ("I", "NFS4_CHANGE_TYPE_IS_TIME_METADATA"),
 }
+# Imported for the expressions above only (pyflakes cannot see into them).
+_NAMES_OF_THE_EXPRESSIONS = (FH4_PERSISTENT, MAX_IO, MAX_NAME, encode_opaque, os)
 
 
 def _compile(attrs: list[int]) -> Callable[[AttrSource], bytes]:
