@@ -164,6 +164,18 @@ def _reply_limit(cs: CompoundState) -> int:
     return min(limit, MAX_REPLY) if limit else MAX_REPLY
 
 
+def _limits(cs: CompoundState) -> tuple[int, int]:
+    """(size the results may reach, the status of the op that goes past it): RESOURCE in 4.0;
+    REP_TOO_BIG past ca_maxresponsesize, or REP_TOO_BIG_TO_CACHE past ca_maxresponsesize_cached
+    when SEQUENCE asked to cache the reply (RFC 8881 §2.10.6.4, §18.46.3)."""
+    limit = _reply_limit(cs)
+    if cs.minorversion == 0:
+        return limit, Nfs4Stat.RESOURCE
+    if cs.session is not None and cs.cachethis and cs.session.fore.maxresponsesize_cached < limit:
+        return cs.session.fore.maxresponsesize_cached, Nfs4Stat.REP_TOO_BIG_TO_CACHE
+    return limit, Nfs4Stat.REP_TOO_BIG
+
+
 class _Run:
     """A COMPOUND in progress: where it is in its op array and what it answered so far."""
 
@@ -292,7 +304,7 @@ def run_ops(server, ctx, args: Unpacker, run: _Run, ops: dict[int, OpSpec], inli
     cs = run.cs
     minor = cs.minorversion
     table = dispatch_table(ops, minor)
-    limit = _reply_limit(cs)
+    limit, too_big = _limits(cs)
     results = run.results
     view, end = args.view, args.end
     numops = run.numops
@@ -337,7 +349,7 @@ def run_ops(server, ctx, args: Unpacker, run: _Run, ops: dict[int, OpSpec], inli
         except Exception as exc:  # noqa: BLE001 - every failure becomes this op's nfsstat4
             status, body = _status_of_exception(exc, entry.name)
         if index == 0 and cs.session is not None:
-            limit = _reply_limit(cs)
+            limit, too_big = _limits(cs)
         index += 1
         if type(body) is bytes:   # the common case, inlined
             size += 8 + len(body)
@@ -351,7 +363,7 @@ def run_ops(server, ctx, args: Unpacker, run: _Run, ops: dict[int, OpSpec], inli
         else:
             size += 8 + _parts_size(body)
         if size > limit:
-            count = _answer(run, count, opnum, Nfs4Stat.RESOURCE if minor == 0 else Nfs4Stat.REP_TOO_BIG)
+            count = _answer(run, count, opnum, too_big)
             break
         count = _answer(run, count, opnum, status, body)
         if status != Nfs4Stat.OK:

@@ -42,6 +42,9 @@ _WRITE = struct.Struct(">I16sQII")         # opnum, stateid, offset, stable, dat
 _WORDS = [struct.Struct(f">{count}I") for count in range(MAX_BITMAP_WORDS + 1)]
 # Room kept under the reply limit beyond READ's data: the fast path runs only when it fits.
 _REPLY_MARGIN = 16 * 1024
+# Bound on a fast-shaped reply without READ data (SEQUENCE, PUTFH, WRITE and a GETATTR of every
+# attribute with a 128-byte handle: under 700 bytes), checked against ca_maxresponsesize_cached.
+_CACHED_REPLY_BOUND = 1024
 _GETATTR, _READ_OP, _WRITE_OP, _PUTFH, _SEQUENCE_OP = Op.GETATTR, Op.READ, Op.WRITE, Op.PUTFH, Op.SEQUENCE
 _NAMES = {_GETATTR: "GETATTR", _READ_OP: "READ", _WRITE_OP: "WRITE"}
 _RES_HEAD = struct.Struct(">III")          # status, empty tag, result count
@@ -213,6 +216,13 @@ def run_fast(server, ctx, args, _ops, inline: bool):
         sessions = getattr(server.state, "sessions", None)   # a state manager without sessions: general path
         session = sessions.by_id.get(sessionid) if sessions is not None else None
         if session is None or reading + _REPLY_MARGIN > (min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY):
+            return None
+        fore = session.fore
+        # The session's other limits (op_sequence's TOO_MANY_OPS / REQ_TOO_BIG, run_ops's
+        # REP_TOO_BIG_TO_CACHE) are the general path's to answer; a non-READ reply of these shapes
+        # stays under _CACHED_REPLY_BOUND.
+        if (args.end > fore.maxrequestsize or _HEADER.unpack_from(args.view, args.offset)[2] > fore.maxoperations
+                or (cachethis and reading + _CACHED_REPLY_BOUND > fore.maxresponsesize_cached)):
             return None
         digest = zlib.crc32(args.view[args.offset + 12:args.end])   # as op_sequence: SEQUENCE and the rest
         slot = sessions.next_in_slot(sessionid, seqid, slotid, digest)

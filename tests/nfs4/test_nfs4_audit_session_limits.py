@@ -6,7 +6,6 @@ dispatcher (``Sans4``), each test with a session whose fore channel it chose."""
 
 from __future__ import annotations
 
-import pytest
 
 from acmenfs.nfs4.client import U64, ZERO_STATEID, Nfs4Client, Ops, compound_args, parse_compound, u32
 from acmenfs.nfs4.const import Nfs4Stat as S
@@ -70,8 +69,6 @@ def test_request_beyond_ca_maxrequestsize_is_req_too_big_and_runs_nothing(v4, ex
     assert reply.status == S.OK and (export_dir / "w").stat().st_size == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="fastpath.py answers SEQUENCE + PUTFH + WRITE itself and checks only "
-                   "ca_maxresponsesize, not ca_maxrequestsize / ca_maxoperations")
 def test_a_linux_shaped_write_beyond_ca_maxrequestsize_is_req_too_big_too(v4, export_dir):
     c = session(v4, maxrequest=2048)
     fh, sid = c.open("/e/w", create="unchecked")
@@ -80,7 +77,6 @@ def test_a_linux_shaped_write_beyond_ca_maxrequestsize_is_req_too_big_too(v4, ex
     assert (export_dir / "w").stat().st_size == 0
 
 
-@pytest.mark.xfail(strict=True, reason="no check of a cachethis reply against ca_maxresponsesize_cached")
 def test_cached_reply_beyond_ca_maxresponsesize_cached_is_rep_too_big_to_cache(v4, export_dir):
     (export_dir / "big").write_bytes(b"b" * 8192)
     c = session(v4, maxcached=512)
