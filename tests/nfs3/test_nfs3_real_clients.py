@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import stat
 import subprocess
-import time
 
 import pytest
+from tshark_capture import loopback_capture
 
 from nfs3_helpers import require_tool
 
@@ -95,25 +94,12 @@ def test_tshark_decodes_a_captured_exchange_without_malformed_frames(nfsd, expor
     tshark = require_tool("tshark")
     capture = tmp_path / "nfs.pcapng"
     ports = f"tcp port {nfsd.port} or tcp port {nfsd.mount_port}"
-    process = subprocess.Popen([tshark, "-i", "lo", "-B", "64", "-f", ports, "-a", "duration:60", "-w", str(capture)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        started = time.monotonic()
-        line = b""
-        while b"Capturing on" not in line and time.monotonic() - started < 30:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                pytest.fail("tshark exited before capturing")
-        time.sleep(1.0)  # "Capturing on" is printed slightly before packets are taken
+    with loopback_capture(tshark, ports, capture):
         source = tmp_path / "small.bin"
         source.write_bytes(os.urandom(300_000))
         assert run("nfs-cp", str(source), nfsd.url(path="/small.bin")).returncode == 0
         assert run("nfs-ls", nfsd.url()).returncode == 0
         assert run("nfs-cat", nfsd.url(path="/small.bin")).stdout == source.read_bytes()
-        time.sleep(1.0)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     decode = ["-r", str(capture), "-d", f"tcp.port=={nfsd.port},rpc", "-d", f"tcp.port=={nfsd.mount_port},rpc"]
     malformed = run(tshark, *decode, "-Y", "_ws.malformed || _ws.expert.severity == error")
     assert malformed.returncode == 0 and malformed.stdout.strip() == b"", malformed.stdout.decode()[:2000]

@@ -8,11 +8,10 @@ of these opcodes decoded as NFSv4."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 
 import pytest
+from tshark_capture import loopback_capture
 from nfs4_core_helpers import NfsdProcess4, require_tool
 
 from acmenfs.nfs4.client import ALL_ONES, Nfs4Client, Nfs4Failed, Ops
@@ -70,21 +69,8 @@ def state_traffic(port: int) -> None:
 def test_tshark_decodes_state_and_lock_traffic_without_malformed_frames(nfsd, tmp_path):
     tshark = require_tool("tshark")
     capture = tmp_path / "state.pcapng"
-    process = subprocess.Popen([tshark, "-i", "lo", "-B", "64", "-f", f"tcp port {nfsd.port}", "-a", "duration:60",
-                                "-w", str(capture)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        started = time.monotonic()
-        line = b""
-        while b"Capturing on" not in line and time.monotonic() - started < 30:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                pytest.fail("tshark exited before capturing")
-        time.sleep(1.0)
+    with loopback_capture(tshark, f"tcp port {nfsd.port}", capture):
         state_traffic(nfsd.port)
-        time.sleep(1.0)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     decode = ["-r", str(capture), "-d", f"tcp.port=={nfsd.port},rpc"]
     malformed = run(tshark, *decode, "-Y", "_ws.malformed || _ws.expert.severity == error")
     assert malformed.returncode == 0 and malformed.stdout.strip() == b"", malformed.stdout.decode()[:3000]

@@ -5,11 +5,10 @@ attributes, and libnfs 4.0) without one malformed frame, and sees the operations
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 
 import pytest
+from tshark_capture import loopback_capture
 
 from acmenfs.nfs4.const import Op
 from acmenfs.nfs4.program import load_ops
@@ -43,16 +42,7 @@ def nfsd4(tmp_path):
 def test_tshark_decodes_nfs4_compounds_without_malformed_frames(nfsd4, tmp_path):
     tshark = require_tool("tshark")
     capture = tmp_path / "nfs4.pcapng"
-    process = subprocess.Popen([tshark, "-i", "lo", "-B", "64", "-f", f"tcp port {nfsd4.port}", "-a", "duration:60",
-                                "-w", str(capture)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        started = time.monotonic()
-        line = b""
-        while b"Capturing on" not in line and time.monotonic() - started < 30:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                pytest.fail("tshark exited before capturing")
-        time.sleep(1.0)
+    with loopback_capture(tshark, f"tcp port {nfsd4.port}", capture):
         client = TcpCompound(nfsd4.port)
         e = [putrootfh(), lookup("e")]
         client.call(b"", proc=0)
@@ -84,10 +74,6 @@ def test_tshark_decodes_nfs4_compounds_without_malformed_frames(nfsd4, tmp_path)
         if LIBNFS_CAN_MOUNT:   # with B's SETCLIENTID/OPEN in the tree: a real client's exchange too
             assert run("nfs-ls", nfsd4.url("/e")).returncode == 0
             assert run("nfs-cat", nfsd4.url("/e/cat.txt")).stdout == b"for libnfs\n"
-        time.sleep(1.0)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     decode = ["-r", str(capture), "-d", f"tcp.port=={nfsd4.port},rpc"]
     malformed = run(tshark, *decode, "-Y", "_ws.malformed || _ws.expert.severity == error")
     assert malformed.returncode == 0 and malformed.stdout.strip() == b"", malformed.stdout.decode()[:3000]
