@@ -84,3 +84,18 @@ def test_cached_reply_beyond_ca_maxresponsesize_cached_is_rep_too_big_to_cache(v
     assert reply.status == S.REP_TOO_BIG_TO_CACHE
     reply = send(c, [*c.lookup_ops("/e/big"), Ops.read(ZERO_STATEID, 0, 2000)], cache=False)
     assert reply.status == S.OK                    # the same reply, not to be cached, is fine
+
+
+def test_a_linux_cached_write_stays_on_the_fast_path(v4, export_dir):
+    """Linux asks for a ca_maxresponsesize_cached of about an OPEN reply (1.5-2 KiB) and sets
+    sa_cachethis on WRITE: its SEQUENCE + PUTFH + WRITE + GETATTR must still take the fast path
+    (the cached-reply check must not send every cached WRITE to the general loop)."""
+    c = session(v4, maxcached=1800)
+    fh, sid = c.open("/e/linux", create="unchecked")
+    answered = []
+    fast = v4.nfs4.fast_path
+    v4.nfs4.fast_path = lambda *args: answered.append(fast(*args)) or answered[-1]
+    reply = send(c, [Ops.putfh(fh), Ops.write(sid, 0, b"l" * 4096, stable=0), Ops.getattr(1, 3, 4)], cache=True)
+    assert reply.status == S.OK
+    assert answered and answered[-1] is not None
+    assert (export_dir / "linux").read_bytes() == b"l" * 4096
