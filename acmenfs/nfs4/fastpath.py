@@ -217,12 +217,11 @@ def run_fast(server, ctx, args, _ops, inline: bool):
         session = sessions.by_id.get(sessionid) if sessions is not None else None
         if session is None or reading + _REPLY_MARGIN > (min(session.fore.maxresponsesize, MAX_REPLY) or MAX_REPLY):
             return None
-        fore = session.fore
-        # The session's other limits (op_sequence's TOO_MANY_OPS / REQ_TOO_BIG, run_ops's
-        # REP_TOO_BIG_TO_CACHE) are the general path's to answer; a non-READ reply of these shapes
-        # stays under _CACHED_REPLY_BOUND.
-        if (args.end > fore.maxrequestsize or _HEADER.unpack_from(args.view, args.offset)[2] > fore.maxoperations
-                or (cachethis and reading + _CACHED_REPLY_BOUND > fore.maxresponsesize_cached)):
+        # The session's other limits (SEQUENCE's TOO_MANY_OPS / REQ_TOO_BIG, run_ops's
+        # REP_TOO_BIG_TO_CACHE) are the general path's to answer; the ops are SEQUENCE, PUTFH and
+        # ``ops``, and a non-READ reply of these shapes stays under _CACHED_REPLY_BOUND.
+        if (session.refusal(len(ops) + 2, args.end) is not None
+                or (cachethis and reading + _CACHED_REPLY_BOUND > session.fore.maxresponsesize_cached)):
             return None
         digest = zlib.crc32(args.view[args.offset + 12:args.end])   # as op_sequence: SEQUENCE and the rest
         slot = sessions.next_in_slot(sessionid, seqid, slotid, digest)

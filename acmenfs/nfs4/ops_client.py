@@ -190,26 +190,10 @@ def op_sequence(cs: CompoundState, args: Unpacker) -> bytes:
         raise XdrError(f"bad boolean value {cachethis}")
     cs.cachethis = cachethis == 1
     args.offset = start + _SEQUENCE_ARGS.size
-    _check_fore_channel_limits(cs, args, sessionid)
-    result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest, digest)
+    result = cs.server.state.sessions.sequence(sessionid, seqid, slotid, highest, digest, cs.op_count, args.end)
     cs.session, cs.slot, cs.clientid = result.session, result.slot, result.session.client.clientid
     return _SEQUENCE_RES.pack(sessionid, seqid, slotid, result.highest_slotid, result.target_highest_slotid,
                               result.status_flags)
-
-
-def _check_fore_channel_limits(cs: CompoundState, args: Unpacker, sessionid: bytes) -> None:
-    """RFC 8881 §2.10.6.4, §18.36.3: a COMPOUND with more ops than the session's
-    ca_maxoperations is TOO_MANY_OPS, one larger than its ca_maxrequestsize (the RPC message:
-    the record ``args`` views) is REQ_TOO_BIG -- answered by SEQUENCE before the slot is used,
-    so nothing runs and nothing is cached.  An unknown session is ``sequence``'s BADSESSION."""
-    session = cs.server.state.sessions.by_id.get(bytes(sessionid))
-    if session is None:
-        return
-    fore = session.fore
-    if cs.op_count > fore.maxoperations:
-        raise Nfs4Error(S.TOO_MANY_OPS, f"{cs.op_count} ops, the session allows {fore.maxoperations}")
-    if args.end > fore.maxrequestsize:
-        raise Nfs4Error(S.REQ_TOO_BIG, f"{args.end}-byte request, the session allows {fore.maxrequestsize}")
 
 
 def op_destroy_clientid(cs: CompoundState, args: Unpacker) -> bytes:

@@ -235,11 +235,7 @@ class Nfs4Server:
             reply = fast(self, ctx, args, self.ops, True) if fast is not None else None
             if reply is None:
                 reply = run_compound(self, ctx, args, self.ops, fast=False)
-            if self.call_stats is not None:   # _counted, inlined: it runs on every inline COMPOUND
-                status = _U32.unpack_from(reply if isinstance(reply, (bytes, bytearray)) else reply[0])[0]
-                self.call_stats.record(_COMPOUND_KEY, time.perf_counter() - started,
-                                       None if status == 0 else _status_name(status))
-            return reply
+            return self._counted(started, reply)
         except WaitDurable as wait:
             raise RunAsync(functools.partial(self._resume_after_commit, ctx, wait.ticket, started)) from None
         except WouldBlock:

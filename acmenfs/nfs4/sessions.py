@@ -99,6 +99,17 @@ class Session:
         """The negotiated ca_maxresponsesize (compound.py answers REP_TOO_BIG beyond it)."""
         return self.fore.maxresponsesize
 
+    def refusal(self, op_count: int, request_size: int) -> Nfs4Error | None:
+        """What SEQUENCE answers a COMPOUND beyond this session's fore channel (RFC 8881
+        §2.10.6.4, §18.36.3) before its slot is used: TOO_MANY_OPS past ca_maxoperations,
+        REQ_TOO_BIG past ca_maxrequestsize (``request_size``: the RPC message); None within."""
+        fore = self.fore
+        if op_count > fore.maxoperations:
+            return Nfs4Error(S.TOO_MANY_OPS, f"{op_count} ops, the session allows {fore.maxoperations}")
+        if request_size > fore.maxrequestsize:
+            return Nfs4Error(S.REQ_TOO_BIG, f"{request_size}-byte request, the session allows {fore.maxrequestsize}")
+        return None
+
 
 @dataclass
 class SequenceResult:
@@ -207,12 +218,16 @@ class Sessions:
 
     # ----- SEQUENCE (RFC 8881 §18.46, §2.10.6) ------------------------------------------------
     def sequence(self, sessionid: bytes, seqid: int, slotid: int, highest_slotid: int,
-                 digest: int | None = None) -> SequenceResult:
+                 digest: int | None = None, op_count: int = 0, request_size: int = 0) -> SequenceResult:
         """``digest``: of the request's ops from SEQUENCE on; a "retry" whose ops differ is
-        SEQ_FALSE_RETRY (RFC 8881 §2.10.6.1.3.1) instead of the cached reply of other ops."""
+        SEQ_FALSE_RETRY (RFC 8881 §2.10.6.1.3.1) instead of the cached reply of other ops.
+        ``op_count``, ``request_size``: of the COMPOUND, checked by ``Session.refusal``."""
         m = self.m
         with m.mutex:
             session = self.lookup(sessionid)
+            refused = session.refusal(op_count, request_size)
+            if refused is not None:
+                raise refused
             now = m.clock()
             if m.lease_expired(session.client, now):
                 m.expire_client(session.client)

@@ -391,9 +391,9 @@ class StateManager:
             state = self.states.get(stateid[4:])
             if state is None or state.file_key != file_key:
                 return False
-            client = state.owner.client
+            client = state.client
             now = self.clock()
-            if now - client.last_renew > self.lease_seconds:
+            if self.lease_expired(client, now):
                 return False
             seqid = U32.unpack_from(stateid)[0]
             if seqid != state.seqid and (seqid or client.minorversion < 1):
