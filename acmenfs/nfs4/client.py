@@ -72,8 +72,9 @@ class Ops:
         return u32(42) + verifier + opaque(owner) + u32(flags, 0) + u32(0)
 
     @staticmethod
-    def create_session(clientid: int, sequence: int, slots: int = 8, flags: int = 0) -> bytes:
-        fore = u32(0, 1 << 20, 1 << 20, 64 * 1024, 16, slots, 0)
+    def create_session(clientid: int, sequence: int, slots: int = 8, flags: int = 0, *, max_ops: int = 16,
+                       max_request: int = 1 << 20, max_response: int = 1 << 20) -> bytes:
+        fore = u32(0, max_request, max_response, 64 * 1024, max_ops, slots, 0)
         back = u32(0, 4096, 4096, 0, 2, 1, 0)
         return u32(43) + U64.pack(clientid) + u32(sequence, flags) + fore + back + u32(0x40000000) + u32(1, 0)
 

@@ -32,7 +32,7 @@ class Client:
         self.lock_owners: dict[bytes, LockOwner] = {}
         self.sessions: dict[bytes, object] = {}     # 4.1: sessionid -> sessions.Session
         self.cs_seqid = 0                   # 4.1: CREATE_SESSION's own slot
-        self.cs_reply: bytes | None = None
+        self.cs_reply: bytes | Exception | None = None  # the last CREATE_SESSION's reply, or its refusal
         self.reclaim_complete = False
         self.states_held = 0                # open + lock stateids alive
 

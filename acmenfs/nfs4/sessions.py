@@ -48,6 +48,13 @@ MAX_RESPONSE = 2 * 1024 * 1024 + 64 * 1024
 MAX_RESPONSE_CACHED = 64 * 1024
 MAX_OPERATIONS = 128
 MAX_CACHED_REPLY = MAX_RESPONSE        # replies larger than this are not kept (RETRY_UNCACHED_REP)
+# The smallest fore channel a session can be used on (else CREATE_SESSION answers TOOSMALL, RFC 8881
+# §18.36.3): SEQUENCE and one more operation; a COMPOUND of a bare SEQUENCE (RPC call header with an
+# AUTH_NONE credential 40 bytes, COMPOUND4args header 12, SEQUENCE4args 36) and its reply (RPC reply
+# header 24, COMPOUND4res header 12, SEQUENCE4res 44).
+MIN_OPERATIONS = 2
+MIN_REQUEST = 40 + 12 + 36
+MIN_RESPONSE = 24 + 12 + 44
 
 
 @dataclass
@@ -60,6 +67,16 @@ class ChannelAttrs:
     maxresponsesize_cached: int
     maxoperations: int
     maxrequests: int
+
+    def too_small(self) -> str | None:
+        """Why a fore channel with these attributes could not carry a SEQUENCE and an operation."""
+        if self.maxoperations < MIN_OPERATIONS:
+            return f"ca_maxoperations {self.maxoperations}: a COMPOUND needs SEQUENCE and one more operation"
+        if self.maxrequestsize < MIN_REQUEST:
+            return f"ca_maxrequestsize {self.maxrequestsize} is below a bare SEQUENCE request ({MIN_REQUEST})"
+        if self.maxresponsesize < MIN_RESPONSE:
+            return f"ca_maxresponsesize {self.maxresponsesize} is below a bare SEQUENCE reply ({MIN_RESPONSE})"
+        return None
 
     def negotiated(self) -> "ChannelAttrs":
         return ChannelAttrs(0, min(self.maxrequestsize, MAX_REQUEST),
@@ -180,12 +197,19 @@ class Sessions:
                 m.expire_client(client)
                 raise Nfs4Error(S.STALE_CLIENTID, "lease expired")
             if sequence == client.cs_seqid and client.cs_reply is not None:
+                if isinstance(client.cs_reply, Nfs4Error):  # a replayed refusal is refused again
+                    raise client.cs_reply
                 return client.cs_reply
             if sequence != (client.cs_seqid + 1) & 0xFFFFFFFF:
                 raise Nfs4Error(S.SEQ_MISORDERED, f"csa_sequence {sequence}, expected "
                                                    f"{(client.cs_seqid + 1) & 0xFFFFFFFF}")
             if client.principal != principal:
                 raise Nfs4Error(S.CLID_INUSE, "CREATE_SESSION from another principal")
+            too_small = fore.too_small()
+            if too_small is not None:  # the client counts this csa_sequence as used (RFC 8881 §18.36.4)
+                client.cs_seqid = sequence
+                client.cs_reply = Nfs4Error(S.TOOSMALL, too_small)
+                raise client.cs_reply
             if not client.confirmed:
                 m.confirm_client(client)
             session = Session(os.urandom(16), client, fore.negotiated(), back.negotiated(), 0)

@@ -129,6 +129,19 @@ def test_41_create_session_replay(v4):
     assert confirmed["flags"] & 0x80000000 and confirmed["clientid"] == exid["clientid"]
 
 
+@pytest.mark.parametrize("limits", [dict(max_ops=0), dict(max_ops=1), dict(max_request=87), dict(max_response=79)])
+def test_41_create_session_with_a_fore_channel_too_small_for_sequence_is_toosmall(v4, limits):
+    """RFC 8881 §18.36.3: a fore channel that cannot carry SEQUENCE and one more op is refused with
+    TOOSMALL; the refusal uses the csa_sequence (a replay gets it again, the next one succeeds)."""
+    c = Nfs4Client(lambda args: v4.body(args), 1)
+    exid = c.raw([Ops.exchange_id(c.verifier, c.owner)]).last.value
+    refused = Ops.create_session(exid["clientid"], exid["sequenceid"], **limits)
+    assert c.raw([refused]).status == S.TOOSMALL
+    assert c.raw([refused]).status == S.TOOSMALL  # replayed
+    smallest = Ops.create_session(exid["clientid"], exid["sequenceid"] + 1, max_ops=2, max_request=88, max_response=80)
+    assert c.raw([smallest]).status == S.OK
+
+
 def test_41_reclaim_complete_twice(v4):
     c = client_for(v4, 1)
     assert c.call(Ops.reclaim_complete(), check=False).last.status == S.COMPLETE_ALREADY
