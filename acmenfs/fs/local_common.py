@@ -34,6 +34,7 @@ COOKIE_FLAG = 1 << 63
 INLINE_CHANGE_MAX_BLOCKED_SECONDS = 0.001
 INLINE_PAUSE_FIRST_SECONDS = 0.1
 INLINE_CHANGE_PAUSE_SECONDS = 2.0  # the longest pause
+INLINE_WATCH_SECONDS = 10.0  # after a slow call, count the voluntary switches of calls for this long (InlinePause)
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -58,35 +59,50 @@ class InlinePause:
     on the event loop now, and the pause that follows one that blocked.
 
     ``start`` raises WouldBlock while paused, else returns what ``finish`` needs: the start time
-    and this thread's voluntary context switches.  ``finish`` counts a call that slept in the
-    kernel (a voluntary switch: disk, journal) and took over INLINE_CHANGE_MAX_BLOCKED_SECONDS as
-    ``slow`` and pauses the kind for ``next_pause`` seconds; being preempted on a busy machine
-    does not count."""
+    and this thread's voluntary context switches, or -1 (not counted) when nothing was slow lately.
+    ``finish`` counts a call that slept in the kernel (a voluntary switch: disk, journal) and took
+    over INLINE_CHANGE_MAX_BLOCKED_SECONDS as ``slow`` and pauses the kind for ``next_pause``
+    seconds; being preempted on a busy machine does not count.
 
-    __slots__ = ("what", "paused_until", "last_pause", "slow")
+    Counting switches costs a getrusage per call (as much as an fstat), so it is only done while
+    *watching*: a slow call that was not counted starts a watch of INLINE_WATCH_SECONDS, and the
+    next slow call within it is judged by its switches.  A disk that keeps blocking therefore
+    stalls the loop once more before the first pause than if every call were counted; calls
+    that never take a millisecond (the page-cache writes of a VM disk) never pay for the count."""
+
+    __slots__ = ("what", "paused_until", "last_pause", "slow", "watch_until")
 
     def __init__(self, what: str) -> None:
         self.what = what  # "writes" or "changes", for messages
         self.paused_until = 0.0
         self.last_pause = 0.0  # length of the last pause (next_pause)
         self.slow = 0
+        self.watch_until = 0.0  # count voluntary switches of calls started before this
 
     def start(self) -> tuple[float, int]:
         now = time.monotonic()
         if now < self.paused_until:
             raise WouldBlock(f"inline {self.what} paused after one waited")
-        return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        if now < self.watch_until:
+            return now, resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        return now, -1
 
     def finish(self, started: tuple[float, int], directory: str) -> None:
-        elapsed = time.monotonic() - started[0]
-        if elapsed > INLINE_CHANGE_MAX_BLOCKED_SECONDS and \
-                resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw != started[1]:
-            self.slow += 1
-            now = time.monotonic()
-            self.last_pause = next_pause(self.last_pause, self.paused_until, now)
-            self.paused_until = now + self.last_pause
-            log.info("export %s: an inline %s blocked and took %.1f ms; %s go to the thread pool for %.1f s",
-                     directory, self.what[:-1], elapsed * 1000, self.what, self.last_pause)
+        now = time.monotonic()
+        elapsed = now - started[0]
+        if elapsed <= INLINE_CHANGE_MAX_BLOCKED_SECONDS:
+            return
+        if started[1] < 0:  # not counted: watch the next calls
+            self.watch_until = now + INLINE_WATCH_SECONDS
+            return
+        if resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw == started[1]:
+            return  # preempted, not blocked
+        self.slow += 1
+        self.last_pause = next_pause(self.last_pause, self.paused_until, now)
+        self.paused_until = now + self.last_pause
+        self.watch_until = self.paused_until + INLINE_WATCH_SECONDS  # so a block after the pause is judged at once
+        log.info("export %s: an inline %s blocked and took %.1f ms; %s go to the thread pool for %.1f s",
+                 directory, self.what[:-1], elapsed * 1000, self.what, self.last_pause)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

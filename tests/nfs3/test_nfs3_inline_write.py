@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from acmenfs.fs.local_common import INLINE_CHANGE_PAUSE_SECONDS, INLINE_PAUSE_FIRST_SECONDS, next_pause
+from acmenfs.fs.local_common import (INLINE_CHANGE_PAUSE_SECONDS, INLINE_PAUSE_FIRST_SECONDS, INLINE_WATCH_SECONDS,
+                                     InlinePause, next_pause)
 from acmenfs.fs.nonblocking import WouldBlock, inline, inline_active
 from acmenfs.nfs3.const import NfsProc, StableHow
 from acmenfs.nfs3.exports import ClientRule, Export
@@ -213,6 +214,28 @@ def test_pause_after_a_blocked_inline_call_starts_short_and_doubles_while_blocks
     assert next_pause(0.8, 100.0, 100.5) == 1.6
     assert next_pause(1.6, 100.0, 100.5) == longest  # capped
     assert next_pause(longest, 100.0, 100.0 + longest + 0.01) == first  # quiet since: short again
+
+
+def test_voluntary_switches_are_counted_only_while_watching_after_a_slow_call():
+    """A fast call pays no getrusage; a slow uncounted one starts a watch, the next slow call in it
+    is judged by its switches (blocked: pause; preempted: none), and after a pause the watch goes on."""
+    pause = InlinePause("writes")
+    started = pause.start()
+    assert started[1] == -1  # nothing slow yet: not counted
+    pause.finish(started, "/e")
+    assert pause.watch_until == 0.0 and pause.slow == 0
+    pause.finish((time.monotonic() - 1.0, -1), "/e")  # slow, uncounted: cannot tell, so watch
+    assert pause.paused_until == 0.0 and pause.slow == 0
+    assert time.monotonic() < pause.watch_until <= time.monotonic() + INLINE_WATCH_SECONDS
+    counted = pause.start()
+    assert counted[1] == resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw  # no sleep in between
+    pause.finish((counted[0] - 1.0, counted[1]), "/e")  # slow, no voluntary switch: preempted
+    assert pause.paused_until == 0.0 and pause.slow == 0
+    pause.finish((counted[0] - 1.0, counted[1] - 1), "/e")  # slow and slept in the kernel
+    assert pause.slow == 1 and pause.paused_until > time.monotonic()
+    assert pause.watch_until >= pause.paused_until + INLINE_WATCH_SECONDS
+    with pytest.raises(WouldBlock):
+        pause.start()
 
 
 def test_an_isolated_blocked_inline_write_pauses_inline_writes_briefly_and_a_second_one_longer(nfsd):
