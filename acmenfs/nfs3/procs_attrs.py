@@ -31,8 +31,12 @@ def nfs3_null(state: NfsState, ctx, args: Unpacker) -> bytes:
 
 def nfs3_getattr(state: NfsState, ctx, args: Unpacker) -> bytes:
     scope = state.scope(ctx, decode_fh(args))
-    backend = scope.backend
-    return word_and_fattr3(NfsStat.OK, backend.stat(scope.node), scope.fsid, backend.root_dev)  # status + fattr3
+    return getattr_body(scope, scope.backend.stat(scope.node))
+
+
+def getattr_body(scope, st) -> bytes:
+    """GETATTR3res for attributes ``st``: NFS3_OK and the fattr3, in one pack (also ``fastpath``)."""
+    return word_and_fattr3(0, st, scope.fsid, scope.backend.root_dev)
 
 
 def nfs3_setattr(state: NfsState, ctx, args: Unpacker) -> bytes:

@@ -20,8 +20,8 @@ from acmenfs.fs.backend import StaleHandle
 from acmenfs.fs.nonblocking import inline_active
 from acmenfs.nfs3.const import NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.errors import NfsError, status_for
-from acmenfs.nfs3.scope import NfsState
-from acmenfs.nfs3.xdr import STATUS_OK, decode_fh, decode_read_args, decode_write_args
+from acmenfs.nfs3.scope import NfsState, Scope
+from acmenfs.nfs3.xdr import STATUS_OK, decode_fh, decode_read_args, decode_write_args, word_and_fattr3
 from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -39,11 +39,16 @@ def nfs3_read(state: NfsState, ctx, args: Unpacker):
         parts, count, eof = read_parts(backend, data, offset, count, eof, inline_active())
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.attrs_of(scope.node)) from exc
-    header = STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count)
+    header = read_head(scope, st, count, eof)
     if not parts:
         return header
     parts.insert(0, header)
     return parts
+
+
+def read_head(scope: Scope, st, count: int, eof: bool) -> bytes:
+    """READ3resok up to its data: NFS3_OK, post_op_attr, count, eof, the data's length (also ``fastpath``)."""
+    return STATUS_OK + word_and_fattr3(1, st, scope.fsid, scope.backend.root_dev) + READ_TAIL.pack(count, eof, count)
 
 
 def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:
@@ -57,7 +62,12 @@ def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:
         pre, post = scope.backend.write(scope.node, scope.who, offset, data, stable)
     except (OSError, StaleHandle) as exc:
         raise NfsError(status_for(exc), str(exc), body=scope.wcc(None, None)) from exc
-    return STATUS_OK + scope.wcc(pre, post) + WRITE_TAIL.pack(len(data), stable, state.committer.verifier)
+    return write_body(state, scope, pre, post, len(data), stable)
+
+
+def write_body(state: NfsState, scope: Scope, pre, post, count: int, stable: int) -> bytes:
+    """WRITE3resok: NFS3_OK, wcc_data, count, committed, the write verifier (also ``fastpath``)."""
+    return STATUS_OK + scope.wcc(pre, post) + WRITE_TAIL.pack(count, stable, state.committer.verifier)
 
 
 async def nfs3_commit(state: NfsState, ctx, args: Unpacker) -> bytes:

@@ -28,6 +28,7 @@ from acmenfs.nfs3.const import (
 )
 from acmenfs.nfs3.errors import NfsError, status_for
 from acmenfs.nfs3.exports import ExportTable
+from acmenfs.nfs3.fastpath import FastPath
 from acmenfs.nfs3.mount import MountService
 from acmenfs.nfs3.scope import NfsState
 from acmenfs.nfs3.xdr import UINT32
@@ -130,12 +131,15 @@ class CallStats:
 class NfsServer:
     def __init__(self, exports: ExportTable, state_dir: str | Path, *, drc_max_entries: int = 32768,
                  drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8,
-                 busy_poll: float = DEFAULT_WINDOW, serve_nfs4: bool = True) -> None:
+                 busy_poll: float = DEFAULT_WINDOW, serve_nfs4: bool = True, fast_path: bool = True) -> None:
         """``busy_poll``: seconds the event loop stays awake after NFS work to catch the
         next call without a wake-up (adaptive, see ``acmenfs.oncrpc.busypoll``); 0 = off.
         ``serve_nfs4=False``: version 4 is not registered on the NFS port (a worker process
         other than the one that holds all NFSv4 state: a v4 call reaching it gets
-        PROG_MISMATCH 3..3 rather than state of its own that other workers cannot see)."""
+        PROG_MISMATCH 3..3 rather than state of its own that other workers cannot see).
+        ``fast_path=False``: every call takes the general path (``acmenfs.nfs3.fastpath`` is
+        the shortcut for v3 GETATTR, READ and WRITE; the general path is the reference)."""
+        self.fast_path = fast_path
         self.exports = exports
         self.serve_nfs4 = serve_nfs4
         raise_open_file_limit()
@@ -172,6 +176,14 @@ class NfsServer:
                 blocking=proc not in INLINE_PROCEDURES and not inspect.iscoroutinefunction(function),
             )
         return Program(NFS_PROGRAM, NFS_V3, "NFS3", procedures)
+
+    def nfs_dispatcher(self, programs: list[Program]) -> RpcDispatcher:
+        """The dispatcher of the NFS port: ``programs`` (built by this server) with its DRC and, unless
+        ``fast_path`` is off, v3 GETATTR/READ/WRITE offered to ``FastPath`` first."""
+        dispatcher = RpcDispatcher(programs, drc=self.drc)
+        if self.fast_path:
+            dispatcher.fast_lane = FastPath(self.state, self.drc, self.call_stats, self, dispatcher.count)
+        return dispatcher
 
     def mount_program(self) -> Program:
         procedures = {}
@@ -282,10 +294,10 @@ class NfsServer:
         nfs, mount = self.nfs_program(), self.mount_program()
         nfs_programs = [nfs, self.nfs4.program()] if self.serve_nfs4 else [nfs]
         if mount_port is None:
-            self.port = await self._listen(RpcDispatcher([*nfs_programs, mount], drc=self.drc), host, port, udp)
+            self.port = await self._listen(self.nfs_dispatcher([*nfs_programs, mount]), host, port, udp)
             self.mount_port = self.port
         else:
-            self.port = await self._listen(RpcDispatcher(nfs_programs, drc=self.drc), host, port, udp)
+            self.port = await self._listen(self.nfs_dispatcher(nfs_programs), host, port, udp)
             self.mount_port = await self._listen(RpcDispatcher([mount]), host, mount_port, udp)
 
     async def _listen(self, dispatcher: RpcDispatcher, host: str, port: int, udp: bool) -> int:

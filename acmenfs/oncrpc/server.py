@@ -22,7 +22,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from acmenfs.oncrpc import rpcbind
 from acmenfs.oncrpc.busypoll import BusyPoller
-from acmenfs.oncrpc.dispatch import FileRegion, PendingCall, RpcDispatcher, materialize
+from acmenfs.oncrpc.dispatch import IN_POOL, FileRegion, PendingCall, RpcDispatcher, materialize
 from acmenfs.oncrpc.record import LAST_FRAGMENT, RecordReader, RecordTooLarge, frame_record
 
 log = logging.getLogger("acmenfs.oncrpc.server")
@@ -156,6 +156,16 @@ class RpcServer:
 
     def handle_record(self, record, client: tuple, transport: str, reply) -> None:
         """Dispatch one record; ``reply(parts)`` is called with the reply, maybe later."""
+        lane = self.dispatcher.fast_lane
+        in_pool = False
+        if lane is not None:
+            parts = lane(record, client)
+            if parts is not None:
+                if parts is not IN_POOL:
+                    if parts:
+                        reply(parts)
+                    return
+                in_pool = True
         outcome = self.dispatcher.begin(record, client, transport)
         if outcome is None:
             return
@@ -166,20 +176,23 @@ class RpcServer:
         if procedure.is_async:
             self.loop.create_task(self._run_async(outcome, reply))
         elif procedure.fallback is not None:
-            parts = self.dispatcher.run_inline_first(outcome)
-            if parts is not None:
-                reply(parts)
-                return
-            if getattr(outcome, "resume", None) is not None:   # RunAsync: await, hold no pool thread
-                self.loop.create_task(self._run_resumed(outcome, reply))
-                return
-            future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, outcome)
-            future.add_done_callback(lambda f: self._deliver(f, outcome, reply))
+            if not in_pool:  # (the fast lane was this call's inline try)
+                parts = self.dispatcher.run_inline_first(outcome)
+                if parts is not None:
+                    reply(parts)
+                    return
+                if getattr(outcome, "resume", None) is not None:   # RunAsync: await, hold no pool thread
+                    self.loop.create_task(self._run_resumed(outcome, reply))
+                    return
+            self._run_in_pool(outcome, reply)
         elif procedure.blocking:
-            future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, outcome)
-            future.add_done_callback(lambda f: self._deliver(f, outcome, reply))
+            self._run_in_pool(outcome, reply)
         else:
             reply(self.dispatcher.run_sync(outcome))
+
+    def _run_in_pool(self, pending: PendingCall, reply) -> None:
+        future = self.loop.run_in_executor(self.executor, self.dispatcher.run_sync, pending)
+        future.add_done_callback(lambda f: self._deliver(f, pending, reply))
 
     async def _run_resumed(self, pending: PendingCall, reply) -> None:
         reply(await self.dispatcher.run_resumed(pending))

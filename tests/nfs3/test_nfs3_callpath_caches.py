@@ -27,7 +27,6 @@ from acmenfs.nfs3.exports import ClientRule, Export, ExportTable
 from acmenfs.nfs3.server import CallStats, NfsServer
 from acmenfs.nfs3.xdr import FATTR3, decode_sattr3, encode_sattr3, word_and_fattr3
 from acmenfs.oncrpc import rpc
-from acmenfs.oncrpc.dispatch import RpcDispatcher
 from acmenfs.oncrpc.xdr import Unpacker, XdrError
 
 NFS_PROGRAM, MOUNT_PROGRAM = 100003, 100005
@@ -40,8 +39,7 @@ class SansIoNfs:
 
     def __init__(self, exports: ExportTable, state_dir: Path) -> None:
         self.server = NfsServer(exports, state_dir, threads=2)
-        self.dispatcher = RpcDispatcher([self.server.nfs_program(), self.server.mount_program()],
-                                        drc=self.server.drc)
+        self.dispatcher = self.server.nfs_dispatcher([self.server.nfs_program(), self.server.mount_program()])
         self.xid = 0
 
     def call(self, program: int, proc: int, args: bytes, *, client=LOCALHOST, uid: int = 0, gid: int = 0) -> bytes:
