@@ -30,7 +30,10 @@ runs several acmenfs configurations side by side, each with its ratio to Ganesha
 reaches every server over NFSv4.0 (libnfs ``?version=4``: no MOUNT, the pseudo-fs path; Ganesha
 then serves ``PROTOCOLS="3, 4"`` at pseudo path /export); ``3,4`` runs each server over both
 (names ``-v3`` / ``-v4``; ratios against Ganesha's v4), for v4 vs v3 of the same process.  Results go to
-``bench/results/vmio-<time>.json``.  Needs root, nfs-ganesha + nfs-ganesha-vfs, libnfs-dev, gcc.
+``bench/results/vmio-<time>.json``: every run (with its wall-clock ``started`` / ``ended``), the
+summary, and the tail of each acmenfs server's INFO log (``server_logs``: busy-poll switches, inline
+pauses, worker restarts; a count of each is printed), to tell a slow round's cause from noise.
+Needs root, nfs-ganesha + nfs-ganesha-vfs, libnfs-dev, gcc.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class AcmenfsNfsd:
         self.process = subprocess.Popen(
             [python, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
              "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
-             "--client", "127.0.0.1", "--log-level", "WARNING", *args],
+             "--client", "127.0.0.1", "--log-level", "INFO", *args],
             stdout=subprocess.DEVNULL, stderr=self.log, cwd="/")
         self.pid = self.process.pid
         deadline = time.monotonic() + 60
@@ -196,7 +199,7 @@ class AcmenfsServe(AcmenfsNfsd):
         api_port = free_port()
         self.process = subprocess.Popen(
             [python, "-m", "acmenfs", "serve", "--data-dir", str(data_dir), "--api-port", str(api_port),
-             "--nfs-port", "0", "--mount-port", "0", "--log-level", "warning", *args],
+             "--nfs-port", "0", "--mount-port", "0", "--log-level", "info", *args],
             stdout=subprocess.DEVNULL, stderr=self.log, cwd="/")
         self.pid = self.process.pid
         deadline = time.monotonic() + 60
@@ -285,6 +288,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
     mode, size, depth = WORKLOADS[workload]
     subprocess.run(["sync"], check=True)
     cpu_before = tree_cpu_seconds(server.pid)
+    started = time.time()
     urls = [server.url().replace(f"/{FILE_NAME}?", f"/{connection_file(index)}?") if file_per_connection
             else server.url() for index in range(connections)]
     processes = [subprocess.Popen([str(binary), url, mode, str(size), str(depth), str(seconds), str(FILE_SIZE)],
@@ -297,6 +301,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
             raise RuntimeError(f"{server.name} {workload}: nfsio failed ({process.returncode}): {err.strip()} {out}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     cpu = tree_cpu_seconds(server.pid) - cpu_before
+    ended = time.time()
     ops = sum(r["ops"] for r in results)
     return {
         "iops": sum(r["iops"] for r in results),
@@ -306,7 +311,34 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
         "cpu_us_per_call": cpu * 1e6 / ops if ops else float("nan"),
         "ops": ops,
         "commit_s": max(r["commit_s"] for r in results),
+        "started": round(started, 3), "ended": round(ended, 3),  # wall clock, to place server log lines
     }
+
+
+# What an acmenfs server logs at INFO that changes how it serves calls, counted per server.
+LOG_EVENTS = {"busy polling paused": "busy polling paused", "busy polling resumed": "busy polling resumed",
+              "go to the thread pool for": "inline writes/changes paused", "restarting it": "worker restarts"}
+LOG_LINES_KEPT = 400
+
+
+def collect_server_logs(servers: list) -> dict:
+    """The last LOG_LINES_KEPT lines each acmenfs server logged (INFO: busy-poll switches, inline
+    pauses, worker restarts, with their times to set against each run's ``started``/``ended``);
+    prints how many of each event every server logged."""
+    logs: dict[str, list[str]] = {}
+    for view in servers:
+        server = getattr(view, "server", view)
+        path = getattr(server, "log_path", None)
+        if path is None or server.name in logs:
+            continue
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        logs[server.name] = lines[-LOG_LINES_KEPT:]
+        counts = {label: sum(needle in line for line in lines) for needle, label in LOG_EVENTS.items()}
+        print(f"{server.name} logged: " + ", ".join(f"{n} {label}" for label, n in counts.items()), flush=True)
+    return logs
 
 
 def summarise(values: list[float]) -> tuple[float, float, float]:
@@ -408,6 +440,7 @@ def main() -> int:
                 server.stop()
             except Exception as exc:  # noqa: BLE001 - stop the others anyway
                 print(f"stopping {server.name}: {exc}", file=sys.stderr)
+        server_logs = collect_server_logs(servers)
         shutil.rmtree(workdir, ignore_errors=True)
 
     baseline = f"ganesha-v{versions[-1]}" if len(versions) > 1 else "ganesha"
@@ -419,6 +452,7 @@ def main() -> int:
         "argv": sys.argv[1:], "server_python": python_version, "variant_pythons": pythons, "target": args.target,
         "connections": args.connections, "file_per_connection": args.file_per_connection, "seconds": args.seconds, "rounds": rounds,
         "servers": names, "nfs_version": args.nfs_version, "runs": results, "summary": table,
+        "server_logs": server_logs,
     }, indent=1))
     print(f"results: {out}")
     return 0
