@@ -31,6 +31,14 @@ receives).  Polling stays (or becomes) preferred only if its mean interval is at
 least ``gain`` shorter than without it; the comparison is redone every cycle, so a
 host that gets busy or idle is followed within a second or so.
 
+After ``IDLE_RESTART`` without a receive the poller starts over: a new burst of calls is
+a new workload, so it is judged on its own, from the default (polling), with nothing
+measured before the pause in either mean.  Without that, a cycle that straddled two
+workloads compared the one's intervals with the other's: the intervals of a deep-queue
+run (with polling) against the first calls of a QD1 client that came next (without),
+and that client then ran its first second without polling, a third slower (seen in
+bench_vmio's server logs).
+
 This module never touches sockets; the loop is anything with ``call_soon`` and the
 clock is injectable, so the policy is tested with a fake loop and clock.
 """
@@ -50,6 +58,7 @@ DEFAULT_TRIAL_EVERY = 4096
 DEFAULT_TRIAL_LENGTH = 512
 DEFAULT_GAIN = 0.05
 INTERVAL_CAP = 1e-3
+IDLE_RESTART = 0.05  # a pause this long between receives ends the workload being measured
 
 
 class BusyPoller:
@@ -139,7 +148,9 @@ class BusyPoller:
         """Account the interval since the last receive to the current phase; move between phases."""
         interval = now - self._last_received
         self._last_received = now
-        if interval < INTERVAL_CAP:
+        if interval >= IDLE_RESTART:
+            self._start_over()  # (this receive is the first of the fresh phase)
+        elif interval < INTERVAL_CAP:
             polls = self._phase_polls
             self._sums[polls] += interval
             self._counts[polls] += 1
@@ -164,6 +175,14 @@ class BusyPoller:
         self._counts = {True: 0, False: 0}
         self._phase_polls = self.prefers_polling
         self._phase_left = self.trial_every
+
+    def _start_over(self) -> None:
+        """A new burst after an idle pause: prefer polling, in a fresh long phase, means emptied."""
+        self.prefers_polling = True
+        self._phase_polls = True
+        self._phase_left = self.trial_every
+        self._sums = {True: 0.0, False: 0.0}
+        self._counts = {True: 0, False: 0}
 
     def _tick(self) -> None:
         now = self._clock()

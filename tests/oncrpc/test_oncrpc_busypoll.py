@@ -223,6 +223,23 @@ def test_a_gain_below_the_threshold_does_not_pay_for_polling_and_think_time_is_n
     assert busy.prefers_polling  # no interval measured without polling: nothing to decide on
 
 
+def test_a_burst_after_an_idle_pause_is_judged_on_its_own_from_polling():
+    busy, loop, clock = poller(trial_every=8, trial_length=4)
+    drive(busy, loop, clock, 12, polled=40e-6, slept=30e-6)  # a busy host: polling given up
+    drive(busy, loop, clock, 6, polled=40e-6, slept=30e-6)   # and part of the next long phase
+    assert not busy.prefers_polling and not busy.polling
+    clock.now += 0.2  # idle; then another client (or workload) starts
+    busy.activity()
+    loop.ready.clear()
+    assert busy.prefers_polling and busy.polling  # back to the default at once
+    # its cycle compares its own intervals only: the earlier 40/30 us are forgotten
+    seen = drive(busy, loop, clock, 12, polled=40e-6, slept=70e-6)
+    assert seen == [True] * 7 + [False] * 4 + [True] and busy.prefers_polling
+    clock.now += 0.01  # a pause shorter than IDLE_RESTART (think time) does not start over
+    drive(busy, loop, clock, 12, polled=40e-6, slept=30e-6)
+    assert not busy.prefers_polling
+
+
 def test_trial_settings_are_checked():
     with pytest.raises(ValueError):
         BusyPoller(100e-6, trial_every=0)
