@@ -32,7 +32,9 @@ then serves ``PROTOCOLS="3, 4"`` at pseudo path /export); ``3,4`` runs each serv
 (names ``-v3`` / ``-v4``; ratios against Ganesha's v4), for v4 vs v3 of the same process.  Results go to
 ``bench/results/vmio-<time>.json``: every run (with its wall-clock ``started`` / ``ended``), the
 summary, and the tail of each acmenfs server's INFO log (``server_logs``: busy-poll switches, inline
-pauses, worker restarts; a count of each is printed), to tell a slow round's cause from noise.
+pauses, worker restarts; a count of each is printed) and, per run of an acmenfs server over one
+connection, ``same_cpu_as_client``: the share of 20 ms samples in which the serving process's
+event loop had last run on the client's CPU, to tell a slow round's cause from noise.
 Needs root, nfs-ganesha + nfs-ganesha-vfs, libnfs-dev, gcc.
 """
 
@@ -49,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +122,51 @@ def _children(pid: int) -> list[int]:
         except OSError:
             pass
     return found
+
+
+class Placement(threading.Thread):
+    """Every 20 ms, which CPU the main threads of an acmenfs server's processes (their event
+    loops) and one client process last ran on (a few /proc reads: no load worth counting).
+
+    ``same_cpu_share()``: of the samples, the share in which the busiest server process (the
+    one whose CPU time grew most: the worker serving the connection) sat on the client's CPU.
+    On a 2-core host a loop and its client that share a core take turns instead of running
+    side by side; this tells such a round from a slow machine.  Not for Ganesha, whose work
+    is spread over threads."""
+
+    def __init__(self, server_pid: int, client_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.client_pid = client_pid
+        self.server_pids = [server_pid]
+        todo = [server_pid]
+        while todo:
+            children = _children(todo.pop())
+            self.server_pids += children
+            todo += children
+        self.samples: list[tuple[int, dict[int, tuple[int, int]]]] = []  # (client cpu, {pid: (cpu, ticks)})
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.02):
+            client = _stat_fields(self.client_pid)
+            if client is None:
+                continue
+            servers = {}
+            for pid in self.server_pids:
+                fields = _stat_fields(pid)
+                if fields is not None:  # processor is field 39, utime/stime 14/15 (1-based)
+                    servers[pid] = (int(fields[36]), int(fields[11]) + int(fields[12]))
+            self.samples.append((int(client[36]), servers))
+
+    def same_cpu_share(self) -> float | None:
+        self.halt.set()
+        self.join()
+        if len(self.samples) < 2:
+            return None
+        first, last = self.samples[0][1], self.samples[-1][1]
+        busiest = max(last, key=lambda pid: last[pid][1] - first.get(pid, (0, 0))[1])
+        together = [cpu == servers[busiest][0] for cpu, servers in self.samples if busiest in servers]
+        return round(sum(together) / len(together), 3) if together else None
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -294,6 +342,10 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
     processes = [subprocess.Popen([str(binary), url, mode, str(size), str(depth), str(seconds), str(FILE_SIZE)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for url in urls]
+    acmenfs = hasattr(getattr(server, "server", server), "log_path")
+    placement = Placement(server.pid, processes[0].pid) if connections == 1 and acmenfs else None
+    if placement is not None:
+        placement.start()
     results = []
     for process in processes:
         out, err = process.communicate(timeout=seconds + 120)
@@ -312,6 +364,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
         "ops": ops,
         "commit_s": max(r["commit_s"] for r in results),
         "started": round(started, 3), "ended": round(ended, 3),  # wall clock, to place server log lines
+        "same_cpu_as_client": placement.same_cpu_share() if placement is not None else None,
     }
 
 
@@ -433,7 +486,9 @@ def main() -> int:
                     results[workload][server.name].append(result)
                     print(f"  round {round_index + 1}/{rounds} {workload:20s} {server.name:10s} "
                           f"{result['iops']:9.0f} IOPS {result['MBps']:8.1f} MB/s p50 {result['p50_us']:6.0f} "
-                          f"p99 {result['p99_us']:6.0f} us  cpu {result['cpu_us_per_call']:6.1f} us/call", flush=True)
+                          f"p99 {result['p99_us']:6.0f} us  cpu {result['cpu_us_per_call']:6.1f} us/call"
+                          + (f"  on client's CPU {result['same_cpu_as_client']:.0%}"
+                             if result["same_cpu_as_client"] is not None else ""), flush=True)
     finally:
         for server in servers:
             try:
