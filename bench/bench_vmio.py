@@ -137,12 +137,7 @@ class Placement(threading.Thread):
     def __init__(self, server_pid: int, client_pid: int) -> None:
         super().__init__(daemon=True)
         self.client_pid = client_pid
-        self.server_pids = [server_pid]
-        todo = [server_pid]
-        while todo:
-            children = _children(todo.pop())
-            self.server_pids += children
-            todo += children
+        self.server_pids = tree_pids(server_pid)
         self.samples: list[tuple[int, dict[int, tuple[int, int]]]] = []  # (client cpu, {pid: (cpu, ticks)})
         self.halt = threading.Event()
 
@@ -169,20 +164,25 @@ class Placement(threading.Thread):
         return round(sum(together) / len(together), 3) if together else None
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime + stime of ``root`` and every live descendant, plus the children they reaped."""
-    total, todo, seen = 0, [root], set()
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every live descendant."""
+    found, todo, seen = [], [root], set()
     while todo:
         pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+        if pid not in seen:
+            seen.add(pid)
+            found.append(pid)
+            todo += _children(pid)
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of ``root`` and every live descendant, plus the children they reaped."""
+    total = 0
+    for pid in tree_pids(root):
         fields = _stat_fields(pid)
-        if fields is None:
-            continue
-        # utime 14, stime 15, cutime 16, cstime 17 (1-based): here index - 3
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14))
-        todo += _children(pid)
+        if fields is not None:  # utime 14, stime 15, cutime 16, cstime 17 (1-based): here index - 3
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
     return total / CLK_TCK
 
 

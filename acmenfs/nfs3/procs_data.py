@@ -21,7 +21,7 @@ from acmenfs.fs.nonblocking import inline_active
 from acmenfs.nfs3.const import NfsProc, NfsStat, StableHow
 from acmenfs.nfs3.errors import NfsError, status_for
 from acmenfs.nfs3.scope import NfsState, Scope
-from acmenfs.nfs3.xdr import STATUS_OK, decode_fh, decode_read_args, decode_write_args, word_and_fattr3
+from acmenfs.nfs3.xdr import STATUS_OK, decode_fh, decode_read_args, decode_write_args
 from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import Unpacker
 
@@ -48,7 +48,7 @@ def nfs3_read(state: NfsState, ctx, args: Unpacker):
 
 def read_head(scope: Scope, st, count: int, eof: bool) -> bytes:
     """READ3resok up to its data: NFS3_OK, post_op_attr, count, eof, the data's length (also ``fastpath``)."""
-    return STATUS_OK + word_and_fattr3(1, st, scope.fsid, scope.backend.root_dev) + READ_TAIL.pack(count, eof, count)
+    return STATUS_OK + scope.post_op_attr(st) + READ_TAIL.pack(count, eof, count)
 
 
 def nfs3_write(state: NfsState, ctx, args: Unpacker) -> bytes:

@@ -171,18 +171,19 @@ class BusyPoller:
             self.prefers_polling = prefers
             if not prefers:
                 self.decisions_against += 1
+        self._new_cycle()
+
+    def _new_cycle(self) -> None:
+        """A long phase of the preferred mode begins, with both means emptied."""
         self._sums = {True: 0.0, False: 0.0}
         self._counts = {True: 0, False: 0}
         self._phase_polls = self.prefers_polling
         self._phase_left = self.trial_every
 
     def _start_over(self) -> None:
-        """A new burst after an idle pause: prefer polling, in a fresh long phase, means emptied."""
+        """A new burst after an idle pause: a new cycle, from the default (polling)."""
         self.prefers_polling = True
-        self._phase_polls = True
-        self._phase_left = self.trial_every
-        self._sums = {True: 0.0, False: 0.0}
-        self._counts = {True: 0, False: 0}
+        self._new_cycle()
 
     def _tick(self) -> None:
         now = self._clock()
