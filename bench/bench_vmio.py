@@ -34,7 +34,11 @@ then serves ``PROTOCOLS="3, 4"`` at pseudo path /export); ``3,4`` runs each serv
 summary, and the tail of each acmenfs server's INFO log (``server_logs``: busy-poll switches, inline
 pauses, worker restarts; a count of each is printed) and, per run of an acmenfs server over one
 connection, ``same_cpu_as_client``: the share of 20 ms samples in which the serving process's
-event loop had last run on the client's CPU, to tell a slow round's cause from noise.
+event loop had last run on the client's CPU, to tell a slow round's cause from noise; and per run,
+``page_cache``: how the file sat in the page cache just before it (``bench/page_cache.py``: the mean
+size of the folio holding a random page).  On ext4 since Linux 6.16 a 4 KiB write into a 2 MiB folio
+costs every server ~30 µs of kernel time more than one into a 4 KiB folio, so this one fact moves
+4 KiB write results more than most changes to a server.
 Needs root, nfs-ganesha + nfs-ganesha-vfs, libnfs-dev, gcc.
 """
 
@@ -55,6 +59,7 @@ import threading
 import time
 from pathlib import Path
 
+from page_cache import folio_profile  # bench/page_cache.py
 from procstop import stop_process  # bench/procstop.py (a bench script runs with bench/ on sys.path)
 from rounds import rotated, whole_rotations  # bench/rounds.py
 
@@ -198,6 +203,7 @@ class Ganesha:
             raise RuntimeError(f"ganesha-up failed: {result.stdout}{result.stderr}")
         self.export_path = str(export_dir.resolve())
         self.file_path = file_path
+        self.local_file = export_dir / file_path
         self.pid = int((workdir / "ganesha.bgpid").read_text())
 
     def url(self) -> str:
@@ -227,6 +233,7 @@ class AcmenfsNfsd:
             time.sleep(0.05)
         self.port, self.mount_port = int(match.group(1)), int(match.group(2))
         self.file_path = FILE_NAME
+        self.local_file = export_dir / FILE_NAME
 
     def url(self) -> str:
         return f"nfs://127.0.0.1/bench/{self.file_path}?version=3&nfsport={self.port}&mountport={self.mount_port}"
@@ -290,6 +297,7 @@ class OverVersion:
         self.server, self.version, self.owner = server, version, owner
         self.name = f"{server.name}-v{version}" if suffix else server.name
         self.pid = server.pid
+        self.local_file = server.local_file
 
     def url(self) -> str:
         url = self.server.url()
@@ -335,6 +343,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
               file_per_connection: bool = False) -> dict:
     mode, size, depth = WORKLOADS[workload]
     subprocess.run(["sync"], check=True)
+    folios = folio_profile(server.local_file)
     cpu_before = tree_cpu_seconds(server.pid)
     started = time.time()
     urls = [server.url().replace(f"/{FILE_NAME}?", f"/{connection_file(index)}?") if file_per_connection
@@ -365,6 +374,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
         "commit_s": max(r["commit_s"] for r in results),
         "started": round(started, 3), "ended": round(ended, 3),  # wall clock, to place server log lines
         "same_cpu_as_client": placement.same_cpu_share() if placement is not None else None,
+        "page_cache": folios,  # before the run: how the file sat in the page cache (bench/page_cache.py)
     }
 
 
@@ -461,6 +471,7 @@ def main() -> int:
                                       common + extra)
                 servers.append(server)
                 server.export, directory = server.create_share()
+                server.local_file = directory / FILE_NAME
                 fill_and_cache(directory / FILE_NAME)
                 if index == 0:
                     export_dir = directory
@@ -488,7 +499,9 @@ def main() -> int:
                           f"{result['iops']:9.0f} IOPS {result['MBps']:8.1f} MB/s p50 {result['p50_us']:6.0f} "
                           f"p99 {result['p99_us']:6.0f} us  cpu {result['cpu_us_per_call']:6.1f} us/call"
                           + (f"  on client's CPU {result['same_cpu_as_client']:.0%}"
-                             if result["same_cpu_as_client"] is not None else ""), flush=True)
+                             if result["same_cpu_as_client"] is not None else "")
+                          + (f"  folios {result['page_cache']['folio_kib']:.0f} KiB"
+                             if result["page_cache"] else ""), flush=True)
     finally:
         for server in servers:
             try:
