@@ -81,11 +81,12 @@ def folio_profile(path, samples: int = 256, seed: int = 0) -> dict | None:
         resident_map = ctypes.create_string_buffer(pages)
         if _libc.mincore(base, pages * PAGE, resident_map) != 0:
             return None
+        in_cache = resident_map.raw   # (a copy: take it once)
         rnd = random.Random(seed)
         resident, sizes = 0, []
         for _ in range(samples):
             page = rnd.randrange(pages)
-            if not resident_map.raw[page] & 1:
+            if not in_cache[page] & 1:
                 continue
             resident += 1
             ctypes.string_at(base + page * PAGE, 1)   # map it: pagemap shows only mapped pages
