@@ -268,16 +268,20 @@ class AcmenfsServe(AcmenfsNfsd):
         self.connection = ["--url", f"http://127.0.0.1:{api_port}", "--data-dir", str(data_dir)]
         self.data_dir = data_dir
         self.export = None
+        self.local_file: Path | None = None  # (both set by create_share)
         self.file_path = FILE_NAME
 
-    def create_share(self) -> tuple[str, Path]:
-        """-> (the share's NFS export path, its directory on disk)."""
+    def create_share(self) -> Path:
+        """Create the share and its volume; sets ``export`` (its NFS path) and ``local_file``; -> its directory."""
         subprocess.run([*self.cli, "share", "create", "vmbench", "--size", str(FILE_SIZE), "--volume", FILE_NAME,
                         "--preallocate", "--mode", "0666", "--access", "127.0.0.1:rw:none", *self.connection],
                        check=True, capture_output=True, timeout=120)
         shown = json.loads(subprocess.run([*self.cli, "share", "show", "vmbench", "--json", *self.connection], check=True,
                                           capture_output=True, timeout=60).stdout)
-        return f"/shares/{shown['id']}", self.find_directory(shown["id"])
+        self.export = f"/shares/{shown['id']}"
+        directory = self.find_directory(shown["id"])
+        self.local_file = directory / FILE_NAME
+        return directory
 
     def find_directory(self, share_id: str) -> Path:
         for path in self.data_dir.rglob(FILE_NAME):
@@ -297,7 +301,10 @@ class OverVersion:
         self.server, self.version, self.owner = server, version, owner
         self.name = f"{server.name}-v{version}" if suffix else server.name
         self.pid = server.pid
-        self.local_file = server.local_file
+
+    @property
+    def local_file(self) -> Path:
+        return self.server.local_file
 
     def url(self) -> str:
         url = self.server.url()
@@ -351,8 +358,7 @@ def run_nfsio(binary: Path, server, workload: str, seconds: float, connections: 
     processes = [subprocess.Popen([str(binary), url, mode, str(size), str(depth), str(seconds), str(FILE_SIZE)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for url in urls]
-    acmenfs = hasattr(getattr(server, "server", server), "log_path")
-    placement = Placement(server.pid, processes[0].pid) if connections == 1 and acmenfs else None
+    placement = Placement(server.pid, processes[0].pid) if connections == 1 and acmenfs_behind(server) else None
     if placement is not None:
         placement.start()
     results = []
@@ -384,18 +390,23 @@ LOG_EVENTS = {"busy polling paused": "busy polling paused", "busy polling resume
 LOG_LINES_KEPT = 400
 
 
+def acmenfs_behind(view) -> "AcmenfsNfsd | None":
+    """The acmenfs server a server or ``OverVersion`` view runs on; None for Ganesha."""
+    server = getattr(view, "server", view)
+    return server if isinstance(server, AcmenfsNfsd) else None
+
+
 def collect_server_logs(servers: list) -> dict:
     """The last LOG_LINES_KEPT lines each acmenfs server logged (INFO: busy-poll switches, inline
     pauses, worker restarts, with their times to set against each run's ``started``/``ended``);
     prints how many of each event every server logged."""
     logs: dict[str, list[str]] = {}
     for view in servers:
-        server = getattr(view, "server", view)
-        path = getattr(server, "log_path", None)
-        if path is None or server.name in logs:
+        server = acmenfs_behind(view)
+        if server is None or server.name in logs:
             continue
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            lines = server.log_path.read_text(errors="replace").splitlines()
         except OSError:
             continue
         logs[server.name] = lines[-LOG_LINES_KEPT:]
@@ -470,9 +481,8 @@ def main() -> int:
                 server = AcmenfsServe(name, pythons.get(name, args.server_python), workdir / f"data-{name}", workdir / name,
                                       common + extra)
                 servers.append(server)
-                server.export, directory = server.create_share()
-                server.local_file = directory / FILE_NAME
-                fill_and_cache(directory / FILE_NAME)
+                directory = server.create_share()
+                fill_and_cache(server.local_file)
                 if index == 0:
                     export_dir = directory
         versions = [int(v) for v in args.nfs_version.split(",")]
