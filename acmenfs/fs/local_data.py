@@ -18,7 +18,7 @@ from acmenfs.fs.credentials import Identity, acting_as
 from acmenfs.fs.local_common import is_noop_change, permitted, require, set_times
 from acmenfs.fs.nodes import Node
 from acmenfs.fs.nonblocking import WouldBlock, data_cached, inline_active
-from acmenfs.fs.quota import charged_bytes, unallocated_bytes
+from acmenfs.fs.quota import charged_bytes
 from acmenfs.fs.setid import SETID_BITS, drop_setid
 
 INLINE_COPY_READ_BYTES = 64 * 1024  # inline READs up to this size are copied, larger ones sent with sendfile
@@ -96,7 +96,7 @@ class LocalDataMixin:
             drop_setid(fd, pre, who)
         usage = self.usage
         if usage.quota_bytes is not None:
-            usage.check_growth(unallocated_bytes(fd, offset, length, pre.st_size), may_scan=started is None)
+            usage.check_write(fd, offset, length, pre.st_size, may_scan=started is None)
         written = os.pwrite(fd, data, offset)
         while written < length:
             more = os.pwrite(fd, data[written:], offset + written)

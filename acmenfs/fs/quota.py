@@ -10,7 +10,8 @@ use scans again.  ``check_growth`` raises ``QuotaExceeded`` when an operation
 would allocate past the quota.  The quota is on allocated bytes, like XFS/ext4
 block quotas: growing a file's length without writing (a sparse extension)
 allocates nothing and is never refused; ``unallocated_bytes`` tells how much of
-a byte range a write would newly allocate.  It never walks the tree per call and
+a byte range a write would newly allocate, and ``check_write`` asks it only when a
+write could cross the quota.  It never walks the tree per call and
 knows nothing of NFS.
 
 Several processes (``acmenfs.workers``): after ``share_usage_between_processes(DIR)``
@@ -265,6 +266,25 @@ class UsageCounter:
         elif self._used is not None:
             with self._lock:
                 self._used = max(0, self._used + delta)
+
+    def check_write(self, fd: int, offset: int, length: int, size: int, may_scan: bool = True) -> None:
+        """Raise QuotaExceeded if writing [offset, offset + length) of the open file ``fd`` (of
+        length ``size``) would allocate past the quota.
+
+        While the known usage plus every block the write touches fits the quota, nothing more is
+        asked of the file system; only a write that could cross the quota (or meets an unknown
+        usage) finds its holes with ``unallocated_bytes`` (two lseeks per extent: ~5 us a call).
+        """
+        quota = self.quota_bytes
+        if quota is None:
+            return
+        try:
+            used = self.current(may_scan=False)
+        except WouldBlock:
+            used = None  # unknown: an overwrite of allocated data still needs no scan
+        if used is not None and used + _blocks_touched(offset, offset + length) <= quota:
+            return
+        self.check_growth(unallocated_bytes(fd, offset, length, size), may_scan)
 
     def check_growth(self, growth: int, may_scan: bool = True) -> None:
         """Raise QuotaExceeded if allocating ``growth`` more bytes would exceed the quota.
