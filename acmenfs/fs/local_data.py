@@ -96,7 +96,7 @@ class LocalDataMixin:
             drop_setid(fd, pre, who)
         usage = self.usage
         if usage.quota_bytes is not None:
-            usage.check_write(fd, offset, length, pre.st_size, may_scan=started is None)
+            usage.check_write(fd, offset, length, pre, may_scan=started is None)
         written = os.pwrite(fd, data, offset)
         while written < length:
             more = os.pwrite(fd, data[written:], offset + written)

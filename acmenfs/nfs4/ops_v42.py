@@ -92,7 +92,7 @@ def _change_space(cs: CompoundState, args: Unpacker, punch: bool) -> bytes:
             _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
         else:
             if backend.usage.quota_bytes is not None:
-                backend.usage.check_growth(unallocated_bytes(fd, offset, length, st.st_size))
+                backend.usage.check_growth(unallocated_bytes(fd, offset, length, st.st_size, st.st_blocks))
             _fallocate(fd, 0, offset, length)
         backend.usage.add(charged_bytes(os.fstat(fd)) - charged_bytes(st))
     except Nfs4Error:

@@ -9,6 +9,7 @@ import os
 import resource
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -175,7 +176,8 @@ def test_nfs_cp_writes_inline_and_nfs_cat_reads_back(nfsd, export_dir, tmp_path,
 
 def test_overwrite_of_allocated_data_in_a_quota_export_runs_inline_without_a_usage_scan(nfsd, export_dir, exports):
     """A VM disk in a share: overwriting allocated blocks allocates nothing, so it needs no usage
-    figure and runs inline; a write into a hole of the same file still goes to the pool first."""
+    figure and runs inline (the usage is scanned meanwhile, off the event loop); a write into a
+    hole of the same file still goes to the pool first while the usage is unknown."""
     (export_dir / "vm.img").write_bytes(b"v" * 65536)
     with open(export_dir / "vm.img", "r+b") as file:
         file.truncate(4 * 65536)  # a hole after the data
@@ -199,11 +201,50 @@ def test_overwrite_of_allocated_data_in_a_quota_export_runs_inline_without_a_usa
             return result
 
         backend.write = recording_write
+        release = threading.Event()
+        real_current = backend.usage.current
+
+        def held_scan(may_scan=True):  # the background scan waits until the hole write is done
+            if may_scan and threading.current_thread().name == "acmenfs-usage-scan":
+                release.wait(10)
+            return real_current(may_scan)
+
+        backend.usage.current = held_scan
         committed(write(calls, fh, 4096, b"w" * 4096))
-        assert seen == [(True, "done")] and not backend.usage.scanned
+        assert seen == [(True, "done")]
         seen.clear()
         committed(write(calls, fh, 3 * 65536, b"h" * 4096))  # into the hole: allocates
         assert seen == [(True, "wouldblock"), (False, "done")] and backend.usage.scanned
+        release.set()
+    finally:
+        calls.close()
+
+
+def test_a_thick_volume_at_its_quota_is_writable_with_a_cold_page_cache(nfsd, export_dir, exports):
+    """The appliance's share: a preallocated volume as large as the quota (used == quota).
+    Writing a block never written before allocates nothing, so it is no DQUOT, even when the
+    page cache holds none of the file (SEEK_HOLE calls such blocks holes; FIEMAP does not)."""
+    size = 8 << 20
+    fd = os.open(export_dir / "thick.img", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    exports.add(Export("/q", str(export_dir), rules=(ClientRule("127.0.0.1", squash="none"),),
+                       quota_bytes=size))
+    calls = NfsCalls(nfsd)
+    try:
+        status, fh = lookup(calls, calls.root("/q"), "thick.img")
+        assert status == 0
+        for offset in (5 << 20, 0, size - 4096):
+            count, _, _ = committed(write(calls, fh, offset, b"t" * 4096))
+            assert count == 4096
+        assert write(calls, fh, size, b"x" * 4096).status == 69  # NFS3ERR_DQUOT: past the end allocates
+        with open(export_dir / "thick.img", "rb") as volume:
+            volume.seek(5 << 20)
+            assert volume.read(4096) == b"t" * 4096
     finally:
         calls.close()
 
