@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 
 from acmenfs.fs.commit import GroupCommitter
 from acmenfs.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, NfsProc
@@ -116,3 +117,39 @@ def test_concurrent_clients_write_their_own_files(nfsd, export_dir):
     assert not errors, errors
     for index in range(6):
         assert (export_dir / f"c{index}").read_bytes() == bytes([index]) * 65536 * 8
+
+
+def test_early_write_back_follows_a_stream_and_stops_for_a_rewrite_loop(tmp_path, monkeypatch):
+    """A stream written once is written out as it comes; a client that loops over blocks
+    already written out (since the last commit round) is left to the page cache until the
+    next COMMIT, which starts early write-back afresh."""
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr("acmenfs.fs.commit.start_writeback", lambda fd, offset, length: started.append((offset, length)))
+    committer = GroupCommitter(writeback_bytes=4096)
+    fd = os.open(tmp_path / "data", os.O_RDWR | os.O_CREAT)
+    file = _Plain(fd)
+
+    def stream(first_block: int, blocks: int) -> None:
+        for block in range(first_block, first_block + blocks):
+            committer.mark_dirty(file, block * 2048, 2048)
+
+    def settled() -> list[tuple[int, int]]:
+        deadline = time.monotonic() + 10
+        while committer._writeback and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        return list(started)
+
+    try:
+        stream(0, 8)  # 16 KiB once: four 4 KiB ranges
+        assert settled() == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096)]
+        stream(0, 8)  # the same 16 KiB again: a loop, not a stream
+        stream(8, 8)  # and further on: still the same client, still left to the page cache
+        assert settled() == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096)]
+        committer.durable.wait_for(committer.ticket(), 30)  # a commit round starts afresh
+        started.clear()
+        stream(0, 4)
+        assert settled() == [(0, 4096), (4096, 4096)]
+    finally:
+        committer.stop()
+        os.close(fd)
