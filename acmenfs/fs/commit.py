@@ -105,7 +105,8 @@ class GroupCommitter:
             if dirty.start < 0 or offset != dirty.end:
                 dirty.start = offset
             dirty.end = offset + length
-            due = dirty.take_writeback(self.writeback_bytes) if self.writeback_bytes else None
+            limit = self.writeback_bytes  # (most writes stop here: no call for a random write)
+            due = dirty.take_writeback(limit) if limit and dirty.end - dirty.start >= limit else None
             if due is not None:
                 self._writeback.append((fileobj, *due))
             wake = due is not None
