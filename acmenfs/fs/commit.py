@@ -71,8 +71,9 @@ class _DirtyFile:
             return None
         start, end = self.start, self.end
         self.start = end
-        if self.written_high >= 0 and start < self.written_high and end > self.written_low:
-            self.rewriting = True
+        overlap = min(end, self.written_high) - max(start, self.written_low)
+        if self.written_high >= 0 and overlap * 2 > end - start:  # mostly over written-out data (a
+            self.rewriting = True                                 # call that arrived late overlaps a little)
             return None
         self.written_low = start if self.written_low < 0 else min(self.written_low, start)
         self.written_high = max(self.written_high, end)

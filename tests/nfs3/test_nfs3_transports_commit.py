@@ -141,11 +141,13 @@ def test_early_write_back_follows_a_stream_and_stops_for_a_rewrite_loop(tmp_path
         return list(started)
 
     try:
-        stream(0, 8)  # 16 KiB once: four 4 KiB ranges
-        assert settled() == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096)]
-        stream(0, 8)  # the same 16 KiB again: a loop, not a stream
-        stream(8, 8)  # and further on: still the same client, still left to the page cache
-        assert settled() == [(0, 4096), (4096, 4096), (8192, 4096), (12288, 4096)]
+        stream(0, 2)  # 0-4 KiB: written out
+        committer.mark_dirty(file, 2048, 2048)  # a call that arrived late (2-4 KiB again) ...
+        stream(2, 4)  # ... then the stream goes on: 2-6 KiB is half old, half new: not a loop
+        assert settled() == [(0, 4096), (2048, 4096), (6144, 4096)]
+        stream(0, 4)  # 0-8 KiB again: a loop over what was written out
+        stream(6, 4)  # and further on: still the same client, still left to the page cache
+        assert settled() == [(0, 4096), (2048, 4096), (6144, 4096)]
         committer.durable.wait_for(committer.ticket(), 30)  # a commit round starts afresh
         started.clear()
         stream(0, 4)
