@@ -65,12 +65,13 @@ class _DirtyFile:
         self.written_high = -1
         self.rewriting = False  # wrote over a range already written out: no more early write-back
 
-    def take_writeback(self, limit: int) -> tuple[int, int] | None:
-        """(offset, length) to write out early once the run reaches ``limit`` bytes, else None."""
-        if self.rewriting or self.end - self.start < limit:
-            return None
+    def take_writeback(self) -> tuple[int, int] | None:
+        """The run gathered so far, (offset, length), to write out early; None if the client
+        is looping over data already written out.  The run starts afresh either way."""
         start, end = self.start, self.end
         self.start = end
+        if self.rewriting:
+            return None
         overlap = min(end, self.written_high) - max(start, self.written_low)
         if self.written_high >= 0 and overlap * 2 > end - start:  # mostly over written-out data (a
             self.rewriting = True                                 # call that arrived late overlaps a little)
@@ -106,8 +107,8 @@ class GroupCommitter:
             if dirty.start < 0 or offset != dirty.end:
                 dirty.start = offset
             dirty.end = offset + length
-            limit = self.writeback_bytes  # (most writes stop here: no call for a random write)
-            due = dirty.take_writeback(limit) if limit and dirty.end - dirty.start >= limit else None
+            limit = self.writeback_bytes
+            due = dirty.take_writeback() if limit and dirty.end - dirty.start >= limit else None
             if due is not None:
                 self._writeback.append((fileobj, *due))
             wake = due is not None

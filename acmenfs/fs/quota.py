@@ -57,8 +57,13 @@ def charged_bytes(st: os.stat_result) -> int:
     can then be written completely."""
     allocated = st.st_blocks * 512
     if stat.S_ISREG(st.st_mode):
-        return min(allocated, -(-st.st_size // BLOCK) * BLOCK)
+        return min(allocated, _whole_blocks(st.st_size))
     return allocated
+
+
+def _whole_blocks(size: int) -> int:
+    """``size`` rounded up to whole 4 KiB blocks."""
+    return -(-size // BLOCK) * BLOCK
 
 
 def _blocks_touched(start: int, stop: int) -> int:
@@ -84,7 +89,7 @@ def unallocated_bytes(fd: int, offset: int, length: int, size: int, blocks: int 
     (an over-estimate, as on file systems without hole support; never an under-estimate).
     """
     end = offset + length
-    rounded_size = -(-size // BLOCK) * BLOCK
+    rounded_size = _whole_blocks(size)
     beyond = max(offset, rounded_size)  # the block holding EOF is allocated already
     missing = _blocks_touched(beyond, end)
     limit = min(end, size)

@@ -37,10 +37,6 @@ def sparse(directory):
     os.close(fd)
 
 
-def counting_exact_checks_of(request) -> list:
-    return counting_exact_checks(request.getfixturevalue("monkeypatch"))
-
-
 def counting_exact_checks(monkeypatch) -> list:
     """Calls of ``unallocated_bytes`` (FIEMAP or SEEK_HOLE: what a write pays to be measured)."""
     calls = []
@@ -108,7 +104,7 @@ def test_an_unknown_usage_is_never_scanned_on_the_callers_thread(sparse, monkeyp
     assert exact == []
 
 
-def test_a_thick_volume_at_its_quota_takes_writes_into_never_written_blocks(directory, request):
+def test_a_thick_volume_at_its_quota_takes_writes_into_never_written_blocks(directory, monkeypatch):
     """A preallocated (fallocate) volume is allocated in full: writing its unwritten extents
     allocates nothing, even when none of its pages is cached (SEEK_HOLE would call them holes)."""
     path = directory / "thick.img"
@@ -119,7 +115,7 @@ def test_a_thick_volume_at_its_quota_takes_writes_into_never_written_blocks(dire
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # nothing of it in the page cache
         usage = quota.UsageCounter(str(directory), 8 << 20)  # full: used == quota
         assert usage.current() == 8 << 20
-        exact = counting_exact_checks_of(request)
+        exact = counting_exact_checks(monkeypatch)
         usage.check_write(fd, 5 << 20, 64 << 10, os.fstat(fd))
         assert exact  # it was measured (allocated in full: without a system call)
         with pytest.raises(quota.QuotaExceeded):
