@@ -153,7 +153,8 @@ class Twin:
                                for c in state.clients.values()))
         states = tuple(sorted((other[4:], type(s).__name__, s.seqid, getattr(s, "access", None))
                               for other, s in state.states.items()))
-        return clients, states, tuple(other[4:] for other in state.expired_others), tuple(state.expired_clientids)
+        return (clients, states, tuple(other[4:] for other in state.expired_others),
+                tuple(clientid & 0xFFFFFFFF for clientid in state.expired_clientids))
 
     def state(self) -> tuple:
         sessions = self.server.nfs4.state.sessions
