@@ -18,7 +18,7 @@ min–max over rounds.  Writes end with one COMMIT (nfsio's fsync); every timed 
     python bench/bench_vmio.py [--rounds 2] [--seconds 5] [--only 4k-randread-qd1 ...]
         [--server-python /path/to/python] [--target nfsd|serve] [--connections K]
         [--acmenfs-args "--busy-poll-us 0"] [--variant w1=--workers 1 --variant w2=--workers 2]
-        [--variant-python w1=/path/to/python] [--no-ganesha] [--workdir DIR] [--nfs-version 3|4|3,4]
+        [--variant-python "w1=/path/to/python [args]"] [--no-ganesha] [--workdir DIR] [--nfs-version 3|4|3,4]
 
 ``--server-python``: the interpreter that runs ``acmenfs`` (it must have acmenfs installed, e.g.
 a venv of Debian's /usr/bin/python3); default: this one.  ``--target serve`` runs ``acmenfs serve
@@ -215,13 +215,14 @@ class Ganesha:
 
 
 class AcmenfsNfsd:
-    def __init__(self, name: str, python: str, export_dir: Path, workdir: Path, args: list[str]) -> None:
+    def __init__(self, name: str, python: list[str], export_dir: Path, workdir: Path, args: list[str]) -> None:
+        """``python``: the command that runs ``-m acmenfs ...`` (an interpreter, maybe with arguments)."""
         self.name = name
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [python, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
+            [*python, "-m", "acmenfs", "nfsd", "--export", f"/bench={export_dir}", "--port", "0",
              "--mount-port", "0", "--state-dir", str(workdir / "state"), "--squash", "none",
              "--client", "127.0.0.1", "--log-level", "INFO", *args],
             stdout=subprocess.DEVNULL, stderr=self.log, cwd="/")
@@ -246,14 +247,14 @@ class AcmenfsNfsd:
 class AcmenfsServe(AcmenfsNfsd):
     """``acmenfs serve --data-dir``: the share and its volume are made through the CLI (REST)."""
 
-    def __init__(self, name: str, python: str, data_dir: Path, workdir: Path, args: list[str]) -> None:
+    def __init__(self, name: str, python: list[str], data_dir: Path, workdir: Path, args: list[str]) -> None:
         self.name = name
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
         self.log = open(self.log_path, "wb")
         api_port = free_port()
         self.process = subprocess.Popen(
-            [python, "-m", "acmenfs", "serve", "--data-dir", str(data_dir), "--api-port", str(api_port),
+            [*python, "-m", "acmenfs", "serve", "--data-dir", str(data_dir), "--api-port", str(api_port),
              "--nfs-port", "0", "--mount-port", "0", "--log-level", "info", *args],
             stdout=subprocess.DEVNULL, stderr=self.log, cwd="/")
         self.pid = self.process.pid
@@ -264,7 +265,7 @@ class AcmenfsServe(AcmenfsNfsd):
                 raise RuntimeError(f"{name}: acmenfs serve did not start: {self.log_path.read_text()}")
             time.sleep(0.05)
         self.port, self.mount_port = int(match.group(1)), int(match.group(2))
-        self.cli = [python, "-m", "acmenfs"]
+        self.cli = [*python, "-m", "acmenfs"]
         self.connection = ["--url", f"http://127.0.0.1:{api_port}", "--data-dir", str(data_dir)]
         self.data_dir = data_dir
         self.export = None
@@ -435,9 +436,11 @@ def main() -> int:
     parser.add_argument("--acmenfs-args", default="", help="extra arguments for every acmenfs server")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="an acmenfs configuration to run as well (repeatable); without any, one 'acmenfs'")
-    parser.add_argument("--variant-python", action="append", default=[], metavar="NAME=PATH",
-                        help="the interpreter of variant NAME (default: --server-python); e.g. a wrapper "
-                        "that sets PYTHONPATH to another checkout, to compare code in one run")
+    parser.add_argument("--variant-python", action="append", default=[], metavar="NAME=COMMAND",
+                        help="the interpreter of variant NAME (default: --server-python), maybe with arguments "
+                        "(split as a shell would) that go before '-m acmenfs ...'; e.g. a wrapper that sets "
+                        "PYTHONPATH to another checkout, to compare code in one run, or "
+                        "'PYTHON bench/qd1_floor.py canned' (a server with part of its work taken away)")
     parser.add_argument("--no-ganesha", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="on the disk to test (default: a temp dir)")
     parser.add_argument("--nfs-version", default="3", choices=("3", "4", "3,4"),
@@ -460,7 +463,8 @@ def main() -> int:
     pythons = dict(text.partition("=")[::2] for text in args.variant_python)
     unknown = set(pythons) - {name for name, _ in variants}
     if unknown or not all(pythons.values()):
-        parser.error(f"--variant-python wants NAME=PATH for a --variant NAME, got {args.variant_python}")
+        parser.error(f"--variant-python wants NAME=COMMAND for a --variant NAME, got {args.variant_python}")
+    commands = {name: shlex.split(text) for name, text in pythons.items()}
     common = shlex.split(args.acmenfs_args)
     workloads = args.only or list(WORKLOADS)
 
@@ -474,11 +478,11 @@ def main() -> int:
             for index in range(args.connections if args.file_per_connection else 1):
                 fill_and_cache(export_dir / connection_file(index))
             for name, extra in variants:
-                servers.append(AcmenfsNfsd(name, pythons.get(name, args.server_python), export_dir, workdir / name, common + extra))
+                servers.append(AcmenfsNfsd(name, commands.get(name, [args.server_python]), export_dir, workdir / name, common + extra))
         else:
             export_dir = None
             for index, (name, extra) in enumerate(variants):
-                server = AcmenfsServe(name, pythons.get(name, args.server_python), workdir / f"data-{name}", workdir / name,
+                server = AcmenfsServe(name, commands.get(name, [args.server_python]), workdir / f"data-{name}", workdir / name,
                                       common + extra)
                 servers.append(server)
                 directory = server.create_share()
