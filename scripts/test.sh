@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 
-APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc qemu-utils chromium"
+APT_PACKAGES="libnfs-utils libnfs-dev rpcbind tshark btrfs-progs xfsprogs gcc python3-dev qemu-utils chromium"
 missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" -ne 0 ]; then

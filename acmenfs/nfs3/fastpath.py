@@ -23,10 +23,19 @@ DRC entry is dropped before either, so the general path finds the call new; a WR
 retransmission is answered here from the cache, or dropped while the original still runs,
 as ``RpcDispatcher.begin`` would.  Answers ``()`` for "send nothing".  Sans-IO: records in,
 reply parts out.
+
+A READ answered here with a copy (1..64 KiB in the page cache) leaves a grant in ``grants``
+(``acmenfs.nfs3._readaccel.ReadGrants``, compiled at install when a C compiler and Python's
+headers are there): later READs with the same handle, client address and credential, under the
+same export-table generation, are then answered in C, byte for byte as here, with the checks
+this path makes per call (a regular file not deleted, readable by the caller, the range in the
+page cache); anything else falls through to this path.  Without the module, or with
+``ACMENFS_READ_ACCEL=0`` in the environment, this path answers every READ.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -42,6 +51,11 @@ from acmenfs.oncrpc.drc import DrcStatus, DuplicateRequestCache, make_request_ke
 from acmenfs.oncrpc.read_parts import read_parts
 from acmenfs.oncrpc.xdr import XdrError
 
+try:
+    from acmenfs.nfs3._readaccel import ReadGrants
+except ImportError:  # built without a C compiler or Python's headers: this module answers every READ
+    ReadGrants = None
+
 _FH_LENGTH = struct.Struct(">I")
 _ROUTE = struct.Struct(">IIII")        # at byte 8 of a call: rpcvers, prog, vers, proc
 _READ_ARGS = struct.Struct(">QI")      # after the handle: offset, count
@@ -51,6 +65,12 @@ _GETATTR, _READ, _WRITE = int(NfsProc.GETATTR), int(NfsProc.READ), int(NfsProc.W
 _KEYS = {_GETATTR: ("NFS3", "GETATTR"), _READ: ("NFS3", "READ"), _WRITE: ("NFS3", "WRITE")}
 _NEW, _DONE = DrcStatus.NEW, DrcStatus.DONE
 _NOTHING = ()   # answered: nothing to send (a duplicate of a call still running)
+_GRANTED_MAX = 64 * 1024   # the largest READ ReadGrants answers (a copy, like INLINE_COPY_READ_BYTES)
+
+
+def read_accel_enabled() -> bool:
+    """Whether READs may be answered by the compiled ``ReadGrants`` (built, and not turned off)."""
+    return ReadGrants is not None and os.environ.get("ACMENFS_READ_ACCEL", "1") != "0"
 
 
 class _Caller:
@@ -75,9 +95,16 @@ class FastPath:
     """``fast_path(record, client)`` -> reply parts, ``()`` (send nothing) or None (general path)."""
 
     def __init__(self, state: NfsState, drc: DuplicateRequestCache | None, call_stats, data_stats,
-                 count) -> None:
+                 count, *, accelerate: bool | None = None) -> None:
         """``call_stats``: a ``CallStats``; ``data_stats``: has ``bytes_read`` / ``bytes_written``
-        (the NfsServer); ``count``: the dispatcher's counter (``RpcDispatcher.count``)."""
+        (the NfsServer); ``count``: the dispatcher's counter (``RpcDispatcher.count``).
+        ``accelerate``: use ``ReadGrants`` (default: ``read_accel_enabled()``); its calls and bytes
+        are counted in ``grants.counts()``, not in ``call_stats`` / ``data_stats``."""
+        if accelerate is None:
+            accelerate = read_accel_enabled()
+        elif accelerate and ReadGrants is None:
+            raise RuntimeError("acmenfs.nfs3._readaccel was not built")
+        self.grants = ReadGrants(state) if accelerate else None
         self.state = state
         self.drc = drc
         self.record_call = call_stats.record
@@ -88,6 +115,11 @@ class FastPath:
             self._procedures[_WRITE] = self._write
 
     def __call__(self, record, client: tuple):
+        grants = self.grants
+        if grants is not None:
+            reply = grants.answer(record, client[0])
+            if reply is not None:
+                return [reply]
         if len(record) < 24:
             return None
         rpcvers, prog, vers, proc = _ROUTE.unpack_from(record, 8)  # a look before parsing: most calls are not ours
@@ -132,11 +164,16 @@ class FastPath:
             return None
         fh, after = found
         offset, count = _READ_ARGS.unpack_from(record, after)
+        generation = self.state.generation  # before the scope: a grant must not outlive a rule it used
         scope = self.state.scope(caller, fh)
         backend = scope.backend
         data, count, eof, st = backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
         parts, count, eof = read_parts(backend, data, offset, count, eof, True)
         self.data_stats.bytes_read += count
+        if self.grants is not None and type(data) is bytearray and 0 < count <= _GRANTED_MAX:
+            who = scope.who
+            self.grants.grant(record, caller.client[0], scope.node.data_fd(), who.uid, who.gid, who.gids,
+                              scope.fsid, backend.root_dev, generation)
         parts.insert(0, _SUCCESS_HEADER.pack(xid, _REPLY) + read_head(scope, st, count, eof))
         return parts
 

@@ -114,6 +114,11 @@ class NfsState:
         self._generation = 0  # bumped on every export table change: older Routes are not used
         exports.subscribe(self._export_changed)
 
+    @property
+    def generation(self) -> int:
+        """Bumped on every export table change (read as ``_generation`` by ``_readaccel.c``)."""
+        return self._generation
+
     # ----- exports -------------------------------------------------------------------
     def _export_changed(self, event: str, export: Export) -> None:
         """Follow the export table: a removed export, or one whose directory is now

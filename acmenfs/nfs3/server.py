@@ -40,6 +40,7 @@ from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import XdrError
 
 log = logging.getLogger("acmenfs.nfs3")
+_READ_KEY = ("NFS3", "READ")  # the CallStats key of READ (calls answered by ReadGrants are added under it)
 WRITE_COUNT = struct.Struct(">I")  # WRITE3resok: ... count, committed, verifier[8]: count is 16 bytes from the end
 
 # Number of FALSE words (absent post_op_attr / pre_op_attr) in each failure body.
@@ -151,6 +152,7 @@ class NfsServer:
                                data_stats=self)   # v4 READ/WRITE bytes in bytes_read/bytes_written
         self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
+        self._read_grants: list = []  # each FastPath's ReadGrants: its READs are counted there
         self.bytes_written = 0
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acmenfs-nfs")
         self.state.executor = self._executor
@@ -182,7 +184,9 @@ class NfsServer:
         ``fast_path`` is off, v3 GETATTR/READ/WRITE offered to ``FastPath`` first."""
         dispatcher = RpcDispatcher(programs, drc=self.drc)
         if self.fast_path:
-            dispatcher.fast_lane = FastPath(self.state, self.drc, self.call_stats, self, dispatcher.count)
+            dispatcher.fast_lane = lane = FastPath(self.state, self.drc, self.call_stats, self, dispatcher.count)
+            if lane.grants is not None:
+                self._read_grants.append(lane.grants)
         return dispatcher
 
     def mount_program(self) -> Program:
@@ -330,11 +334,18 @@ class NfsServer:
     # ----- introspection ---------------------------------------------------------
     def stats(self) -> dict:
         calls, latency, errors = self.call_stats.snapshot()
+        bytes_read = self.bytes_read
+        for grants in self._read_grants:
+            count, size, seconds = grants.counts()
+            if count:
+                calls[_READ_KEY] = calls.get(_READ_KEY, 0) + count
+                latency[_READ_KEY] = latency.get(_READ_KEY, 0.0) + seconds
+                bytes_read += size
         return {
             "calls": calls,
             "latency_seconds_sum": latency,
             "errors": errors,
-            "bytes_read": self.bytes_read,
+            "bytes_read": bytes_read,
             "bytes_written": self.bytes_written,
             "drc": self.drc.stats(),
             "busy_poll": self.busy_poller.stats(),
