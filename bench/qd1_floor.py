@@ -37,7 +37,7 @@ from acmenfs.nfs3.const import NFS_PROGRAM, NFS_V3, NfsProc
 from acmenfs.oncrpc import rpc
 
 _READ, _WRITE = int(NfsProc.READ), int(NfsProc.WRITE)
-_XID = struct.Struct(">I")
+_WORD = struct.Struct(">I")  # an XDR unsigned int (the xid, a handle's length)
 _ROUTE = struct.Struct(">III")         # at byte 12 of a call: program, version, procedure
 _READ_ARGS = struct.Struct(">QI")      # after the handle: offset, count
 _WRITE_ARGS = struct.Struct(">QIII")   # after the handle: offset, count, stable, data length
@@ -65,12 +65,12 @@ def _procedure(record) -> int | None:
 def _args_at(record) -> tuple[int, int]:
     """(xid, offset of the arguments after the file handle)."""
     xid, _, _, _, _, _, _, at = rpc.parse_call_header(record)
-    length = _XID.unpack_from(record, at)[0]
+    length = _WORD.unpack_from(record, at)[0]
     return xid, at + 4 + length + (-length & 3)
 
 
 def _canned(learned: _Learned, procedure: int, record) -> list:
-    head = rpc.SUCCESS_HEADER.pack(_XID.unpack_from(record, 0)[0], 1) + learned.body
+    head = rpc.SUCCESS_HEADER.pack(_WORD.unpack_from(record, 0)[0], 1) + learned.body
     return [head, learned.data] if procedure == _READ else [head]
 
 

@@ -194,15 +194,14 @@ static double now_seconds(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static PyObject *current_generation(ReadGrants *self, long long *generation) {
+/* The export-table generation now (NfsState._generation); 0, or -1 with an exception set. */
+static int current_generation(ReadGrants *self, long long *generation) {
     PyObject *value = PyObject_GetAttrString(self->state, "_generation");
     if (value == NULL)
-        return NULL;
+        return -1;
     *generation = PyLong_AsLongLong(value);
     Py_DECREF(value);
-    if (*generation == -1 && PyErr_Occurred())
-        return NULL;
-    return Py_None;
+    return *generation == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -219,7 +218,7 @@ static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_s
     long long generation;
     if (parse_read(view.buf, view.len, &call) < 0 || PyDict_GET_SIZE(self->grants) == 0)
         goto none;
-    if (current_generation(self, &generation) == NULL)  /* (before the lookup: it runs Python code) */
+    if (current_generation(self, &generation) < 0)  /* (before the lookup: it runs Python code) */
         goto fail;
     PyObject *key = make_key(args[1], &call);
     if (key == NULL)
@@ -296,6 +295,23 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_ValueError, "more than 16 groups");
         goto fail;
     }
+    key = make_key(address, &call);
+    if (key == NULL)
+        goto fail;
+    PyObject *existing = PyDict_GetItemWithError(self->grants, key);  /* borrowed */
+    if (existing == NULL && PyErr_Occurred())
+        goto fail;
+    if (existing != NULL) {
+        Grant *held = PyCapsule_GetPointer(existing, GRANT_NAME);
+        if (held == NULL)
+            goto fail;
+        if (held->generation == generation) {  /* granted already (a READ C left to Python: a count
+                                                  over 64 KiB, a range it found short, ...) */
+            Py_DECREF(key);
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
+        }
+    }
     grant = PyMem_Calloc(1, sizeof(Grant));
     if (grant == NULL) {
         PyErr_NoMemory();
@@ -307,23 +323,6 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
         if (value == (unsigned long)-1 && PyErr_Occurred())
             goto fail;
         grant->gids[grant->ngids++] = (uint32_t)value;
-    }
-    key = make_key(address, &call);
-    if (key == NULL)
-        goto fail;
-    PyObject *existing = PyDict_GetItemWithError(self->grants, key);  /* borrowed */
-    if (existing == NULL && PyErr_Occurred())
-        goto fail;
-    if (existing != NULL) {
-        Grant *held = PyCapsule_GetPointer(existing, GRANT_NAME);
-        if (held == NULL)
-            goto fail;
-        if (held->generation == generation) {  /* already granted (this READ fell through: cold data) */
-            PyMem_Free(grant);
-            Py_DECREF(key);
-            PyBuffer_Release(&view);
-            Py_RETURN_NONE;
-        }
     }
     grant->fd = dup(fd);  /* the grant's own: the node may close its descriptor meanwhile */
     if (grant->fd < 0) {

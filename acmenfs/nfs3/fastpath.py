@@ -65,7 +65,6 @@ _GETATTR, _READ, _WRITE = int(NfsProc.GETATTR), int(NfsProc.READ), int(NfsProc.W
 _KEYS = {_GETATTR: ("NFS3", "GETATTR"), _READ: ("NFS3", "READ"), _WRITE: ("NFS3", "WRITE")}
 _NEW, _DONE = DrcStatus.NEW, DrcStatus.DONE
 _NOTHING = ()   # answered: nothing to send (a duplicate of a call still running)
-_GRANTED_MAX = 64 * 1024   # the largest READ ReadGrants answers (a copy, like INLINE_COPY_READ_BYTES)
 
 
 def read_accel_enabled() -> bool:
@@ -164,16 +163,18 @@ class FastPath:
             return None
         fh, after = found
         offset, count = _READ_ARGS.unpack_from(record, after)
-        generation = self.state.generation  # before the scope: a grant must not outlive a rule it used
+        grants = self.grants
+        if grants is not None:
+            generation = self.state.generation  # before the scope: a grant must not outlive a rule it used
         scope = self.state.scope(caller, fh)
         backend = scope.backend
         data, count, eof, st = backend.read(scope.node, scope.who, offset, min(count, MAX_IO))
         parts, count, eof = read_parts(backend, data, offset, count, eof, True)
         self.data_stats.bytes_read += count
-        if self.grants is not None and type(data) is bytearray and 0 < count <= _GRANTED_MAX:
+        if grants is not None and type(data) is bytearray:  # (a copy: 1..64 KiB, what ReadGrants answers)
             who = scope.who
-            self.grants.grant(record, caller.client[0], scope.node.data_fd(), who.uid, who.gid, who.gids,
-                              scope.fsid, backend.root_dev, generation)
+            grants.grant(record, caller.client[0], scope.node.data_fd(), who.uid, who.gid, who.gids,
+                         scope.fsid, backend.root_dev, generation)
         parts.insert(0, _SUCCESS_HEADER.pack(xid, _REPLY) + read_head(scope, st, count, eof))
         return parts
 
