@@ -16,33 +16,19 @@
  * answers only 1..65536 bytes of data; anything else (EOF at the offset, larger reads, a
  * malformed or other call) is None.  Counts calls, bytes and seconds for the server's stats.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_accel.h"
 
 #include <errno.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#define NFS_PROGRAM 100003u
-#define NFS_V3 3u
 #define NFSPROC3_READ 6u
-#define MAX_AUTH_BYTES 400u
-#define NFS3_FHSIZE 64u
 #define MAX_INLINE_READ 65536u
-#define MAX_GIDS 16
-#define MAX_GRANTS 4096
 #define REPLY_HEAD 128u /* RPC header 24 + status 4 + post_op_attr 88 + count, eof, length 12 */
 
 typedef struct {
     int fd;
-    uint32_t uid, gid;
-    int ngids;
-    uint32_t gids[MAX_GIDS];
+    Who who;
     uint64_t fsid, root_dev;
     long long generation;
 } Grant;
@@ -57,17 +43,6 @@ typedef struct {
 
 static const char GRANT_NAME[] = "acmenfs.nfs3._readaccel.Grant";
 
-static uint32_t get32(const unsigned char *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-static unsigned char *put32(unsigned char *p, uint32_t v) {
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-    return p + 4;
-}
-static unsigned char *put64(unsigned char *p, uint64_t v) {
-    return put32(put32(p, (uint32_t)(v >> 32)), (uint32_t)v);
-}
-
 static void grant_free(PyObject *capsule) {
     Grant *grant = PyCapsule_GetPointer(capsule, GRANT_NAME);
     if (grant != NULL) {
@@ -76,132 +51,25 @@ static void grant_free(PyObject *capsule) {
     }
 }
 
-/* Where a READ call's parts are: the key (address, credential, handle) and the arguments.
- * Returns 0 when ``record`` is a well-formed NFSv3 READ call, else -1. */
-typedef struct {
-    uint32_t xid;
-    const unsigned char *cred, *handle;
-    uint32_t cred_len, handle_len;
-    uint64_t offset;
-    uint32_t count;
-} ReadCall;
-
-static int parse_read(const unsigned char *r, Py_ssize_t size, ReadCall *call) {
-    if (size < 40)
+/* A READ call: offset and count after the handle; 0, or -1 when ``record`` is not one. */
+static int parse_read(const unsigned char *r, Py_ssize_t size, NfsCall *call, uint64_t *offset, uint32_t *count) {
+    if (parse_call(r, size, NFSPROC3_READ, 12, call) < 0)
         return -1;
-    if (get32(r + 4) != 0 || get32(r + 8) != 2 || get32(r + 12) != NFS_PROGRAM
-        || get32(r + 16) != NFS_V3 || get32(r + 20) != NFSPROC3_READ)
-        return -1;
-    uint32_t cred_len = get32(r + 28);
-    if (cred_len > MAX_AUTH_BYTES)
-        return -1;
-    Py_ssize_t verifier = 32 + cred_len + (-cred_len & 3);
-    if (verifier + 8 > size)
-        return -1;
-    uint32_t verf_len = get32(r + verifier + 4);
-    if (verf_len > MAX_AUTH_BYTES)
-        return -1;
-    Py_ssize_t at = verifier + 8 + verf_len + (-verf_len & 3);
-    if (at + 4 > size)
-        return -1;
-    uint32_t handle_len = get32(r + at);
-    if (handle_len > NFS3_FHSIZE)
-        return -1;
-    Py_ssize_t args = at + 4 + handle_len + (-handle_len & 3);
-    if (args + 12 > size)
-        return -1;
-    call->xid = get32(r);
-    call->cred = r + 24;              /* flavor, length and body: the whole credential */
-    call->cred_len = 8 + cred_len;
-    call->handle = r + at + 4;
-    call->handle_len = handle_len;
-    call->offset = ((uint64_t)get32(r + args) << 32) | get32(r + args + 4);
-    call->count = get32(r + args + 8);
+    *offset = get64(r + call->args);
+    *count = get32(r + call->args + 8);
     return 0;
-}
-
-/* The table key: address, a zero byte, the credential, the handle (lengths are implied:
- * the credential's length is inside it and the handle runs to the end). */
-static PyObject *make_key(PyObject *address, const ReadCall *call) {
-    Py_ssize_t address_len;
-    const char *text = PyUnicode_AsUTF8AndSize(address, &address_len);
-    if (text == NULL)
-        return NULL;
-    Py_ssize_t size = address_len + 1 + call->cred_len + call->handle_len;
-    PyObject *key = PyBytes_FromStringAndSize(NULL, size);
-    if (key == NULL)
-        return NULL;
-    char *p = PyBytes_AS_STRING(key);
-    memcpy(p, text, address_len);
-    p[address_len] = 0;
-    memcpy(p + address_len + 1, call->cred, call->cred_len);
-    memcpy(p + address_len + 1 + call->cred_len, call->handle, call->handle_len);
-    return key;
-}
-
-static int may_read(const Grant *grant, const struct stat *st) {
-    if (grant->uid == 0 || st->st_uid == grant->uid)
-        return 1;  /* root reads anything; the owner may always read (owner_override) */
-    int in_group = st->st_gid == grant->gid;
-    for (int i = 0; i < grant->ngids && !in_group; i++)
-        in_group = st->st_gid == grant->gids[i];
-    mode_t bits = in_group ? st->st_mode >> 3 : st->st_mode;
-    return (bits & 4) != 0;
-}
-
-static uint64_t fileid(const struct stat *st, uint64_t root_dev) {
-    if ((uint64_t)st->st_dev == root_dev)
-        return st->st_ino ? (uint64_t)st->st_ino : 1;
-    uint64_t mixed = ((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^ (uint64_t)st->st_ino;
-    return mixed ? mixed : 1;
-}
-
-static unsigned char *put_time(unsigned char *p, const struct timespec *t) {
-    return put32(put32(p, (uint32_t)((uint64_t)t->tv_sec & 0xFFFFFFFFu)), (uint32_t)t->tv_nsec);
 }
 
 /* RPC success header, NFS3_OK, post_op_attr (present, fattr3 of a regular file), count, eof,
  * opaque length: exactly what FastPath._read's first part holds. */
 static void put_head(unsigned char *p, uint32_t xid, const Grant *grant, const struct stat *st,
                      uint32_t count, int eof) {
-    memset(p, 0, 28);
-    put32(p, xid);
-    put32(p + 4, 1);   /* REPLY; then MSG_ACCEPTED, AUTH_NONE, 0, SUCCESS, NFS3_OK: zeros */
-    p += 28;
+    p = put_success(p, xid);
     p = put32(p, 1);   /* attributes follow */
-    p = put32(p, 1);   /* NF3REG */
-    p = put32(p, st->st_mode & 07777);
-    p = put32(p, (uint32_t)st->st_nlink);
-    p = put32(p, st->st_uid);
-    p = put32(p, st->st_gid);
-    p = put64(p, (uint64_t)st->st_size);
-    p = put64(p, (uint64_t)st->st_blocks * 512u);
-    p = put32(p, 0);   /* rdev of a regular file */
-    p = put32(p, 0);
-    p = put64(p, grant->fsid);
-    p = put64(p, fileid(st, grant->root_dev));
-    p = put_time(p, &st->st_atim);
-    p = put_time(p, &st->st_mtim);
-    p = put_time(p, &st->st_ctim);
+    p = put_fattr3(p, st, grant->fsid, grant->root_dev);
     p = put32(p, count);
     p = put32(p, eof ? 1 : 0);
     put32(p, count);
-}
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-/* The export-table generation now (NfsState._generation); 0, or -1 with an exception set. */
-static int current_generation(ReadGrants *self, long long *generation) {
-    PyObject *value = PyObject_GetAttrString(self->state, "_generation");
-    if (value == NULL)
-        return -1;
-    *generation = PyLong_AsLongLong(value);
-    Py_DECREF(value);
-    return *generation == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -214,11 +82,13 @@ static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_s
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *reply = NULL;
-    ReadCall call;
+    NfsCall call;
+    uint64_t offset;
+    uint32_t requested;
     long long generation;
-    if (parse_read(view.buf, view.len, &call) < 0 || PyDict_GET_SIZE(self->grants) == 0)
+    if (parse_read(view.buf, view.len, &call, &offset, &requested) < 0 || PyDict_GET_SIZE(self->grants) == 0)
         goto none;
-    if (current_generation(self, &generation) < 0)  /* (before the lookup: it runs Python code) */
+    if (current_generation(self->state, &generation) < 0)  /* (before the lookup: it runs Python code) */
         goto fail;
     PyObject *key = make_key(args[1], &call);
     if (key == NULL)
@@ -236,23 +106,23 @@ static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_s
     if (generation != grant->generation)
         goto none;
     struct stat st;
-    if (fstat(grant->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0 || !may_read(grant, &st))
+    if (fstat(grant->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0 || !may_access(&grant->who, &st, 4))
         goto none;  /* deleted, changed, or not readable by this caller: Python answers */
-    uint64_t count = call.count < MAX_INLINE_READ ? call.count : MAX_INLINE_READ;
-    if (call.count > MAX_INLINE_READ || st.st_size <= 0 || call.offset >= (uint64_t)st.st_size)
+    uint64_t count = requested < MAX_INLINE_READ ? requested : MAX_INLINE_READ;
+    if (requested > MAX_INLINE_READ || st.st_size <= 0 || offset >= (uint64_t)st.st_size)
         goto none;
-    uint64_t left = (uint64_t)st.st_size - call.offset;
+    uint64_t left = (uint64_t)st.st_size - offset;
     uint32_t available = (uint32_t)(count < left ? count : left);
     if (available == 0)
         goto none;
-    int eof = call.offset + available >= (uint64_t)st.st_size;
+    int eof = offset + available >= (uint64_t)st.st_size;
     uint32_t pad = -available & 3;
     reply = PyBytes_FromStringAndSize(NULL, REPLY_HEAD + available + pad);
     if (reply == NULL)
         goto fail;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(reply);
     struct iovec iov = {out + REPLY_HEAD, available};
-    ssize_t got = preadv2(grant->fd, &iov, 1, (off_t)call.offset, RWF_NOWAIT);
+    ssize_t got = preadv2(grant->fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
     if (got != (ssize_t)available) {  /* not (all) in the page cache, or the file shrank */
         Py_CLEAR(reply);
         goto none;
@@ -284,15 +154,13 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*UiIIO!KKL", names, &view, &address, &fd, &uid,
                                      &gid, &PyTuple_Type, &gids, &fsid, &root_dev, &generation))
         return NULL;
-    ReadCall call;
+    NfsCall call;
+    uint64_t offset;
+    uint32_t requested;
     PyObject *key = NULL, *capsule = NULL;
     Grant *grant = NULL;
-    if (parse_read(view.buf, view.len, &call) < 0) {
+    if (parse_read(view.buf, view.len, &call, &offset, &requested) < 0) {
         PyErr_SetString(PyExc_ValueError, "not an NFSv3 READ call");
-        goto fail;
-    }
-    if (PyTuple_GET_SIZE(gids) > MAX_GIDS) {
-        PyErr_SetString(PyExc_ValueError, "more than 16 groups");
         goto fail;
     }
     key = make_key(address, &call);
@@ -318,19 +186,13 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
         goto fail;
     }
     grant->fd = -1;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gids); i++) {
-        unsigned long value = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(gids, i));
-        if (value == (unsigned long)-1 && PyErr_Occurred())
-            goto fail;
-        grant->gids[grant->ngids++] = (uint32_t)value;
-    }
+    if (who_from(&grant->who, uid, gid, gids) < 0)
+        goto fail;
     grant->fd = dup(fd);  /* the grant's own: the node may close its descriptor meanwhile */
     if (grant->fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto fail;
     }
-    grant->uid = uid;
-    grant->gid = gid;
     grant->fsid = fsid;
     grant->root_dev = root_dev;
     grant->generation = generation;

@@ -31,6 +31,14 @@ same export-table generation, are then answered in C, byte for byte as here, wit
 this path makes per call (a regular file not deleted, readable by the caller, the range in the
 page cache); anything else falls through to this path.  Without the module, or with
 ``ACMENFS_READ_ACCEL=0`` in the environment, this path answers every READ.
+
+An UNSTABLE WRITE answered here leaves a grant in ``write_grants`` the same way
+(``acmenfs.nfs3._writeaccel.WriteGrants``): later page-aligned UNSTABLE WRITEs of 1..64 KiB with
+the same handle, client address and credential, under the same generation, are answered in C with
+this path's steps (permission, set-id bits, the inline-write pause, the quota, the duplicate request
+cache, mark_dirty for COMMIT, the usage counter, the reply with the verifier); anything else, and
+anything those steps would refuse, falls through to this path.  ``ACMENFS_WRITE_ACCEL=0`` turns it
+off.  Both modules share ``_accel.h``, whose header names the Python code each C part mirrors.
 """
 
 from __future__ import annotations
@@ -55,6 +63,10 @@ try:
     from acmenfs.nfs3._readaccel import ReadGrants
 except ImportError:  # built without a C compiler or Python's headers: this module answers every READ
     ReadGrants = None
+try:
+    from acmenfs.nfs3._writeaccel import WriteGrants
+except ImportError:  # (likewise: this module answers every WRITE)
+    WriteGrants = None
 
 _FH_LENGTH = struct.Struct(">I")
 _ROUTE = struct.Struct(">IIII")        # at byte 8 of a call: rpcvers, prog, vers, proc
@@ -70,6 +82,11 @@ _NOTHING = ()   # answered: nothing to send (a duplicate of a call still running
 def read_accel_enabled() -> bool:
     """Whether READs may be answered by the compiled ``ReadGrants`` (built, and not turned off)."""
     return ReadGrants is not None and os.environ.get("ACMENFS_READ_ACCEL", "1") != "0"
+
+
+def write_accel_enabled() -> bool:
+    """Whether UNSTABLE WRITEs may be answered by the compiled ``WriteGrants`` (built, not turned off)."""
+    return WriteGrants is not None and os.environ.get("ACMENFS_WRITE_ACCEL", "1") != "0"
 
 
 class _Caller:
@@ -94,16 +111,22 @@ class FastPath:
     """``fast_path(record, client)`` -> reply parts, ``()`` (send nothing) or None (general path)."""
 
     def __init__(self, state: NfsState, drc: DuplicateRequestCache | None, call_stats, data_stats,
-                 count, *, accelerate: bool | None = None) -> None:
+                 count, *, accelerate: bool | None = None, accelerate_writes: bool | None = None) -> None:
         """``call_stats``: a ``CallStats``; ``data_stats``: has ``bytes_read`` / ``bytes_written``
         (the NfsServer); ``count``: the dispatcher's counter (``RpcDispatcher.count``).
-        ``accelerate``: use ``ReadGrants`` (default: ``read_accel_enabled()``); its calls and bytes
-        are counted in ``grants.counts()``, not in ``call_stats`` / ``data_stats``."""
+        ``accelerate``: use ``ReadGrants`` (default: ``read_accel_enabled()``), ``accelerate_writes``:
+        ``WriteGrants`` (default: ``write_accel_enabled()``, and only with a DRC); their calls and
+        bytes are counted in their ``counts()``, not in ``call_stats`` / ``data_stats``."""
         if accelerate is None:
             accelerate = read_accel_enabled()
         elif accelerate and ReadGrants is None:
             raise RuntimeError("acmenfs.nfs3._readaccel was not built")
+        if accelerate_writes is None:
+            accelerate_writes = write_accel_enabled()
+        elif accelerate_writes and WriteGrants is None:
+            raise RuntimeError("acmenfs.nfs3._writeaccel was not built")
         self.grants = ReadGrants(state) if accelerate else None
+        self.write_grants = WriteGrants(state, drc, self._duplicate) if accelerate_writes and drc is not None else None
         self.state = state
         self.drc = drc
         self.record_call = call_stats.record
@@ -119,6 +142,11 @@ class FastPath:
             reply = grants.answer(record, client[0])
             if reply is not None:
                 return [reply]
+        write_grants = self.write_grants
+        if write_grants is not None:
+            parts = write_grants.answer(record, client)
+            if parts is not None:
+                return parts
         if len(record) < 24:
             return None
         rpcvers, prog, vers, proc = _ROUTE.unpack_from(record, 8)  # a look before parsing: most calls are not ours
@@ -190,6 +218,9 @@ class FastPath:
             return None
         if stable:
             raise WouldBlock("a stable write waits for the disk")
+        write_grants = self.write_grants
+        if write_grants is not None:
+            generation = self.state.generation  # before the scope, as for READ
         scope = self.state.scope(caller, fh, write=True)
         view = record if type(record) is memoryview else memoryview(record)
         status, token = self.drc.check(make_request_key(xid, caller.client, NFS_PROGRAM, NFS_V3, _WRITE, view[at:]))
@@ -203,6 +234,10 @@ class FastPath:
             raise
         self.drc.done(token, reply)
         self.data_stats.bytes_written += length
+        if write_grants is not None:
+            who, node = scope.who, scope.node
+            write_grants.grant(record, caller.client[0], node, node.data_fd(writable=True), who.uid, who.gid,
+                               who.gids, scope.fsid, scope.backend.root_dev, generation, scope.backend)
         return [reply]
 
     def _duplicate(self, status: DrcStatus, reply):

@@ -40,7 +40,8 @@ from acmenfs.oncrpc.server import RpcServer
 from acmenfs.oncrpc.xdr import XdrError
 
 log = logging.getLogger("acmenfs.nfs3")
-_READ_KEY = ("NFS3", "READ")  # the CallStats key of READ (calls answered by ReadGrants are added under it)
+_READ_KEY = ("NFS3", "READ")    # the CallStats keys of READ and WRITE: calls answered by ReadGrants and
+_WRITE_KEY = ("NFS3", "WRITE")  # WriteGrants (compiled) are added under them
 WRITE_COUNT = struct.Struct(">I")  # WRITE3resok: ... count, committed, verifier[8]: count is 16 bytes from the end
 
 # Number of FALSE words (absent post_op_attr / pre_op_attr) in each failure body.
@@ -129,6 +130,18 @@ class CallStats:
         return dict(calls), dict(latency), dict(errors)
 
 
+def _add_compiled(calls: dict, latency: dict, key: tuple, tables: list) -> int:
+    """Add the calls and seconds of compiled grant tables (``counts()``) under ``key``; -> their bytes."""
+    total = 0
+    for grants in tables:
+        count, size, seconds = grants.counts()
+        if count:
+            calls[key] = calls.get(key, 0) + count
+            latency[key] = latency.get(key, 0.0) + seconds
+            total += size
+    return total
+
+
 class NfsServer:
     def __init__(self, exports: ExportTable, state_dir: str | Path, *, drc_max_entries: int = 32768,
                  drc_lifetime: float = 120.0, use_kernel_handles: bool | None = None, threads: int = 8,
@@ -152,7 +165,8 @@ class NfsServer:
                                data_stats=self)   # v4 READ/WRITE bytes in bytes_read/bytes_written
         self.busy_poller = BusyPoller(busy_poll)
         self.bytes_read = 0
-        self._read_grants: list = []  # each FastPath's ReadGrants: its READs are counted there
+        self._read_grants: list = []   # each FastPath's ReadGrants: its READs are counted there
+        self._write_grants: list = []  # and its WriteGrants: its WRITEs
         self.bytes_written = 0
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acmenfs-nfs")
         self.state.executor = self._executor
@@ -187,6 +201,8 @@ class NfsServer:
             dispatcher.fast_lane = lane = FastPath(self.state, self.drc, self.call_stats, self, dispatcher.count)
             if lane.grants is not None:
                 self._read_grants.append(lane.grants)
+            if lane.write_grants is not None:
+                self._write_grants.append(lane.write_grants)
         return dispatcher
 
     def mount_program(self) -> Program:
@@ -334,19 +350,14 @@ class NfsServer:
     # ----- introspection ---------------------------------------------------------
     def stats(self) -> dict:
         calls, latency, errors = self.call_stats.snapshot()
-        bytes_read = self.bytes_read
-        for grants in self._read_grants:
-            count, size, seconds = grants.counts()
-            if count:
-                calls[_READ_KEY] = calls.get(_READ_KEY, 0) + count
-                latency[_READ_KEY] = latency.get(_READ_KEY, 0.0) + seconds
-                bytes_read += size
+        bytes_read = self.bytes_read + _add_compiled(calls, latency, _READ_KEY, self._read_grants)
+        bytes_written = self.bytes_written + _add_compiled(calls, latency, _WRITE_KEY, self._write_grants)
         return {
             "calls": calls,
             "latency_seconds_sum": latency,
             "errors": errors,
             "bytes_read": bytes_read,
-            "bytes_written": self.bytes_written,
+            "bytes_written": bytes_written,
             "drc": self.drc.stats(),
             "busy_poll": self.busy_poller.stats(),
         }
