@@ -144,7 +144,10 @@ class FastPath:
                 return [reply]
         write_grants = self.write_grants
         if write_grants is not None:
-            parts = write_grants.answer(record, client)
+            try:
+                parts = write_grants.answer(record, client)
+            except Exception:  # noqa: BLE001 - as below (it calls the DRC): the general path runs the call
+                return None
             if parts is not None:
                 return parts
         if len(record) < 24:

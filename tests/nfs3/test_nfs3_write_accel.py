@@ -392,3 +392,17 @@ def test_a_real_client_writes_through_it_and_the_calls_are_counted(tmp_path, exp
         assert stats["bytes_written"] == len(data)
     finally:
         running.stop()
+
+
+@needs_accel
+def test_a_failing_duplicate_request_cache_leaves_the_call_to_the_general_path(lane, export_dir, monkeypatch):
+    fh = _file(lane, export_dir, bytes(1 << 16))
+    lane.send(lane.record(fh, 0, os.urandom(4096)))
+    data = os.urandom(4096)
+
+    def broken(key):
+        raise RuntimeError("no DRC today")
+
+    monkeypatch.setattr(lane.server.drc, "check", broken)
+    assert lane.send(lane.record(fh, PAGE, data)) is None and lane.answered_in_c() == 0
+    assert (export_dir / "disk").read_bytes()[PAGE:2 * PAGE] == bytes(PAGE)  # not written
