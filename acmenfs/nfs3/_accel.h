@@ -197,4 +197,41 @@ static int current_generation(PyObject *state, long long *generation) {
     return *generation == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* What both grant tables start with: the grants (a dict: key bytes -> capsule) and what they answered. */
+#define GRANT_TABLE_HEAD \
+    PyObject_HEAD \
+    PyObject *grants; \
+    unsigned long long calls, bytes; \
+    double seconds;
+
+typedef struct {
+    GRANT_TABLE_HEAD
+} GrantTable;
+
+/* Keep ``capsule`` under ``key``; bounded: past MAX_GRANTS the table starts afresh (clients
+ * re-earn their grants with one call answered by Python).  0, or -1 with an exception set. */
+static int table_store(GrantTable *table, PyObject *key, PyObject *capsule) {
+    if (PyDict_GET_SIZE(table->grants) >= MAX_GRANTS)
+        PyDict_Clear(table->grants);
+    return PyDict_SetItem(table->grants, key, capsule);
+}
+
+static PyObject *table_clear(GrantTable *table, PyObject *unused) {
+    PyDict_Clear(table->grants);
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_counts(GrantTable *table, PyObject *unused) {
+    return Py_BuildValue("(KKd)", table->calls, table->bytes, table->seconds);
+}
+
+static Py_ssize_t table_len(GrantTable *table) {
+    return PyDict_GET_SIZE(table->grants);
+}
+
+/* The methods both tables have besides answer and grant (their method tables list these first). */
+#define GRANT_TABLE_METHODS \
+    {"clear", (PyCFunction)table_clear, METH_NOARGS, "forget every grant"}, \
+    {"counts", (PyCFunction)table_counts, METH_NOARGS, "(calls, bytes, seconds) answered here"},
+
 #endif

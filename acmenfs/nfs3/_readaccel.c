@@ -34,11 +34,8 @@ typedef struct {
 } Grant;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *grants;     /* dict: key bytes -> capsule(Grant) */
+    GRANT_TABLE_HEAD      /* grants: key bytes -> capsule(Grant) */
     PyObject *state;      /* has _generation */
-    unsigned long long calls, bytes;
-    double seconds;
 } ReadGrants;
 
 static const char GRANT_NAME[] = "acmenfs.nfs3._readaccel.Grant";
@@ -200,9 +197,7 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
     if (capsule == NULL)
         goto fail;
     grant = NULL;  /* the capsule owns it */
-    if (PyDict_GET_SIZE(self->grants) >= MAX_GRANTS)
-        PyDict_Clear(self->grants);  /* bounded: clients re-earn their grants with one READ */
-    if (PyDict_SetItem(self->grants, key, capsule) < 0)
+    if (table_store((GrantTable *)self, key, capsule) < 0)
         goto fail;
     Py_DECREF(key);
     Py_DECREF(capsule);
@@ -218,19 +213,6 @@ fail:
     Py_XDECREF(capsule);
     PyBuffer_Release(&view);
     return NULL;
-}
-
-static PyObject *ReadGrants_clear(ReadGrants *self, PyObject *unused) {
-    PyDict_Clear(self->grants);
-    Py_RETURN_NONE;
-}
-
-static PyObject *ReadGrants_counts(ReadGrants *self, PyObject *unused) {
-    return Py_BuildValue("(KKd)", self->calls, self->bytes, self->seconds);
-}
-
-static Py_ssize_t ReadGrants_len(ReadGrants *self) {
-    return PyDict_GET_SIZE(self->grants);
 }
 
 static int ReadGrants_init(ReadGrants *self, PyObject *args, PyObject *kwargs) {
@@ -257,12 +239,11 @@ static PyMethodDef ReadGrants_methods[] = {
     {"grant", (PyCFunction)(void (*)(void))ReadGrants_grant, METH_VARARGS | METH_KEYWORDS,
      "grant(record, address, fd, uid, gid, gids, fsid, root_dev, generation): answer READs like "
      "this one (same handle, client address and credential) from now on"},
-    {"clear", (PyCFunction)ReadGrants_clear, METH_NOARGS, "forget every grant (closes their descriptors)"},
-    {"counts", (PyCFunction)ReadGrants_counts, METH_NOARGS, "(calls, bytes, seconds) answered here"},
+    GRANT_TABLE_METHODS
     {NULL}
 };
 
-static PySequenceMethods ReadGrants_sequence = {.sq_length = (lenfunc)ReadGrants_len};
+static PySequenceMethods ReadGrants_sequence = {.sq_length = (lenfunc)table_len};
 
 static PyTypeObject ReadGrantsType = {
     PyVarObject_HEAD_INIT(NULL, 0)

@@ -50,15 +50,12 @@ typedef struct {
 } Grant;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *grants;     /* dict: key bytes -> capsule(Grant) */
+    GRANT_TABLE_HEAD      /* grants: key bytes -> capsule(Grant) */
     PyObject *state;      /* has _generation */
     PyObject *committer;  /* the state's GroupCommitter: mark_dirty, verifier */
     PyObject *drc, *duplicate, *new_status;
     double blocked_seconds;
     uintptr_t page_mask;
-    unsigned long long calls, bytes;
-    double seconds;
 } WriteGrants;
 
 static const char GRANT_NAME[] = "acmenfs.nfs3._writeaccel.Grant";
@@ -438,9 +435,7 @@ static PyObject *WriteGrants_grant(WriteGrants *self, PyObject *args, PyObject *
     if (capsule == NULL)
         goto fail;
     grant = NULL;  /* the capsule owns it */
-    if (PyDict_GET_SIZE(self->grants) >= MAX_GRANTS)
-        PyDict_Clear(self->grants);  /* bounded: clients re-earn their grants with one WRITE */
-    if (PyDict_SetItem(self->grants, key, capsule) < 0)
+    if (table_store((GrantTable *)self, key, capsule) < 0)
         goto fail;
     Py_DECREF(key);
     Py_DECREF(capsule);
@@ -458,19 +453,6 @@ fail:
     Py_XDECREF(capsule);
     PyBuffer_Release(&view);
     return NULL;
-}
-
-static PyObject *WriteGrants_clear(WriteGrants *self, PyObject *unused) {
-    PyDict_Clear(self->grants);
-    Py_RETURN_NONE;
-}
-
-static PyObject *WriteGrants_counts(WriteGrants *self, PyObject *unused) {
-    return Py_BuildValue("(KKd)", self->calls, self->bytes, self->seconds);
-}
-
-static Py_ssize_t WriteGrants_len(WriteGrants *self) {
-    return PyDict_GET_SIZE(self->grants);
 }
 
 /* An attribute of an importable module (a constant the Python path uses); new reference or NULL. */
@@ -550,12 +532,11 @@ static PyMethodDef WriteGrants_methods[] = {
     {"grant", (PyCFunction)(void (*)(void))WriteGrants_grant, METH_VARARGS | METH_KEYWORDS,
      "grant(record, address, node, fd, uid, gid, gids, fsid, root_dev, generation, backend): answer "
      "UNSTABLE WRITEs like this one (same handle, client address and credential) from now on"},
-    {"clear", (PyCFunction)WriteGrants_clear, METH_NOARGS, "forget every grant"},
-    {"counts", (PyCFunction)WriteGrants_counts, METH_NOARGS, "(calls, bytes, seconds) answered here"},
+    GRANT_TABLE_METHODS
     {NULL}
 };
 
-static PySequenceMethods WriteGrants_sequence = {.sq_length = (lenfunc)WriteGrants_len};
+static PySequenceMethods WriteGrants_sequence = {.sq_length = (lenfunc)table_len};
 
 static PyTypeObject WriteGrantsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
