@@ -187,9 +187,17 @@ static double now_seconds(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static PyObject *s_generation;  /* "_generation", interned by accel_init */
+
+/* What a module's init calls first; 0, or -1 with an exception set. */
+static int accel_init(void) {
+    s_generation = PyUnicode_InternFromString("_generation");
+    return s_generation == NULL ? -1 : 0;
+}
+
 /* The export-table generation now (NfsState._generation); 0, or -1 with an exception set. */
 static int current_generation(PyObject *state, long long *generation) {
-    PyObject *value = PyObject_GetAttrString(state, "_generation");
+    PyObject *value = PyObject_GetAttr(state, s_generation);
     if (value == NULL)
         return -1;
     *generation = PyLong_AsLongLong(value);
@@ -197,10 +205,12 @@ static int current_generation(PyObject *state, long long *generation) {
     return *generation == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* What both grant tables start with: the grants (a dict: key bytes -> capsule) and what they answered. */
+/* What both grant tables start with: the grants (a dict: key bytes -> capsule), the NfsState whose
+ * generation they are valid under, and what they answered. */
 #define GRANT_TABLE_HEAD \
     PyObject_HEAD \
     PyObject *grants; \
+    PyObject *state; \
     unsigned long long calls, bytes; \
     double seconds;
 
@@ -208,12 +218,69 @@ typedef struct {
     GRANT_TABLE_HEAD
 } GrantTable;
 
-/* Keep ``capsule`` under ``key``; bounded: past MAX_GRANTS the table starts afresh (clients
- * re-earn their grants with one call answered by Python).  0, or -1 with an exception set. */
-static int table_store(GrantTable *table, PyObject *key, PyObject *capsule) {
+/* What every grant starts with: what Python resolved, and the generation it resolved it under. */
+typedef struct {
+    int fd;
+    Who who;
+    uint64_t fsid, root_dev;
+    long long generation;
+} GrantCore;
+
+/* Fill ``core`` (fd left to the caller); 0, or -1 with an exception set. */
+static int core_init(GrantCore *core, unsigned int uid, unsigned int gid, PyObject *gids, uint64_t fsid,
+                     uint64_t root_dev, long long generation) {
+    core->fsid = fsid;
+    core->root_dev = root_dev;
+    core->generation = generation;
+    return who_from(&core->who, uid, gid, gids);
+}
+
+/* The grant of ``call`` from ``address`` made under the current generation: its core, with new
+ * references to its key in *key and its capsule in *capsule (they keep it alive while Python code
+ * runs); NULL when there is none (no exception) or on an error (exception set). */
+static GrantCore *find_grant(GrantTable *table, PyObject *address, const NfsCall *call, const char *name,
+                             PyObject **key, PyObject **capsule) {
+    long long generation;
+    *key = *capsule = NULL;
+    if (PyDict_GET_SIZE(table->grants) == 0 || current_generation(table->state, &generation) < 0)
+        return NULL;
+    *key = make_key(address, call);
+    PyObject *found = *key == NULL ? NULL : PyDict_GetItemWithError(table->grants, *key);
+    GrantCore *core = found == NULL ? NULL : PyCapsule_GetPointer(found, name);
+    if (core == NULL || core->generation != generation)
+        return NULL;
+    Py_INCREF(found);
+    *capsule = found;
+    return core;
+}
+
+/* Forget the grant kept under ``key`` (its file was deleted: the grant would pin its pages). */
+static void forget_grant(GrantTable *table, PyObject *key) {
+    if (PyDict_DelItem(table->grants, key) < 0)
+        PyErr_Clear();
+}
+
+/* The core of the grant kept under ``key`` (borrowed), or NULL: none, or an error (exception set). */
+static GrantCore *kept_grant(GrantTable *table, PyObject *key, const char *name) {
+    PyObject *found = PyDict_GetItemWithError(table->grants, key);
+    return found == NULL ? NULL : PyCapsule_GetPointer(found, name);
+}
+
+/* Keep ``grant`` under ``key`` in a capsule named ``name`` whose ``destructor`` frees it; bounded:
+ * past MAX_GRANTS the table starts afresh (clients re-earn their grants with one call answered by
+ * Python).  Takes ``grant`` over either way: on failure (-1, exception set) it is ``release``d. */
+static int table_keep(GrantTable *table, PyObject *key, void *grant, const char *name,
+                      PyCapsule_Destructor destructor, void (*release)(void *)) {
+    PyObject *capsule = PyCapsule_New(grant, name, destructor);
+    if (capsule == NULL) {
+        release(grant);
+        return -1;
+    }
     if (PyDict_GET_SIZE(table->grants) >= MAX_GRANTS)
         PyDict_Clear(table->grants);
-    return PyDict_SetItem(table->grants, key, capsule);
+    int kept = PyDict_SetItem(table->grants, key, capsule);
+    Py_DECREF(capsule);  /* (on failure this frees the grant) */
+    return kept;
 }
 
 static PyObject *table_clear(GrantTable *table, PyObject *unused) {

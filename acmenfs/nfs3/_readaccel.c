@@ -26,26 +26,25 @@
 #define MAX_INLINE_READ 65536u
 #define REPLY_HEAD 128u /* RPC header 24 + status 4 + post_op_attr 88 + count, eof, length 12 */
 
-typedef struct {
-    int fd;
-    Who who;
-    uint64_t fsid, root_dev;
-    long long generation;
-} Grant;
+typedef GrantCore Grant;  /* fd: the grant's own duplicate of the file's descriptor */
 
 typedef struct {
     GRANT_TABLE_HEAD      /* grants: key bytes -> capsule(Grant) */
-    PyObject *state;      /* has _generation */
 } ReadGrants;
 
 static const char GRANT_NAME[] = "acmenfs.nfs3._readaccel.Grant";
 
+static void grant_release(void *pointer) {
+    Grant *grant = pointer;
+    if (grant->fd >= 0)
+        close(grant->fd);
+    PyMem_Free(grant);
+}
+
 static void grant_free(PyObject *capsule) {
     Grant *grant = PyCapsule_GetPointer(capsule, GRANT_NAME);
-    if (grant != NULL) {
-        close(grant->fd);
-        PyMem_Free(grant);
-    }
+    if (grant != NULL)
+        grant_release(grant);
 }
 
 /* A READ call: offset and count after the handle; 0, or -1 when ``record`` is not one. */
@@ -78,65 +77,53 @@ static PyObject *ReadGrants_answer(ReadGrants *self, PyObject *const *args, Py_s
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *reply = NULL;
+    PyObject *reply = NULL, *key = NULL, *capsule = NULL;
     NfsCall call;
     uint64_t offset;
     uint32_t requested;
-    long long generation;
-    if (parse_read(view.buf, view.len, &call, &offset, &requested) < 0 || PyDict_GET_SIZE(self->grants) == 0)
-        goto none;
-    if (current_generation(self->state, &generation) < 0)  /* (before the lookup: it runs Python code) */
-        goto fail;
-    PyObject *key = make_key(args[1], &call);
-    if (key == NULL)
-        goto fail;
-    PyObject *capsule = PyDict_GetItemWithError(self->grants, key);  /* borrowed; nothing below runs Python */
-    Py_DECREF(key);
-    if (capsule == NULL) {
-        if (PyErr_Occurred())
-            goto fail;
-        goto none;
-    }
-    Grant *grant = PyCapsule_GetPointer(capsule, GRANT_NAME);
+    if (parse_read(view.buf, view.len, &call, &offset, &requested) < 0)
+        goto out;
+    Grant *grant = find_grant((GrantTable *)self, args[1], &call, GRANT_NAME, &key, &capsule);
     if (grant == NULL)
-        goto fail;
-    if (generation != grant->generation)
-        goto none;
+        goto out;
     struct stat st;
-    if (fstat(grant->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0 || !may_access(&grant->who, &st, 4))
-        goto none;  /* deleted, changed, or not readable by this caller: Python answers */
+    if (fstat(grant->fd, &st) < 0 || !S_ISREG(st.st_mode) || !may_access(&grant->who, &st, 4))
+        goto out;  /* changed, or not readable by this caller: Python answers */
+    if (st.st_nlink == 0) {  /* deleted: Python answers STALE */
+        forget_grant((GrantTable *)self, key);
+        goto out;
+    }
     uint64_t count = requested < MAX_INLINE_READ ? requested : MAX_INLINE_READ;
     if (requested > MAX_INLINE_READ || st.st_size <= 0 || offset >= (uint64_t)st.st_size)
-        goto none;
+        goto out;
     uint64_t left = (uint64_t)st.st_size - offset;
     uint32_t available = (uint32_t)(count < left ? count : left);
     if (available == 0)
-        goto none;
+        goto out;
     int eof = offset + available >= (uint64_t)st.st_size;
     uint32_t pad = -available & 3;
     reply = PyBytes_FromStringAndSize(NULL, REPLY_HEAD + available + pad);
     if (reply == NULL)
-        goto fail;
+        goto out;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(reply);
     struct iovec iov = {out + REPLY_HEAD, available};
     ssize_t got = preadv2(grant->fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
     if (got != (ssize_t)available) {  /* not (all) in the page cache, or the file shrank */
         Py_CLEAR(reply);
-        goto none;
+        goto out;
     }
     put_head(out, call.xid, grant, &st, available, eof);
     memset(out + REPLY_HEAD + available, 0, pad);
     self->calls += 1;
     self->bytes += available;
     self->seconds += now_seconds() - started;
+out:  /* the reply; NULL: None, or an error (exception set) */
+    Py_XDECREF(key);
+    Py_XDECREF(capsule);
     PyBuffer_Release(&view);
-    return reply;
-none:
-    PyBuffer_Release(&view);
+    if (reply != NULL || PyErr_Occurred())
+        return reply;
     Py_RETURN_NONE;
-fail:
-    PyBuffer_Release(&view);
-    return NULL;
 }
 
 static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kwargs) {
@@ -154,65 +141,39 @@ static PyObject *ReadGrants_grant(ReadGrants *self, PyObject *args, PyObject *kw
     NfsCall call;
     uint64_t offset;
     uint32_t requested;
-    PyObject *key = NULL, *capsule = NULL;
+    PyObject *key = NULL;
     Grant *grant = NULL;
     if (parse_read(view.buf, view.len, &call, &offset, &requested) < 0) {
         PyErr_SetString(PyExc_ValueError, "not an NFSv3 READ call");
-        goto fail;
+        goto done;
     }
     key = make_key(address, &call);
-    if (key == NULL)
-        goto fail;
-    PyObject *existing = PyDict_GetItemWithError(self->grants, key);  /* borrowed */
-    if (existing == NULL && PyErr_Occurred())
-        goto fail;
-    if (existing != NULL) {
-        Grant *held = PyCapsule_GetPointer(existing, GRANT_NAME);
-        if (held == NULL)
-            goto fail;
-        if (held->generation == generation) {  /* granted already (a READ C left to Python: a count
-                                                  over 64 KiB, a range it found short, ...) */
-            Py_DECREF(key);
-            PyBuffer_Release(&view);
-            Py_RETURN_NONE;
-        }
-    }
+    Grant *held = key == NULL ? NULL : kept_grant((GrantTable *)self, key, GRANT_NAME);
+    if (PyErr_Occurred() || (held != NULL && held->generation == generation))
+        goto done;  /* (granted already: a READ C left to Python, a count over 64 KiB, a short range, ...) */
     grant = PyMem_Calloc(1, sizeof(Grant));
     if (grant == NULL) {
         PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
     grant->fd = -1;
-    if (who_from(&grant->who, uid, gid, gids) < 0)
-        goto fail;
+    if (core_init(grant, uid, gid, gids, fsid, root_dev, generation) < 0)
+        goto done;
     grant->fd = dup(fd);  /* the grant's own: the node may close its descriptor meanwhile */
     if (grant->fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
-        goto fail;
+        goto done;
     }
-    grant->fsid = fsid;
-    grant->root_dev = root_dev;
-    grant->generation = generation;
-    capsule = PyCapsule_New(grant, GRANT_NAME, grant_free);
-    if (capsule == NULL)
-        goto fail;
-    grant = NULL;  /* the capsule owns it */
-    if (table_store((GrantTable *)self, key, capsule) < 0)
-        goto fail;
-    Py_DECREF(key);
-    Py_DECREF(capsule);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-fail:
-    if (grant != NULL) {
-        if (grant->fd >= 0)
-            close(grant->fd);
-        PyMem_Free(grant);
-    }
+    table_keep((GrantTable *)self, key, grant, GRANT_NAME, grant_free, grant_release);
+    grant = NULL;  /* (the table's, or released) */
+done:
+    if (grant != NULL)
+        grant_release(grant);
     Py_XDECREF(key);
-    Py_XDECREF(capsule);
     PyBuffer_Release(&view);
-    return NULL;
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static int ReadGrants_init(ReadGrants *self, PyObject *args, PyObject *kwargs) {
@@ -264,7 +225,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__readaccel(void) {
-    if (PyType_Ready(&ReadGrantsType) < 0)
+    if (accel_init() < 0 || PyType_Ready(&ReadGrantsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

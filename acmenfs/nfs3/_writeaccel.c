@@ -42,16 +42,12 @@
 #define REPLY_BYTES (SUCCESS_HEAD + 4 + 28 + 4 + FATTR3_BYTES + 16)
 
 typedef struct {
-    int fd;            /* the node's read-write descriptor: open while the grant holds the node */
-    Who who;
-    uint64_t fsid, root_dev;
-    long long generation;
+    GrantCore core;    /* fd: the node's read-write descriptor, open while the grant holds the node */
     PyObject *node, *usage, *pause, *directory;
 } Grant;
 
 typedef struct {
     GRANT_TABLE_HEAD      /* grants: key bytes -> capsule(Grant) */
-    PyObject *state;      /* has _generation */
     PyObject *committer;  /* the state's GroupCommitter: mark_dirty, verifier */
     PyObject *drc, *duplicate, *new_status;
     double blocked_seconds;
@@ -61,6 +57,7 @@ typedef struct {
 static const char GRANT_NAME[] = "acmenfs.nfs3._writeaccel.Grant";
 static PyObject *s_check, *s_done, *s_drop, *s_mark_dirty, *s_add, *s_finish, *s_paused_until,
     *s_watch_until, *s_quota_bytes, *s_verifier;
+static PyObject *route[3];  /* NFS_PROGRAM, NFS_V3, NFSPROC3_WRITE as ints: the start of a DRC fingerprint */
 static uint32_t crc_table[256];
 
 static void crc_init(void) {
@@ -80,15 +77,19 @@ static uint32_t crc32_of(const unsigned char *p, Py_ssize_t size) {
     return c ^ 0xFFFFFFFFu;
 }
 
+static void grant_release(void *pointer) {
+    Grant *grant = pointer;
+    Py_XDECREF(grant->node);
+    Py_XDECREF(grant->usage);
+    Py_XDECREF(grant->pause);
+    Py_XDECREF(grant->directory);
+    PyMem_Free(grant);
+}
+
 static void grant_free(PyObject *capsule) {
     Grant *grant = PyCapsule_GetPointer(capsule, GRANT_NAME);
-    if (grant != NULL) {
-        Py_XDECREF(grant->node);
-        Py_XDECREF(grant->usage);
-        Py_XDECREF(grant->pause);
-        Py_XDECREF(grant->directory);
-        PyMem_Free(grant);
-    }
+    if (grant != NULL)
+        grant_release(grant);
 }
 
 /* A WRITE call: offset, count, stable and the data; 0, or -1 when ``record`` is not one. */
@@ -152,7 +153,7 @@ static void put_reply(unsigned char *p, uint32_t xid, const Grant *grant, const 
     p = put_time(p, &pre->st_mtim);
     p = put_time(p, &pre->st_ctim);
     p = put32(p, 1);   /* post_op_attr */
-    p = put_fattr3(p, post, grant->fsid, grant->root_dev);
+    p = put_fattr3(p, post, grant->core.fsid, grant->core.root_dev);
     p = put32(p, count);
     p = put32(p, 0);   /* UNSTABLE */
     memcpy(p, verifier, 8);
@@ -162,19 +163,29 @@ static void put_reply(unsigned char *p, uint32_t xid, const Grant *grant, const 
 static PyObject *request_key(const unsigned char *r, Py_ssize_t size, const NfsCall *call, PyObject *client) {
     Py_ssize_t length = size - call->at;
     Py_ssize_t prefix = length < CHECKSUM_PREFIX_BYTES ? length : CHECKSUM_PREFIX_BYTES;
-    PyObject *identity = Py_BuildValue("(kO)", (unsigned long)call->xid, client);
-    if (identity == NULL)
-        return NULL;
-    PyObject *fingerprint = Py_BuildValue("(kkknk)", (unsigned long)NFS_PROGRAM, (unsigned long)NFS_V3,
-                                          (unsigned long)NFSPROC3_WRITE, length,
-                                          (unsigned long)crc32_of(r + call->at, prefix));
-    if (fingerprint == NULL) {
-        Py_DECREF(identity);
+    PyObject *identity = PyTuple_New(2), *fingerprint = PyTuple_New(5), *key = PyTuple_New(2);
+    if (identity == NULL || fingerprint == NULL || key == NULL) {
+        Py_XDECREF(identity);
+        Py_XDECREF(fingerprint);
+        Py_XDECREF(key);
         return NULL;
     }
-    PyObject *key = PyTuple_Pack(2, identity, fingerprint);
-    Py_DECREF(identity);
-    Py_DECREF(fingerprint);
+    PyTuple_SET_ITEM(key, 0, identity);
+    PyTuple_SET_ITEM(key, 1, fingerprint);
+    Py_INCREF(client);
+    PyTuple_SET_ITEM(identity, 0, PyLong_FromUnsignedLong(call->xid));
+    PyTuple_SET_ITEM(identity, 1, client);
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(route[i]);
+        PyTuple_SET_ITEM(fingerprint, i, route[i]);
+    }
+    PyTuple_SET_ITEM(fingerprint, 3, PyLong_FromSsize_t(length));
+    PyTuple_SET_ITEM(fingerprint, 4, PyLong_FromUnsignedLong(crc32_of(r + call->at, prefix)));
+    if (PyTuple_GET_ITEM(identity, 0) == NULL || PyTuple_GET_ITEM(fingerprint, 3) == NULL
+        || PyTuple_GET_ITEM(fingerprint, 4) == NULL) {
+        Py_DECREF(key);  /* (frees what was made; a NULL item is skipped) */
+        return NULL;
+    }
     return key;
 }
 
@@ -219,7 +230,7 @@ static PyObject *write_granted(WriteGrants *self, Grant *grant, const unsigned c
     PyObject *reply = NULL, *parts = NULL, *result;
     uint32_t done = 0;
     while (done < args->length) {
-        ssize_t n = pwrite(grant->fd, args->data + done, args->length - done, (off_t)(args->offset + done));
+        ssize_t n = pwrite(grant->core.fd, args->data + done, args->length - done, (off_t)(args->offset + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -234,7 +245,7 @@ static PyObject *write_granted(WriteGrants *self, Grant *grant, const unsigned c
         goto python;
     Py_DECREF(result);
     struct stat post;
-    if (fstat(grant->fd, &post) < 0)
+    if (fstat(grant->core.fd, &post) < 0)
         goto python;
     int64_t delta = post.st_blocks != pre->st_blocks || post.st_size != pre->st_size ? charged(&post) - charged(pre) : 0;
     if (delta != 0) {
@@ -306,51 +317,32 @@ static PyObject *WriteGrants_answer(WriteGrants *self, PyObject *const *argv, Py
     const unsigned char *r = view.buf;
     NfsCall call;
     WriteArgs args;
-    long long generation;
-    if (PyDict_GET_SIZE(self->grants) == 0 || parse_write(r, view.len, &call, &args) < 0)
-        goto none;
+    if (parse_write(r, view.len, &call, &args) < 0)
+        goto out;
     uint64_t end = args.offset + args.length;
     if (args.stable != 0 || args.count != args.length || args.length == 0 || args.length > MAX_INLINE_WRITE
         || args.offset > (uint64_t)INT64_MAX - MAX_INLINE_WRITE || ((args.offset | end) & self->page_mask))
-        goto none;
-    if (current_generation(self->state, &generation) < 0)
-        goto fail;
-    key = make_key(PyTuple_GET_ITEM(argv[1], 0), &call);
-    if (key == NULL)
-        goto fail;
-    capsule = PyDict_GetItemWithError(self->grants, key);
-    if (capsule == NULL) {
-        if (PyErr_Occurred())
-            goto fail;
-        goto none;
-    }
-    Py_INCREF(capsule);  /* (Python code runs below: the grant must outlive a change of the table) */
-    Grant *grant = PyCapsule_GetPointer(capsule, GRANT_NAME);
+        goto out;
+    Grant *grant = (Grant *)find_grant((GrantTable *)self, PyTuple_GET_ITEM(argv[1], 0), &call, GRANT_NAME,
+                                       &key, &capsule);
     if (grant == NULL)
-        goto fail;
-    if (generation != grant->generation)
-        goto none;
+        goto out;
     struct stat pre;
-    if (fstat(grant->fd, &pre) < 0 || !S_ISREG(pre.st_mode))
-        goto none;
-    if (pre.st_nlink == 0) {  /* deleted: Python answers STALE; the grant would pin its pages */
-        if (PyDict_DelItem(self->grants, key) < 0)
-            PyErr_Clear();
-        goto none;
+    if (fstat(grant->core.fd, &pre) < 0 || !S_ISREG(pre.st_mode))
+        goto out;
+    if (pre.st_nlink == 0) {  /* deleted: Python answers STALE */
+        forget_grant((GrantTable *)self, key);
+        goto out;
     }
-    if (!may_access(&grant->who, &pre, 2) || (pre.st_mode & (S_ISUID | S_ISGID)))
-        goto none;
+    if (!may_access(&grant->core.who, &pre, 2) || (pre.st_mode & (S_ISUID | S_ISGID)))
+        goto out;
     double paused_until, watch_until, now = now_seconds();
     if (float_attr(grant->pause, s_paused_until, &paused_until) < 0
-        || float_attr(grant->pause, s_watch_until, &watch_until) < 0)
-        goto fail;
-    if (now < paused_until)
-        goto none;  /* Python sends it to the thread pool */
+        || float_attr(grant->pause, s_watch_until, &watch_until) < 0 || now < paused_until)
+        goto out;  /* (paused: Python sends it to the thread pool) */
     int allowed = quota_allows(grant, &pre, end);
-    if (allowed < 0)
-        goto fail;
-    if (!allowed)
-        goto none;
+    if (allowed <= 0)
+        goto out;
     long voluntary = -1;
     if (now < watch_until) {
         struct rusage usage;
@@ -361,20 +353,13 @@ static PyObject *WriteGrants_answer(WriteGrants *self, PyObject *const *argv, Py
     parts = write_granted(self, grant, r, view.len, &call, &args, argv[1], &pre, now, voluntary);
     if (self->calls != answered)  /* (not a retransmission's answer) */
         self->seconds += now_seconds() - started;
-    Py_DECREF(key);
-    Py_DECREF(capsule);
-    PyBuffer_Release(&view);
-    return parts;
-none:
+out:  /* the reply parts; NULL: None, or an error (exception set) */
     Py_XDECREF(key);
     Py_XDECREF(capsule);
     PyBuffer_Release(&view);
+    if (parts != NULL || PyErr_Occurred())
+        return parts;
     Py_RETURN_NONE;
-fail:
-    Py_XDECREF(key);
-    Py_XDECREF(capsule);
-    PyBuffer_Release(&view);
-    return NULL;
 }
 
 static PyObject *WriteGrants_grant(WriteGrants *self, PyObject *args, PyObject *kwargs) {
@@ -391,68 +376,42 @@ static PyObject *WriteGrants_grant(WriteGrants *self, PyObject *args, PyObject *
         return NULL;
     NfsCall call;
     WriteArgs write;
-    PyObject *key = NULL, *capsule = NULL;
+    PyObject *key = NULL;
     Grant *grant = NULL;
     if (parse_write(view.buf, view.len, &call, &write) < 0) {
         PyErr_SetString(PyExc_ValueError, "not an NFSv3 WRITE call");
-        goto fail;
+        goto done;
     }
     key = make_key(address, &call);
-    if (key == NULL)
-        goto fail;
-    PyObject *existing = PyDict_GetItemWithError(self->grants, key);  /* borrowed */
-    if (existing == NULL && PyErr_Occurred())
-        goto fail;
-    if (existing != NULL) {
-        Grant *held = PyCapsule_GetPointer(existing, GRANT_NAME);
-        if (held == NULL)
-            goto fail;
-        if (held->generation == generation && held->node == node && held->fd == fd) {
-            Py_DECREF(key);  /* granted already (a WRITE C left to Python: unaligned, paused, ...) */
-            PyBuffer_Release(&view);
-            Py_RETURN_NONE;
-        }
-    }
+    Grant *held = key == NULL ? NULL : (Grant *)kept_grant((GrantTable *)self, key, GRANT_NAME);
+    if (PyErr_Occurred()
+        || (held != NULL && held->core.generation == generation && held->node == node && held->core.fd == fd))
+        goto done;  /* (granted already: a WRITE C left to Python, unaligned, paused, ...) */
     grant = PyMem_Calloc(1, sizeof(Grant));
     if (grant == NULL) {
         PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
-    if (who_from(&grant->who, uid, gid, gids) < 0)
-        goto fail;
+    if (core_init(&grant->core, uid, gid, gids, fsid, root_dev, generation) < 0)
+        goto done;
     grant->usage = PyObject_GetAttrString(backend, "usage");
     grant->pause = grant->usage ? PyObject_GetAttrString(backend, "inline_writes") : NULL;
     grant->directory = grant->pause ? PyObject_GetAttrString(backend, "directory") : NULL;
     if (grant->directory == NULL)
-        goto fail;
+        goto done;
     Py_INCREF(node);
     grant->node = node;
-    grant->fd = fd;
-    grant->fsid = fsid;
-    grant->root_dev = root_dev;
-    grant->generation = generation;
-    capsule = PyCapsule_New(grant, GRANT_NAME, grant_free);
-    if (capsule == NULL)
-        goto fail;
-    grant = NULL;  /* the capsule owns it */
-    if (table_store((GrantTable *)self, key, capsule) < 0)
-        goto fail;
-    Py_DECREF(key);
-    Py_DECREF(capsule);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-fail:
-    if (grant != NULL) {
-        Py_XDECREF(grant->node);
-        Py_XDECREF(grant->usage);
-        Py_XDECREF(grant->pause);
-        Py_XDECREF(grant->directory);
-        PyMem_Free(grant);
-    }
+    grant->core.fd = fd;
+    table_keep((GrantTable *)self, key, grant, GRANT_NAME, grant_free, grant_release);
+    grant = NULL;  /* (the table's, or released) */
+done:
+    if (grant != NULL)
+        grant_release(grant);
     Py_XDECREF(key);
-    Py_XDECREF(capsule);
     PyBuffer_Release(&view);
-    return NULL;
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 /* An attribute of an importable module (a constant the Python path uses); new reference or NULL. */
@@ -567,12 +526,16 @@ static int intern_names(void) {
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return -1;
+    unsigned long numbers[3] = {NFS_PROGRAM, NFS_V3, NFSPROC3_WRITE};
+    for (int i = 0; i < 3; i++)
+        if ((route[i] = PyLong_FromUnsignedLong(numbers[i])) == NULL)
+            return -1;
     return 0;
 }
 
 PyMODINIT_FUNC PyInit__writeaccel(void) {
     crc_init();
-    if (intern_names() < 0 || PyType_Ready(&WriteGrantsType) < 0)
+    if (accel_init() < 0 || intern_names() < 0 || PyType_Ready(&WriteGrantsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

@@ -202,7 +202,9 @@ def test_a_deleted_file_is_stale_not_served(lanes, export_dir):
     fh = _file(lanes, export_dir, os.urandom(8192))
     assert _answered_in_c(lanes, fh) == 1
     os.unlink(export_dir / "disk")
+    assert len(lanes.accel.grants) == 1
     assert Lanes.answer(lanes.accel, lanes.record(NfsProc.READ, nfs.encode_read_args(fh, 0, 4096))) is None
+    assert len(lanes.accel.grants) == 0  # forgotten: it would pin the deleted file's pages
     assert _status(lanes.refusal(fh)) == NfsStat.STALE
     assert lanes.accel.grants.counts()[0] == 1
 
